@@ -1,0 +1,181 @@
+//! Start-up, serving and shutdown of the daemon.
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    collectors::{COLLECTORS, CollectorContext, NodeCollectors},
+    config::Config,
+    probes::{PROBES, Probes, error_chain},
+    selfmetrics::SelfMetrics,
+    server::{self, AppState},
+    status::{State, Status},
+};
+
+/// Builds the enabled collectors; a constructor error fails only that collector.
+pub fn build_collectors(cfg: &Config) -> (NodeCollectors, Vec<(&'static str, State)>) {
+    let ctx = CollectorContext {
+        paths: cfg.paths.paths(),
+    };
+    let mut active = Vec::new();
+    let mut states = Vec::new();
+    for e in COLLECTORS {
+        if !cfg.collectors.enabled(e.name) {
+            states.push((e.name, State::Disabled));
+            continue;
+        }
+        match (e.new)(&ctx) {
+            Ok(c) => {
+                active.push((e.name, c));
+                states.push((e.name, State::Active));
+            }
+            Err(err) => {
+                let reason = error_chain(&err);
+                tracing::warn!(collector = e.name, %reason, "collector failed to start");
+                states.push((e.name, State::Failed(reason)));
+            }
+        }
+    }
+    (NodeCollectors::new(active), states)
+}
+
+/// The registry with node collectors only (no probes, no self metrics): what the golden
+/// end-to-end tests compare.
+pub fn node_registry(cfg: &Config) -> Registry {
+    let (collectors, _) = build_collectors(cfg);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collectors));
+    registry
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(cfg: Config) -> u8 {
+    let listener = match server::bind(&cfg.web.listen_address).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = Arc::new(AppState::new(
+        cfg.web.telemetry_path.clone(),
+        cfg.web.max_requests,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&state),
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(10),
+    ));
+    tracing::info!(address = %local, path = %cfg.web.telemetry_path, "listening");
+
+    // Collectors and probes start while /healthz already answers; /readyz turns 200 after.
+    let init_cfg = cfg.clone();
+    let init = tokio::task::spawn_blocking(move || {
+        let (collectors, collector_states) = build_collectors(&init_cfg);
+        let probes = Probes::load(&init_cfg.probes, init_cfg.log.level);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(collectors));
+        registry.register_collector(Box::new(Arc::clone(&probes.metrics)));
+        registry.register_collector(Box::new(SelfMetrics));
+        let hooks = |n: &str| PROBES.iter().find(|p| p.name == n).map_or("", |p| p.hooks);
+        let status = Status {
+            collectors: collector_states,
+            probes: probes
+                .states
+                .iter()
+                .map(|(n, s)| (*n, hooks(n), s.clone()))
+                .collect(),
+        };
+        (registry, status, probes)
+    })
+    .await;
+    let mut probes = match init {
+        Ok((registry, status, probes)) => {
+            tracing::info!("{}", status.summary());
+            state.set_ready(registry, status);
+            probes
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "initialisation failed");
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            return 1;
+        }
+    };
+    let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
+
+    let signal = wait_for_signal().await;
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, finishing in-flight scrapes"
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    if let Some(t) = log_task {
+        t.abort();
+    }
+    let n = probes.detach();
+    tracing::info!(programs = n, "eBPF programs detached; bye");
+    0
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; waiting for SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Forwards aya-log records written by the kernel programs to the agent's log.
+fn forward_ebpf_logs(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>> {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "no eBPF log records to forward");
+            return None;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's fd for its whole life and always returns that
+    // same fd; the AsyncFd owns the logger, so the fd stays open until the AsyncFd is dropped.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot poll the eBPF log ring buffer");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "eBPF log forwarding stopped");
+                    return;
+                }
+            }
+        }
+    }))
+}

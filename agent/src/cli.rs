@@ -1,0 +1,279 @@
+//! Command-line flags in node_exporter's style. Per-collector and per-probe flags are derived
+//! from the registration tables. Flags override the config file.
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+
+use crate::{
+    collectors::COLLECTORS,
+    config::{Config, ConfigError, LogLevel},
+    probes::PROBES,
+};
+
+/// Exit code for bad flags and bad configuration (sysexits.h EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+
+pub fn command() -> Command {
+    let mut cmd = Command::new("hostlens")
+        .version(concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOSTLENS_REVISION"), ")"))
+        .about("eBPF host and process agent with node_exporter-compatible /metrics")
+        .arg(
+            Arg::new("config.file")
+                .long("config.file")
+                .value_name("PATH")
+                .value_parser(value_parser!(PathBuf))
+                .help("YAML configuration file (every key documented in config/hostlens.yaml)"),
+        )
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDR")
+                .help("Address to serve /metrics on, host:port or :port [default: :9100]"),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .help("Path under which to expose metrics [default: /metrics]"),
+        )
+        .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .value_parser(value_parser!(usize))
+                .help("Maximum number of parallel scrape requests; 0 disables the limit [default: 40]"),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .value_parser(value_parser!(LogLevel))
+                .help("Only log messages with the given severity or above [default: info]"),
+        )
+        .arg(path_arg("path.procfs", "procfs mountpoint [default: /proc]"))
+        .arg(path_arg("path.sysfs", "sysfs mountpoint [default: /sys]"))
+        .arg(path_arg("path.rootfs", "rootfs mountpoint [default: /]"))
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Set all collectors to disabled by default"),
+        )
+        .arg(
+            Arg::new("probe.disable-defaults")
+                .long("probe.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Set all eBPF probes to disabled by default"),
+        );
+    for c in COLLECTORS {
+        let default = if c.default_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = toggle_args(cmd, "collector", c.name, default);
+    }
+    for p in PROBES {
+        let default = if p.default_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = toggle_args(cmd, "probe", p.name, default);
+    }
+    cmd
+}
+
+fn path_arg(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("PATH")
+        .value_parser(value_parser!(PathBuf))
+        .help(help)
+}
+
+fn toggle_args(cmd: Command, kind: &str, name: &str, default: &str) -> Command {
+    let on = format!("{kind}.{name}");
+    let off = format!("no-{kind}.{name}");
+    cmd.arg(
+        Arg::new(on.clone())
+            .long(on.clone())
+            .action(ArgAction::SetTrue)
+            .overrides_with(off.clone())
+            .help(format!("Enable the {name} {kind} [default: {default}]")),
+    )
+    .arg(
+        Arg::new(off.clone())
+            .long(off)
+            .action(ArgAction::SetTrue)
+            .overrides_with(on)
+            .help(format!("Disable the {name} {kind}")),
+    )
+}
+
+/// Parsed flags.
+#[derive(Debug)]
+pub struct Flags {
+    pub matches: ArgMatches,
+}
+
+/// Why the program stops before running.
+#[derive(Debug)]
+pub enum CliExit {
+    /// `--help` / `--version`: print and exit 0.
+    Info(String),
+    /// Bad flag or config: print and exit 64.
+    Usage(String),
+}
+
+pub fn parse<I, T>(args: I) -> Result<Flags, CliExit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match command().try_get_matches_from(args) {
+        Ok(matches) => Ok(Flags { matches }),
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Err(CliExit::Info(e.render().to_string()))
+            }
+            _ => Err(CliExit::Usage(e.render().to_string())),
+        },
+    }
+}
+
+impl Flags {
+    /// The effective configuration: defaults, then the file (if any), then the flags.
+    pub fn config(&self) -> Result<Config, CliExit> {
+        let m = &self.matches;
+        let mut cfg = match m.get_one::<PathBuf>("config.file") {
+            Some(p) => Config::load(p).map_err(|e| CliExit::Usage(e.to_string()))?,
+            None => Config::default(),
+        };
+        if let Some(v) = m.get_one::<String>("web.listen-address") {
+            cfg.web.listen_address = v.clone();
+        }
+        if let Some(v) = m.get_one::<String>("web.telemetry-path") {
+            cfg.web.telemetry_path = v.clone();
+        }
+        if let Some(v) = m.get_one::<usize>("web.max-requests") {
+            cfg.web.max_requests = *v;
+        }
+        if let Some(v) = m.get_one::<LogLevel>("log.level") {
+            cfg.log.level = *v;
+        }
+        if let Some(v) = m.get_one::<PathBuf>("path.procfs") {
+            cfg.paths.procfs = v.clone();
+        }
+        if let Some(v) = m.get_one::<PathBuf>("path.sysfs") {
+            cfg.paths.sysfs = v.clone();
+        }
+        if let Some(v) = m.get_one::<PathBuf>("path.rootfs") {
+            cfg.paths.rootfs = v.clone();
+        }
+        if m.get_flag("collector.disable-defaults") {
+            cfg.collectors.disable_defaults = true;
+        }
+        if m.get_flag("probe.disable-defaults") {
+            cfg.probes.disable_defaults = true;
+        }
+        for c in COLLECTORS {
+            if let Some(on) = toggle(m, "collector", c.name) {
+                cfg.collectors.set(c.name, on).map_err(CliExit::Usage)?;
+            }
+        }
+        for p in PROBES {
+            if let Some(on) = toggle(m, "probe", p.name) {
+                cfg.probes.set(p.name, on).map_err(CliExit::Usage)?;
+            }
+        }
+        // Values from flags are checked like values from the file.
+        cfg.validate(std::path::Path::new("(flags)"))
+            .map_err(|e| match e {
+                ConfigError::Invalid { key, msg, .. } => {
+                    CliExit::Usage(format!("invalid value for {key}: {msg}"))
+                }
+                other => CliExit::Usage(other.to_string()),
+            })?;
+        Ok(cfg)
+    }
+}
+
+fn toggle(m: &ArgMatches, kind: &str, name: &str) -> Option<bool> {
+    if m.get_flag(&format!("{kind}.{name}")) {
+        Some(true)
+    } else if m.get_flag(&format!("no-{kind}.{name}")) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Result<Config, CliExit> {
+        let mut v = vec!["hostlens"];
+        v.extend_from_slice(args);
+        parse(v)?.config()
+    }
+
+    #[test]
+    fn table_derives_flags() {
+        let c = cfg(&["--no-collector.loadavg", "--collector.meminfo"]).unwrap();
+        assert!(!c.collectors.enabled("loadavg"));
+        assert!(c.collectors.enabled("meminfo"));
+        let c = cfg(&["--collector.disable-defaults", "--collector.uname"]).unwrap();
+        assert!(c.collectors.enabled("uname") && !c.collectors.enabled("meminfo"));
+        let c = cfg(&["--no-probe.syscalls"]).unwrap();
+        assert!(!c.probes.enabled("syscalls"));
+        // The last of --x / --no-x wins, as with node_exporter's boolean flags.
+        let c = cfg(&["--collector.loadavg", "--no-collector.loadavg"]).unwrap();
+        assert!(!c.collectors.enabled("loadavg"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("hostlens-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "web:\n  listen_address: \":9999\"\ncollectors:\n  loadavg: false\n",
+        )
+        .unwrap();
+        let fs = f.to_str().unwrap();
+        let c = cfg(&["--config.file", fs]).unwrap();
+        assert_eq!(c.web.listen_address, ":9999");
+        assert!(!c.collectors.enabled("loadavg"));
+        let c = cfg(&[
+            "--config.file",
+            fs,
+            "--web.listen-address",
+            "127.0.0.1:1",
+            "--collector.loadavg",
+        ])
+        .unwrap();
+        assert_eq!(c.web.listen_address, "127.0.0.1:1");
+        assert!(c.collectors.enabled("loadavg"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["--collector.nope"][..],
+            &["--log.level", "loud"],
+            &["--web.max-requests", "-3"],
+            &["--web.listen-address", "nonsense"],
+            &["--config.file", "/nonexistent/x.yaml"],
+        ] {
+            match cfg(args) {
+                Err(CliExit::Usage(m)) => assert!(!m.is_empty()),
+                other => panic!("{args:?}: expected a usage error, got {other:?}"),
+            }
+        }
+        assert!(matches!(cfg(&["--help"]), Err(CliExit::Info(_))));
+    }
+}

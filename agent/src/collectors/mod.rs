@@ -1,0 +1,231 @@
+//! Node collectors: procfs/sysfs readers that produce node_exporter's families at scrape time.
+//!
+//! One collector, one file; [`COLLECTORS`] is the single registration table. It derives the
+//! `--collector.<name>` / `--no-collector.<name>` flags and the `collectors:` YAML keys, and
+//! its defaults are node_exporter 1.5's.
+use std::{
+    fmt, fs, io,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use crate::{
+    emit::{Kind, Out},
+    paths::Paths,
+};
+
+pub mod loadavg;
+pub mod meminfo;
+pub mod uname;
+
+/// A collector reads its sources and writes its families, once per scrape.
+pub trait NodeCollector: fmt::Debug + Send + Sync {
+    fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError>;
+}
+
+/// What a collector is built from.
+#[derive(Debug, Clone)]
+pub struct CollectorContext {
+    pub paths: Paths,
+}
+
+type Constructor = fn(&CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError>;
+
+/// One row of the registration table.
+pub struct CollectorEntry {
+    /// snake_case name: flag `--collector.<name>`, YAML key `collectors.<name>`, label value of
+    /// `node_scrape_collector_success{collector}`.
+    pub name: &'static str,
+    /// Enabled when neither flag nor config says otherwise (node_exporter 1.5's default).
+    pub default_enabled: bool,
+    pub new: Constructor,
+}
+
+/// The registration table. Adding a collector adds one line here.
+pub static COLLECTORS: &[CollectorEntry] = &[
+    CollectorEntry {
+        name: "loadavg",
+        default_enabled: true,
+        new: loadavg::new,
+    },
+    CollectorEntry {
+        name: "meminfo",
+        default_enabled: true,
+        new: meminfo::new,
+    },
+    CollectorEntry {
+        name: "uname",
+        default_enabled: true,
+        new: uname::new,
+    },
+];
+
+pub fn entry(name: &str) -> Option<&'static CollectorEntry> {
+    COLLECTORS.iter().find(|e| e.name == name)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The source does not exist here (no such file): "no data", not a failure.
+    #[error("no data: {0} does not exist")]
+    NoData(PathBuf),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("encoding metrics: {0}")]
+    Encode(#[from] fmt::Error),
+}
+
+impl CollectorError {
+    pub fn parse(path: &Path, line: usize, msg: impl Into<String>) -> Self {
+        CollectorError::Parse {
+            path: path.to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Reads a whole (small) procfs/sysfs file; a missing file is [`CollectorError::NoData`].
+pub fn read_file(path: &Path) -> Result<String, CollectorError> {
+    fs::read_to_string(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => CollectorError::NoData(path.to_path_buf()),
+        _ => CollectorError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// A parse error of one line in a file, before the path is known to the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    pub msg: String,
+}
+
+impl LineError {
+    pub fn new(line: usize, msg: impl Into<String>) -> Self {
+        Self {
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn at(self, path: &Path) -> CollectorError {
+        CollectorError::parse(path, self.line, self.msg)
+    }
+}
+
+/// Parses a float the way procfs writes them, naming the field when it is not one.
+pub fn parse_f64(s: &str, line: usize, what: &str) -> Result<f64, LineError> {
+    s.parse::<f64>()
+        .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not a number")))
+}
+
+/// The enabled collectors, run in table order at every scrape. Registered in the registry as
+/// one prometheus-client [`Collector`] so that the per-collector scrape metrics come from the
+/// same pass.
+#[derive(Debug)]
+pub struct NodeCollectors {
+    active: Vec<(&'static str, Box<dyn NodeCollector>)>,
+}
+
+impl NodeCollectors {
+    pub fn new(active: Vec<(&'static str, Box<dyn NodeCollector>)>) -> Self {
+        Self { active }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.active.iter().map(|(n, _)| *n)
+    }
+}
+
+impl Collector for NodeCollectors {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut results = Vec::with_capacity(self.active.len());
+        for (name, collector) in &self.active {
+            let start = Instant::now();
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                collector.update(&mut Out::new(&mut encoder))
+            }));
+            let ok = match outcome {
+                Ok(Ok(())) => true,
+                Ok(Err(CollectorError::NoData(path))) => {
+                    tracing::debug!(collector = name, path = %path.display(), "no data");
+                    true
+                }
+                Ok(Err(CollectorError::Encode(e))) => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::warn!(collector = name, error = %e, "collector failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::error!(collector = name, "collector panicked; reported as failed");
+                    false
+                }
+            };
+            results.push((*name, start.elapsed().as_secs_f64(), ok));
+        }
+        let mut out = Out::new(&mut encoder);
+        let mut duration = out.family(
+            "node_scrape_collector_duration_seconds",
+            "node_exporter: Duration of a collector scrape.",
+            Kind::Gauge,
+        )?;
+        for (name, secs, _) in &results {
+            duration.sample(&[("collector", *name)], *secs)?;
+        }
+        drop(duration);
+        let mut success = out.family(
+            "node_scrape_collector_success",
+            "node_exporter: Whether a collector succeeded.",
+            Kind::Gauge,
+        )?;
+        for (name, _, ok) in &results {
+            success.sample(&[("collector", *name)], if *ok { 1.0 } else { 0.0 })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for e in COLLECTORS {
+            assert!(seen.insert(e.name), "duplicate collector {}", e.name);
+            assert!(
+                !e.name.is_empty()
+                    && e.name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && e.name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "collector name {:?} is not snake_case",
+                e.name
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_no_data() {
+        let err = read_file(Path::new("/nonexistent/hostlens/file")).unwrap_err();
+        assert!(matches!(err, CollectorError::NoData(_)), "{err}");
+    }
+}

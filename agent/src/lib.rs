@@ -1,0 +1,13 @@
+//! hostlens: an eBPF host and process agent. The binary is `src/main.rs`; everything else lives
+//! in this library so that tests can reach it.
+pub mod app;
+pub mod cli;
+pub mod collectors;
+pub mod config;
+pub mod emit;
+pub mod exposition;
+pub mod paths;
+pub mod probes;
+pub mod selfmetrics;
+pub mod server;
+pub mod status;

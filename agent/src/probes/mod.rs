@@ -1,0 +1,241 @@
+//! eBPF probes: each a kernel half in `agent-ebpf/src/<name>.rs` and a user half here.
+//!
+//! [`PROBES`] is the registration table (flags `--probe.<name>` / `--no-probe.<name>`, YAML
+//! `probes.<name>`). The one eBPF object is loaded once; then each probe loads and attaches its
+//! own programs, so a program the kernel refuses fails only its probe
+//! (`hostlens_probe_attached{probe}=0`, reason on the status page and in the log).
+use std::{fmt, sync::Arc};
+
+use aya::{Ebpf, EbpfLoader};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+
+use crate::{
+    config::{LogLevel, ProbeKind, Toggles},
+    emit::{Kind, Out},
+    status::State,
+};
+
+pub mod syscall_names;
+pub mod syscalls;
+
+/// The compiled kernel programs, built by `agent/build.rs`. Empty when the build skipped the
+/// eBPF step (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The user half of an attached probe: reads its maps at scrape time.
+pub trait ProbeCollector: fmt::Debug + Send + Sync {
+    fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError>;
+}
+
+type Attach = fn(&mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError>;
+
+pub struct ProbeEntry {
+    /// snake_case name: flag `--probe.<name>`, YAML `probes.<name>`, label `probe`.
+    pub name: &'static str,
+    pub default_enabled: bool,
+    /// The kernel hooks it uses, for the status page and the docs.
+    pub hooks: &'static str,
+    pub attach: Attach,
+}
+
+/// The registration table. Adding a probe adds one line here.
+pub static PROBES: &[ProbeEntry] = &[ProbeEntry {
+    name: "syscalls",
+    default_enabled: true,
+    hooks: "raw_tracepoint/sys_enter",
+    attach: syscalls::attach,
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("program {0} is not in the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is not in the eBPF object")]
+    MissingMap(&'static str),
+    #[error("program {program}: {source}{}", verifier_tail(.source))]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("encoding metrics: {0}")]
+    Encode(#[from] fmt::Error),
+}
+
+/// The last lines of a verifier log, which say why a program was refused.
+fn verifier_tail(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { verifier_log, .. } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(" (verifier: {tail})")
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Error chain as one line, for the status page and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+/// The probes after start-up: the loaded object (dropping it detaches every program), the
+/// attached probes' collectors and each probe's state.
+pub struct Probes {
+    ebpf: Option<Ebpf>,
+    pub states: Vec<(&'static str, State)>,
+    pub metrics: Arc<ProbeMetrics>,
+}
+
+impl Probes {
+    /// Loads the eBPF object and attaches every enabled probe, each on its own.
+    pub fn load(toggles: &Toggles<ProbeKind>, log_level: LogLevel) -> Probes {
+        let enabled: Vec<&ProbeEntry> = PROBES.iter().filter(|p| toggles.enabled(p.name)).collect();
+        let mut states: Vec<(&'static str, State)> = PROBES
+            .iter()
+            .filter(|p| !toggles.enabled(p.name))
+            .map(|p| (p.name, State::Disabled))
+            .collect();
+        let mut active = Vec::new();
+        let mut ebpf = None;
+        if !enabled.is_empty() {
+            match load_object(log_level) {
+                Ok(mut obj) => {
+                    for p in &enabled {
+                        match (p.attach)(&mut obj) {
+                            Ok(c) => {
+                                tracing::info!(probe = p.name, hooks = p.hooks, "probe attached");
+                                states.push((p.name, State::Active));
+                                active.push((p.name, c));
+                            }
+                            Err(e) => {
+                                let reason = error_chain(&e);
+                                tracing::warn!(probe = p.name, %reason, "probe failed");
+                                states.push((p.name, State::Failed(reason)));
+                            }
+                        }
+                    }
+                    ebpf = Some(obj);
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "eBPF unavailable; every probe is reported failed");
+                    for p in &enabled {
+                        states.push((p.name, State::Failed(reason.clone())));
+                    }
+                }
+            }
+        }
+        states.sort_by_key(|(n, _)| PROBES.iter().position(|p| p.name == *n));
+        let attached = states
+            .iter()
+            .map(|(n, s)| (*n, matches!(s, State::Active)))
+            .collect();
+        Probes {
+            ebpf,
+            states,
+            metrics: Arc::new(ProbeMetrics { active, attached }),
+        }
+    }
+
+    /// The loaded object, e.g. for forwarding aya-log records.
+    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
+        self.ebpf.as_mut()
+    }
+
+    /// Detaches and unloads every program now (also happens on drop).
+    pub fn detach(&mut self) -> usize {
+        match self.ebpf.take() {
+            Some(ebpf) => {
+                let n = ebpf.programs().count();
+                drop(ebpf);
+                n
+            }
+            None => 0,
+        }
+    }
+}
+
+fn load_object(log_level: LogLevel) -> Result<Ebpf, String> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(
+            "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
+        );
+    }
+    // aya-log-ebpf's level filter: records below the agent's log level are never written.
+    let level: u8 = match log_level {
+        LogLevel::Error => 1,
+        LogLevel::Warn => 2,
+        LogLevel::Info => 3,
+        LogLevel::Debug => 4,
+    };
+    EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, false)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            let mut reason = format!("loading the eBPF object: {}", error_chain(&e));
+            if !is_root() {
+                reason.push_str(
+                    " (not running as root: eBPF needs CAP_BPF and CAP_PERFMON, see README)",
+                );
+            }
+            reason
+        })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Scrape-time output of every attached probe plus `hostlens_probe_attached{probe}`.
+#[derive(Debug)]
+pub struct ProbeMetrics {
+    active: Vec<(&'static str, Box<dyn ProbeCollector>)>,
+    attached: Vec<(&'static str, bool)>,
+}
+
+impl Collector for ProbeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut out = Out::new(&mut encoder);
+        let mut fam = out.family(
+            "hostlens_probe_attached",
+            "Whether the eBPF probe is loaded and attached (1) or not (0).",
+            Kind::Gauge,
+        )?;
+        for (name, ok) in &self.attached {
+            fam.sample(&[("probe", *name)], if *ok { 1.0 } else { 0.0 })?;
+        }
+        drop(fam);
+        for (name, probe) in &self.active {
+            match probe.collect(&mut out) {
+                Ok(()) => {}
+                Err(ProbeError::Encode(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(probe = name, error = %error_chain(&e), "reading probe maps failed")
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,332 @@
+//! The HTTP endpoints: `/metrics` (configurable path), `/healthz`, `/readyz` and `/`.
+use std::{
+    convert::Infallible,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{self, HeaderValue},
+    service::service_fn,
+};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{exposition::Format, status::Status};
+
+/// Where a listen address may point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenHost {
+    /// `:port`: every interface (IPv6 dual-stack, else IPv4).
+    Any,
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Parses `host:port`, `:port` or `[v6]:port` (node_exporter's `--web.listen-address`).
+pub fn parse_listen_address(s: &str) -> Result<(ListenHost, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port or :port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: port {port:?} is not a number from 0 to 65535"))?;
+    let host = if host.is_empty() {
+        ListenHost::Any
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        ListenHost::Ip(IpAddr::V6(
+            v6.parse()
+                .map_err(|_| format!("{s:?}: {v6:?} is not an IPv6 address"))?,
+        ))
+    } else if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        ListenHost::Ip(IpAddr::V4(ip))
+    } else if host.contains(':') {
+        return Err(format!(
+            "{s:?}: write IPv6 addresses in brackets, [::1]:9100"
+        ));
+    } else if host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        ListenHost::Name(host.to_string())
+    } else {
+        return Err(format!("{s:?}: {host:?} is not a host name or address"));
+    };
+    Ok((host, port))
+}
+
+/// Binds the listen address; the error names the address and the cause (e.g. in use).
+pub async fn bind(address: &str) -> Result<TcpListener, String> {
+    let (host, port) = parse_listen_address(address)?;
+    let candidates: Vec<SocketAddr> = match host {
+        ListenHost::Any => vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        ],
+        ListenHost::Ip(ip) => vec![SocketAddr::new(ip, port)],
+        ListenHost::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|e| format!("listen address {address}: resolving {name}: {e}"))?
+            .collect(),
+    };
+    let mut last = None;
+    for addr in candidates {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            // Address in use is final; only "no IPv6 here" falls through to IPv4.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "listen address {address}: port {port} is already in use ({addr})"
+                ));
+            }
+            Err(e) => last = Some(format!("listen address {address}: binding {addr}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| format!("listen address {address}: no address to bind")))
+}
+
+/// What the handlers share. The registry appears once initialisation is done; until then
+/// `/metrics` answers 503 and `/readyz` is not ready.
+pub struct AppState {
+    pub telemetry_path: String,
+    pub registry: OnceLock<Registry>,
+    pub status: RwLock<Status>,
+    pub ready: AtomicBool,
+    scrapes: Option<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(telemetry_path: String, max_requests: usize) -> Self {
+        Self {
+            telemetry_path,
+            registry: OnceLock::new(),
+            status: RwLock::new(Status::default()),
+            ready: AtomicBool::new(false),
+            scrapes: (max_requests > 0).then(|| Semaphore::new(max_requests)),
+        }
+    }
+
+    pub fn set_ready(&self, registry: Registry, status: Status) {
+        if let Ok(mut s) = self.status.write() {
+            *s = status;
+        }
+        let _ = self.registry.set(registry);
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(r);
+    }
+    let path = req.uri().path();
+    let resp = if path == state.telemetry_path {
+        metrics(&state, &req).await
+    } else {
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if state.ready.load(Ordering::Acquire) {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                }
+            }
+            "/" => {
+                let html = state
+                    .status
+                    .read()
+                    .map(|s| s.html(&state.telemetry_path, state.ready.load(Ordering::Acquire)))
+                    .unwrap_or_default();
+                let mut r = text(StatusCode::OK, html);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    };
+    Ok(resp)
+}
+
+fn accepts_gzip(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q0 = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !q0
+        })
+}
+
+async fn metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Resp {
+    if state.registry.get().is_none() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+    }
+    let _permit = match &state.scrapes {
+        Some(s) => match s.acquire().await {
+            Ok(p) => Some(p),
+            Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        },
+        None => None,
+    };
+    let format = Format::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let gzip = accepts_gzip(req);
+    let st = Arc::clone(state);
+    // Collectors read procfs/sysfs and eBPF maps synchronously: keep that off the reactor.
+    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let registry = st.registry.get().ok_or("not initialised")?;
+        let body = crate::exposition::encode(registry, format).map_err(|e| e.to_string())?;
+        if !gzip {
+            return Ok(body);
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&body).map_err(|e| e.to_string())?;
+        gz.finish().map_err(|e| e.to_string())
+    })
+    .await;
+    match body {
+        Ok(Ok(body)) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            if gzip {
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r.headers_mut().insert(
+                header::VARY,
+                HeaderValue::from_static("Accept, Accept-Encoding"),
+            );
+            r
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics: {e}\n"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scrape task failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and waits up to `grace` for
+/// in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    // A client that sends nothing does not hold a connection slot forever.
+    builder.header_read_timeout(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let (stream, _peer) = match conn {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let st = Arc::clone(&state);
+                let svc = service_fn(move |req| handle(Arc::clone(&st), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("in-flight requests finished"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "in-flight requests still running at shutdown"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_address(":9100").unwrap(),
+            (ListenHost::Any, 9100)
+        );
+        assert_eq!(
+            parse_listen_address("127.0.0.1:80").unwrap(),
+            (ListenHost::Ip("127.0.0.1".parse().unwrap()), 80)
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:9100").unwrap(),
+            (ListenHost::Ip("::1".parse().unwrap()), 9100)
+        );
+        assert_eq!(
+            parse_listen_address("localhost:9100").unwrap(),
+            (ListenHost::Name("localhost".into()), 9100)
+        );
+        for bad in ["9100", ":99999", "::1:9100", "a b:1", "host:", "[zz]:1"] {
+            assert!(parse_listen_address(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `cargo xtask bench`: hostlens against the real node_exporter (Debian
+//! `prometheus-node-exporter`), same collector set, same machine, same run. Results go to
+//! BENCHMARKS.md as ratios; nothing here is a pass/fail assertion.
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::setup::BuildEnv;
+
+/// The collectors both agents run: the ones hostlens ships today.
+const COLLECTORS: &[&str] = &["loadavg", "meminfo", "uname"];
+const WARMUP: usize = 50;
+const SCRAPES: usize = 500;
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_ready(port: u16, path: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("port {port} not ready after 30 s")
+}
+
+/// One keep-alive connection issuing GETs; handles Content-Length and chunked bodies.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(port: u16) -> Result<Client> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_nodelay(true)?;
+        Ok(Client {
+            reader: BufReader::new(s),
+        })
+    }
+
+    /// Returns the body size.
+    fn get(&mut self, path: &str) -> Result<usize> {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: gzip\r\n\r\n"
+        )?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        if !line.starts_with("HTTP/1.1 200") {
+            bail!("unexpected status line {line:?}");
+        }
+        let (mut len, mut chunked) = (None, false);
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = Some(v.trim().parse::<usize>()?);
+            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut total = 0;
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)?;
+                let mut buf = vec![0; size + 2];
+                self.reader.read_exact(&mut buf)?;
+                total += size;
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            let n = len.context("response without length")?;
+            let mut buf = vec![0; n];
+            self.reader.read_exact(&mut buf)?;
+            total = n;
+        }
+        Ok(total)
+    }
+}
+
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+fn rss_bytes(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()?;
+    Ok(kb * 1024.0)
+}
+
+/// Kernel memory charged to the BPF maps `pid` holds (`memlock:` in each map fd's fdinfo).
+fn bpf_map_bytes(pid: u32) -> f64 {
+    let mut total = 0.0;
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0.0;
+    };
+    for fd in dir.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        if info.contains("map_type:")
+            && let Some(m) = info.lines().find_map(|l| l.strip_prefix("memlock:"))
+        {
+            total += m.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+struct Result1 {
+    name: &'static str,
+    cpu_ms_per_scrape: f64,
+    median_ms: f64,
+    p99_ms: f64,
+    rss_mb: f64,
+    bpf_maps_mb: f64,
+    body_bytes: usize,
+}
+
+fn measure(p: &Proc) -> Result<Result1> {
+    let pid = p.child.id();
+    let mut c = Client::connect(p.port)?;
+    for _ in 0..WARMUP {
+        c.get("/metrics")?;
+    }
+    let cpu0 = cpu_seconds(pid)?;
+    let mut lat = Vec::with_capacity(SCRAPES);
+    let mut body = 0;
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        body = c.get("/metrics")?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu = cpu_seconds(pid)? - cpu0;
+    lat.sort_by(f64::total_cmp);
+    Ok(Result1 {
+        name: p.name,
+        cpu_ms_per_scrape: cpu * 1e3 / SCRAPES as f64,
+        median_ms: lat[lat.len() / 2],
+        p99_ms: lat[lat.len() * 99 / 100],
+        rss_mb: rss_bytes(pid)? / 1e6,
+        bpf_maps_mb: bpf_map_bytes(pid) / 1e6,
+        body_bytes: body,
+    })
+}
+
+pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
+    crate::sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
+    let bin = root.join("target/release/hostlens");
+
+    let hl_port = free_port()?;
+    let hl_addr = format!("127.0.0.1:{hl_port}");
+    let mut hl_args = vec![
+        "--web.listen-address",
+        &hl_addr,
+        "--collector.disable-defaults",
+    ];
+    let flags: Vec<String> = COLLECTORS
+        .iter()
+        .map(|c| format!("--collector.{c}"))
+        .collect();
+    hl_args.extend(flags.iter().map(String::as_str));
+    let hostlens = Proc {
+        name: "hostlens (+ syscalls probe)",
+        child: Command::new(&bin)
+            .args(&hl_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting hostlens")?,
+        port: hl_port,
+    };
+    let ne_port = free_port()?;
+    let ne_addr = format!("127.0.0.1:{ne_port}");
+    let mut ne_args = vec![
+        "--web.listen-address",
+        &ne_addr,
+        "--collector.disable-defaults",
+    ];
+    ne_args.extend(flags.iter().map(String::as_str));
+    let node_exporter = Proc {
+        name: "node_exporter 1.5.0",
+        child: Command::new("prometheus-node-exporter")
+            .args(&ne_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting prometheus-node-exporter (cargo xtask setup installs it)")?,
+        port: ne_port,
+    };
+    wait_ready(hostlens.port, "/readyz")?;
+    wait_ready(node_exporter.port, "/metrics")?;
+    // Let both settle (Go's runtime grows its heap over the first scrapes).
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_rss = rss_bytes(hostlens.child.id())? / 1e6;
+    let idle_rss_ne = rss_bytes(node_exporter.child.id())? / 1e6;
+    let ne = measure(&node_exporter)?;
+    let hl = measure(&hostlens)?;
+
+    let mut md = String::new();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    writeln!(
+        md,
+        "## Scrape cost and memory: hostlens vs node_exporter ({date})\n"
+    )?;
+    writeln!(
+        md,
+        "`cargo xtask bench` on this project's 2-core machine. Both serve the collectors \
+         {} (`--collector.disable-defaults` plus those); hostlens also runs its `syscalls` \
+         eBPF probe. {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
+         with `Accept-Encoding: gzip`. CPU is the process's utime+stime over the {SCRAPES} \
+         scrapes (10 ms tick resolution); memory is VmRSS, plus the kernel memory of the \
+         agent's BPF maps (fdinfo `memlock`).\n",
+        COLLECTORS.join(", ")
+    )?;
+    writeln!(
+        md,
+        "| agent | CPU ms/scrape | median ms | p99 ms | idle RSS MB | RSS after scrapes MB | BPF maps MB | body bytes (gzip) |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    for (r, idle) in [(&hl, idle_rss), (&ne, idle_rss_ne)] {
+        writeln!(
+            md,
+            "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} | {} |",
+            r.name,
+            r.cpu_ms_per_scrape,
+            r.median_ms,
+            r.p99_ms,
+            idle,
+            r.rss_mb,
+            r.bpf_maps_mb,
+            r.body_bytes
+        )?;
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    writeln!(
+        md,
+        "\nRatios hostlens / node_exporter: CPU per scrape **{:.2}×** (budget ≤ 0.5×), median \
+         latency {:.2}×, p99 latency {:.2}×, resident memory incl. BPF maps **{:.2}×** \
+         (budget ≤ 1×).\n",
+        ratio(hl.cpu_ms_per_scrape, ne.cpu_ms_per_scrape),
+        ratio(hl.median_ms, ne.median_ms),
+        ratio(hl.p99_ms, ne.p99_ms),
+        ratio(hl.rss_mb + hl.bpf_maps_mb, ne.rss_mb),
+    )?;
+    print!("{md}");
+    if write {
+        let path = root.join("BENCHMARKS.md");
+        let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            "# Benchmarks\n\nMeasured with `cargo xtask bench`; each section is one run, newest \
+             first. Figures are ratios against the real peer measured in the same run.\n\n"
+                .to_string()
+        });
+        let marker = "## Scrape cost and memory: hostlens vs node_exporter";
+        // Keep one section per benchmark: replace the previous run's.
+        if let Some(start) = doc.find(marker) {
+            let end = doc[start + marker.len()..]
+                .find("\n## ")
+                .map_or(doc.len(), |e| start + marker.len() + e + 1);
+            doc.replace_range(start..end, &md);
+        } else {
+            doc.push_str(&md);
+        }
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("==> BENCHMARKS.md updated");
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask <task>`: toolchain setup and orchestration for hostlens.
+//!
+//! - `setup`: idempotent installation of what building and testing need on a fresh machine.
+//! - `run`:   setup, release build, then `hostlens --config.file config/hostlens.yaml` (root).
+//! - `test`:  setup, fmt, clippy (host and eBPF crates), unit tests, end-to-end and
+//!   privileged integration tests.
+//! - `bench`: performance figures against the real peers, written to BENCHMARKS.md.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "hostlens developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain, test peers and kernel mounts (idempotent).
+    Setup,
+    /// Build in release mode and run the agent in the foreground with config/hostlens.yaml.
+    Run {
+        /// Extra flags for hostlens, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run every test tier (CI runs exactly this).
+    Test,
+    /// Measure performance against the real peers and update BENCHMARKS.md.
+    Bench {
+        /// Print the results without rewriting BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Setup => setup::run().map(|_| ()),
+        Task::Run { args } => run(&root, &args),
+        Task::Test => test(&root),
+        Task::Bench { no_write } => {
+            let env = setup::run()?;
+            bench::run(&root, &env, !no_write)
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Ok(dir
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+/// Runs a command in the workspace, echoing it; fails with the command line on error.
+pub fn sh(root: &Path, env: &setup::BuildEnv, program: &str, args: &[&str]) -> Result<()> {
+    sh_env(root, env, program, args, &[])
+}
+
+pub fn sh_env(
+    root: &Path,
+    env: &setup::BuildEnv,
+    program: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Result<()> {
+    eprintln!("==> {program} {}", args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(root);
+    env.apply(&mut cmd);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .is_some_and(|s| s.trim() == "0")
+}
+
+fn run(root: &Path, args: &[String]) -> Result<()> {
+    let env = setup::run()?;
+    sh(root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
+    if !is_root() {
+        eprintln!(
+            "warning: not running as root: the eBPF probes need root (or CAP_BPF, CAP_PERFMON, \
+             CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE) and will be reported failed; the procfs \
+             collectors still work"
+        );
+    }
+    let bin = root.join("target/release/hostlens");
+    let config = root.join("config/hostlens.yaml");
+    eprintln!(
+        "==> {} --config.file {} {}",
+        bin.display(),
+        config.display(),
+        args.join(" ")
+    );
+    let status = Command::new(&bin)
+        .arg("--config.file")
+        .arg(&config)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    if !status.success() {
+        bail!("hostlens exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> Result<()> {
+    let env = setup::run()?;
+    sh(root, &env, "cargo", &["fmt", "--all", "--", "--check"])?;
+    // Host crates; the eBPF object is not needed to lint them.
+    sh_env(
+        root,
+        &env,
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[("AYA_BUILD_SKIP", "1")],
+    )?;
+    setup::clippy_ebpf(root, &env)?;
+    // Unit tests of every host crate, and the end-to-end golden tests.
+    sh(
+        root,
+        &env,
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--lib",
+            "--bins",
+            "--test",
+            "e2e",
+        ],
+    )?;
+    // Privileged integration tests: real kernel, real programs, one at a time.
+    if !is_root() {
+        eprintln!("warning: not root: the privileged tests will skip (and fail under CI)");
+    }
+    sh(
+        root,
+        &env,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "agent",
+            "--test",
+            "privileged",
+            "--",
+            "--test-threads=1",
+        ],
+    )?;
+    eprintln!("==> all test tiers passed");
+    Ok(())
+}

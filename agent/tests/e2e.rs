@@ -10,6 +10,8 @@ use std::{
 };
 
 use common::{Agent, Exposition, bin, repo_root};
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb_model;
+use prost::Message as _;
 
 /// Families whose values change from scrape to scrape or build to build.
 const VOLATILE: &[&str] = &[
@@ -236,7 +238,24 @@ fn endpoints_and_negotiation() {
             .unwrap()
             .starts_with("application/vnd.google.protobuf")
     );
-    assert!(!pb.body.is_empty());
+    // Same families, and untyped/counter/gauge values where Prometheus reads them.
+    let mut buf = &pb.body[..];
+    let mut names = std::collections::BTreeSet::new();
+    while !buf.is_empty() {
+        let f = pb_model::MetricFamily::decode_length_delimited(&mut buf).expect("delimited");
+        if f.name == "node_memory_MemTotal_bytes" {
+            assert_eq!(f.r#type, pb_model::MetricType::Gauge as i32);
+            let v = f.metric[0].gauge.as_ref().unwrap().value;
+            assert_eq!(
+                Some(v),
+                Exposition::parse(&text).get("node_memory_MemTotal_bytes")
+            );
+        }
+        names.insert(f.name);
+    }
+    let text_names: std::collections::BTreeSet<String> =
+        Exposition::parse(&text).types.into_keys().collect();
+    assert_eq!(names, text_names);
 }
 
 fn run_bin(args: &[&str]) -> (Option<i32>, String) {

@@ -9,6 +9,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::debug;
 
 #[map(name = "SYSCALL_COUNTS")]
 static SYSCALL_COUNTS: PerCpuArray<SyscallCounts> = PerCpuArray::with_max_entries(1, 0);
@@ -28,6 +29,8 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
     let slot = if id >= 0 && (id as usize) < OVERFLOW_SLOT {
         id as usize
     } else {
+        // Rare by nature; written only when the agent runs at debug level (AYA_LOG_LEVEL).
+        debug!(ctx, "syscall id {} is outside the syscall table", id);
         OVERFLOW_SLOT
     };
     let counts = SYSCALL_COUNTS.get_ptr_mut(0).ok_or(0)?;

@@ -228,3 +228,36 @@ fn without_bpf_permission_probes_fail_and_collectors_serve() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kernel_log_records_reach_the_agent_log() {
+    if !privileged("kernel_log_records_reach_the_agent_log") {
+        return;
+    }
+    let agent = Agent::start(&["--log.level", "debug"]);
+    // Syscall 1000 does not exist (ENOSYS); the probe counts it as "unknown" and, at debug
+    // level, its kernel program writes an aya-log record the agent forwards to its log.
+    run_ok(Command::new("python3").args([
+        "-c",
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nfor _ in range(3):\n    libc.syscall(1000)\n",
+    ]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent
+        .log()
+        .contains("syscall id 1000 is outside the syscall table")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no forwarded eBPF record in the log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        agent
+            .scrape()
+            .get("syscalls_total{syscall=\"unknown\"}")
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+}

@@ -184,6 +184,8 @@ fn test(root: &Path) -> Result<()> {
             "agent",
             "--test",
             "privileged",
+            "--test",
+            "secure",
             "--",
             "--test-threads=1",
         ],

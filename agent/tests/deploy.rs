@@ -173,6 +173,51 @@ fn prometheus_example_config_passes_promtool() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The `hostlens-daemonset` job of config/prometheus.yml, with its pod discovery replaced by
+/// static targets carrying the labels Kubernetes discovery gives a pod.
+fn daemonset_job_with_pods(pods: &[(&str, &str, &str)]) -> String {
+    let text = read("config/prometheus.yml");
+    let start = text.find("  - job_name: hostlens-daemonset").unwrap();
+    let job = &text[start..];
+    let sd_start = job.find("    kubernetes_sd_configs:").unwrap();
+    let sd_end = job.find("    relabel_configs:").unwrap();
+    let mut fake = String::from("    static_configs:\n");
+    for (address, scrape, node) in pods {
+        let port = address.rsplit(':').next().unwrap();
+        fake.push_str(&format!(
+            "      - targets: [\"{}\"]\n        labels:\n          __meta_kubernetes_pod_annotation_prometheus_io_scrape: \"{scrape}\"\n          __meta_kubernetes_pod_annotation_prometheus_io_port: \"{port}\"\n          __meta_kubernetes_pod_annotation_prometheus_io_path: /metrics\n          __meta_kubernetes_pod_node_name: {node}\n",
+            // A pod's discovered address has the container port, or none.
+            address.rsplit_once(':').unwrap().0,
+        ));
+    }
+    format!("{}{fake}{}", &job[..sd_start], &job[sd_end..])
+}
+
+#[test]
+fn prometheus_daemonset_job_relabels_annotated_pods_onto_the_agent() {
+    let agent = Agent::start(&["--probe.disable-defaults"]);
+    let addr = format!("127.0.0.1:{}", agent.port);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}",
+        daemonset_job_with_pods(&[
+            (&addr, "true", "node-1"),
+            ("127.0.0.2:1", "false", "node-2")
+        ])
+    );
+    let prom = common::prom::Prometheus::start("k8s", &config);
+    let targets = prom.scraped_targets("hostlens-daemonset");
+    assert_eq!(
+        targets.len(),
+        1,
+        "the pod without the annotation is dropped: {targets:?}"
+    );
+    let t = &targets[0];
+    assert_eq!(t["health"], "up", "{t:?}");
+    assert_eq!(t["labels"]["instance"], "node-1");
+    assert_eq!(t["labels"]["node"], "node-1");
+    assert_eq!(t["scrapeUrl"], format!("http://{addr}/metrics"));
+}
+
 fn kubernetes_validate() -> PathBuf {
     let local = repo_root().join("target/tools/kv/bin/kubernetes-validate");
     if local.exists() {
@@ -688,4 +733,57 @@ fn dashboard_queries_use_documented_families_served_by_a_live_agent() {
         assert!(names.contains(f), "the dashboard should use {f}");
         assert!(served.types.contains_key(f));
     }
+}
+
+/// The DaemonSet's arguments and ConfigMap, and the unit's ExecStart with the shipped config,
+/// start the real binary (host paths mapped back to this host's).
+#[test]
+fn daemonset_and_unit_command_lines_run_the_agent() {
+    let dir = scratch("cmdlines");
+    let host = |s: &str| {
+        s.replace("/host/proc", "/proc")
+            .replace("/host/sys", "/sys")
+            .replace("/host/root", "/")
+    };
+    let docs = yaml_docs("deploy/daemonset.yaml");
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let cfg = dir.join("hostlens.yaml");
+    std::fs::write(&cfg, host(cm["data"]["hostlens.yaml"].as_str().unwrap())).unwrap();
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let args: Vec<String> = get(ds, "spec.template.spec.containers.0.args")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| host(a.as_str().unwrap()))
+        .filter(|a| !a.starts_with("--web.listen-address"))
+        .map(|a| a.replace("/etc/hostlens/hostlens.yaml", cfg.to_str().unwrap()))
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("--config.file=")));
+
+    let unit = read("systemd/hostlens.service");
+    let exec: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/bin/hostlens "))
+        .unwrap()
+        .split_whitespace()
+        .map(|a| {
+            a.replace(
+                "/etc/hostlens/hostlens.yaml",
+                repo_root().join("config/hostlens.yaml").to_str().unwrap(),
+            )
+        })
+        .collect();
+
+    for args in [args, exec] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = Agent::start(&refs);
+        let e = agent.scrape();
+        assert!(e.get("node_load1").is_some(), "{args:?}");
+        for (series, v) in &e.samples {
+            if series.starts_with("node_scrape_collector_success") {
+                assert_eq!(*v, 1.0, "{series} with {args:?}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -704,3 +704,42 @@ fn non_root_user_with_only_the_unit_capabilities_attaches_every_probe() {
     assert_dropped(pid, unit_mask);
     assert_probes_count(&agent);
 }
+
+#[test]
+fn prometheus_scrapes_the_agent_over_tls_with_basic_auth() {
+    let dir = Scratch::new("promtls");
+    make_pki(&dir);
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let agent = start_tls(
+        &dir,
+        &format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\nbasic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    );
+    let right = dir.write("right.password", "s3cret");
+    let wrong = dir.write("wrong.password", "guess");
+    let job = |name: &str, password: &Path| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prometheus\n      password_file: {}\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n",
+            s(&dir.path("ca.pem")),
+            s(password),
+            agent.port
+        )
+    };
+    let prom = common::prom::Prometheus::start(
+        "tls",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+            job("hostlens", &right),
+            job("wrong-password", &wrong)
+        ),
+    );
+    let ok = prom.scraped_targets("hostlens");
+    assert_eq!(ok[0]["health"], "up", "{ok:?}");
+    let bad = prom.scraped_targets("wrong-password");
+    assert_eq!(bad[0]["health"], "down");
+    assert!(
+        bad[0]["lastError"].as_str().unwrap_or("").contains("401"),
+        "{bad:?}"
+    );
+}

@@ -2,6 +2,8 @@
 //! it, parse its text exposition.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod prom;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},

@@ -90,6 +90,8 @@ pub fn apply(
             );
         }
     }
+    // Components added later that hold reloadable settings (e.g. remote-write endpoints) are
+    // rebuilt here, after every part of the new configuration has loaded.
     let (built, states) = build_collectors(&new);
     collectors.set(built);
     state.set_web(web);

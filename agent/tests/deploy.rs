@@ -586,6 +586,7 @@ const PENDING_MERGE: &[&str] = &[
     "tcp_rtt_seconds",
     "hostlens_probe_events_lost_total",
     "hostlens_remote_write_samples_total",
+    "hostlens_remote_write_requests_total",
 ];
 
 /// Documented families that appear only with traffic or an enabled feature, so a freshly
@@ -610,6 +611,10 @@ const NEED_TRAFFIC_OR_FEATURE: &[(&str, &str)] = &[
     (
         "hostlens_probe_events_lost_total",
         "reported by ring-buffer probes only",
+    ),
+    (
+        "hostlens_remote_write_requests_total",
+        "needs a remote-write endpoint configured",
     ),
     (
         "hostlens_remote_write_samples_total",
@@ -786,4 +791,50 @@ fn daemonset_and_unit_command_lines_run_the_agent() {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The alert and recording rules query only families the README documents (or that are
+/// pending the merge of their branch), and recorded series they define.
+#[test]
+fn rules_use_documented_families() {
+    let doc = readme_families();
+    let mut recorded = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for file in ["config/recording_rules.yml", "config/alert_rules.yml"] {
+        let rules: serde_yaml::Value = serde_yaml::from_str(&read(file)).unwrap();
+        for g in rules["groups"].as_sequence().unwrap() {
+            for r in g["rules"].as_sequence().unwrap() {
+                if let Some(name) = r["record"].as_str() {
+                    recorded.insert(name.to_string());
+                }
+                exprs.push(r["expr"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let mut families = BTreeSet::new();
+    for e in &exprs {
+        for name in metric_names(e) {
+            if recorded.contains(&name) || SYNTHETIC.contains(&name.as_str()) {
+                continue;
+            }
+            let family = family_of(&name, |f| covers(&doc, f) || PENDING_MERGE.contains(&f));
+            assert!(
+                covers(&doc, &family) || PENDING_MERGE.contains(&family.as_str()),
+                "a rule uses {name}, which README.md's metrics reference does not document"
+            );
+            families.insert(family);
+        }
+    }
+    for f in [
+        "node_memory_MemAvailable_bytes",
+        "hostlens_probe_attached",
+        "http_server_request_duration_seconds",
+        "tcp_retransmits_total",
+        "hostlens_remote_write_samples_total",
+    ] {
+        assert!(
+            families.contains(f),
+            "the rules should use {f}: {families:?}"
+        );
+    }
 }

@@ -743,3 +743,21 @@ fn prometheus_scrapes_the_agent_over_tls_with_basic_auth() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn min_version_tls13_refuses_tls12() {
+    let dir = Scratch::new("tls13");
+    make_pki(&dir);
+    let agent = start_tls(
+        &dir,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS13\n",
+    );
+    let ca = dir.path("ca.pem");
+    let url = format!("https://127.0.0.1:{}/metrics", agent.port);
+    assert_eq!(curl(&["--cacert", s(&ca), "--tlsv1.3", &url]).0, 200);
+    assert_eq!(
+        curl(&["--cacert", s(&ca), "--tlsv1.2", "--tls-max", "1.2", &url]).0,
+        0,
+        "TLS 1.2 must be refused"
+    );
+}

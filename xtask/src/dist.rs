@@ -24,9 +24,16 @@ pub struct Artifacts {
     pub deb: PathBuf,
 }
 
-pub fn run(root: &Path, env: &setup::BuildEnv) -> Result<Artifacts> {
-    sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
-    let bin = root.join("target/release/hostlens");
+/// Builds the artifacts from the release binary, or — `release = false`, what `xtask test`
+/// uses to check the packaging without a second full build — from the debug binary.
+pub fn run(root: &Path, env: &setup::BuildEnv, release: bool) -> Result<Artifacts> {
+    let bin = if release {
+        sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
+        root.join("target/release/hostlens")
+    } else {
+        sh(root, env, "cargo", &["build", "-p", "agent"])?;
+        root.join("target/debug/hostlens")
+    };
     let arch = output("dpkg", &["--print-architecture"])?
         .trim()
         .to_string();

@@ -102,7 +102,8 @@ pub async fn run_with(
     ));
     tracing::info!(address = %local, path = %cfg.web.telemetry_path, "listening");
 
-    // Collectors and probes start while /healthz already answers; /readyz turns 200 after.
+    // Collectors (and the probes, unless main attached them already) start while /healthz
+    // already answers; /readyz turns 200 after.
     let init_cfg = cfg.clone();
     let init_node = Arc::clone(&node);
     let init = tokio::task::spawn_blocking(move || {

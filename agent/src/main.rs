@@ -34,6 +34,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // Until the reload handler is installed, a SIGHUP (default: terminate) is ignored.
+    // SAFETY: setting a signal disposition while the process has a single thread.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // Attach the probes while the process has one thread, then drop every capability that
     // scraping does not need: threads created later inherit the reduced sets.
     let probes = hostlens::probes::Probes::load(&cfg.probes, cfg.log.level);

@@ -8,6 +8,8 @@ use crate::{
     collectors::{COLLECTORS, CollectorContext, NodeCollectors},
     config::Config,
     probes::{PROBES, Probes, error_chain},
+    reload::{self, ReloadFn, Swappable},
+    sdnotify,
     selfmetrics::SelfMetrics,
     server::{self, AppState},
     status::{State, Status},
@@ -51,6 +53,27 @@ pub fn node_registry(cfg: &Config) -> Registry {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(cfg: Config) -> u8 {
+    let web = match reload::load_web(&cfg) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("{e}");
+            return crate::cli::EX_USAGE;
+        }
+    };
+    run_with(cfg, web, None, None).await
+}
+
+/// Runs the daemon with a web config already loaded, probes possibly already attached (main
+/// attaches them before the runtime starts, to drop capabilities while single-threaded), and
+/// how to re-read the configuration on SIGHUP.
+pub async fn run_with(
+    cfg: Config,
+    web: crate::webconfig::WebSecurity,
+    preloaded: Option<Probes>,
+    reload_fn: Option<ReloadFn>,
+) -> u8 {
+    let mut signals = Signals::register();
+    tracing::info!(web = %web.summary(), "web config");
     let listener = match server::bind(&cfg.web.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -66,6 +89,8 @@ pub async fn run(cfg: Config) -> u8 {
         cfg.web.telemetry_path.clone(),
         cfg.web.max_requests,
     ));
+    state.set_web(web);
+    let node = Arc::new(Swappable::new(NodeCollectors::new(Vec::new())));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
         listener,
@@ -77,13 +102,17 @@ pub async fn run(cfg: Config) -> u8 {
     ));
     tracing::info!(address = %local, path = %cfg.web.telemetry_path, "listening");
 
-    // Collectors and probes start while /healthz already answers; /readyz turns 200 after.
+    // Collectors (and the probes, unless main attached them already) start while /healthz
+    // already answers; /readyz turns 200 after.
     let init_cfg = cfg.clone();
+    let init_node = Arc::clone(&node);
     let init = tokio::task::spawn_blocking(move || {
         let (collectors, collector_states) = build_collectors(&init_cfg);
-        let probes = Probes::load(&init_cfg.probes, init_cfg.log.level);
+        init_node.set(collectors);
+        let probes =
+            preloaded.unwrap_or_else(|| Probes::load(&init_cfg.probes, init_cfg.log.level));
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(collectors));
+        registry.register_collector(Box::new(init_node));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));
         registry.register_collector(Box::new(SelfMetrics));
         let hooks = |n: &str| PROBES.iter().find(|p| p.name == n).map_or("", |p| p.hooks);
@@ -102,6 +131,7 @@ pub async fn run(cfg: Config) -> u8 {
         Ok((registry, status, probes)) => {
             tracing::info!("{}", status.summary());
             state.set_ready(registry, status);
+            sdnotify::ready();
             probes
         }
         Err(e) => {
@@ -113,7 +143,34 @@ pub async fn run(cfg: Config) -> u8 {
     };
     let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
 
-    let signal = wait_for_signal().await;
+    let mut in_force = cfg;
+    let signal = loop {
+        match wait_for_signal(&mut signals).await {
+            "SIGHUP" => {
+                sdnotify::reloading();
+                match &reload_fn {
+                    None => tracing::warn!("SIGHUP: no configuration source to reload from"),
+                    Some(f) => match reload::apply(&in_force, f, &state, &node) {
+                        Ok(c) => {
+                            in_force = c;
+                            tracing::info!(
+                                web = %state.web().summary(),
+                                collectors = %node.get().names().collect::<Vec<_>>().join(","),
+                                "configuration reloaded"
+                            );
+                        }
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "configuration reload rejected; the previous configuration stays in force"
+                        ),
+                    },
+                }
+                sdnotify::ready();
+            }
+            other => break other,
+        }
+    };
+    sdnotify::stopping();
     tracing::info!(
         signal,
         "shutting down: no new connections, finishing in-flight scrapes"
@@ -128,19 +185,41 @@ pub async fn run(cfg: Config) -> u8 {
     0
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; waiting for SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// The signals the daemon acts on, registered once at start: a SIGHUP that arrives while
+/// starting is then queued for the reload loop instead of killing the process.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())
+            .map_err(
+                |e| tracing::error!(error = %e, "cannot watch SIGTERM; waiting for SIGINT only"),
+            )
+            .ok();
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| tracing::error!(error = %e, "cannot watch SIGHUP; reload is unavailable"))
+            .ok();
+        Signals { term, hup }
+    }
+}
+
+async fn wait_for_signal(signals: &mut Signals) -> &'static str {
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
         }
-    };
+    }
     tokio::select! {
-        _ = term.recv() => "SIGTERM",
+        () = next(&mut signals.term) => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = next(&mut signals.hup) => "SIGHUP",
     }
 }
 

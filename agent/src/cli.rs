@@ -44,6 +44,13 @@ pub fn command() -> Command {
                 .help("Maximum number of parallel scrape requests; 0 disables the limit [default: 40]"),
         )
         .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("PATH")
+                .value_parser(value_parser!(PathBuf))
+                .help("Web config file (TLS, basic auth) in node_exporter's exporter-toolkit format"),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -158,6 +165,9 @@ impl Flags {
         }
         if let Some(v) = m.get_one::<usize>("web.max-requests") {
             cfg.web.max_requests = *v;
+        }
+        if let Some(v) = m.get_one::<PathBuf>("web.config.file") {
+            cfg.web.config_file = Some(v.clone());
         }
         if let Some(v) = m.get_one::<LogLevel>("log.level") {
             cfg.log.level = *v;

@@ -31,6 +31,8 @@ pub struct WebConfig {
     /// Concurrent `/metrics` scrapes served at once; further ones wait (node_exporter's
     /// `--web.max-requests`, default 40). 0 means no limit.
     pub max_requests: usize,
+    /// node_exporter's `--web.config.file`: TLS and basic auth (see `webconfig.rs`).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for WebConfig {
@@ -39,6 +41,7 @@ impl Default for WebConfig {
             listen_address: ":9100".into(),
             telemetry_path: "/metrics".into(),
             max_requests: 40,
+            config_file: None,
         }
     }
 }

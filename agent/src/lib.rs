@@ -1,6 +1,7 @@
 //! hostlens: an eBPF host and process agent. The binary is `src/main.rs`; everything else lives
 //! in this library so that tests can reach it.
 pub mod app;
+pub mod caps;
 pub mod cli;
 pub mod collectors;
 pub mod config;
@@ -8,6 +9,9 @@ pub mod emit;
 pub mod exposition;
 pub mod paths;
 pub mod probes;
+pub mod reload;
+pub mod sdnotify;
 pub mod selfmetrics;
 pub mod server;
 pub mod status;
+pub mod webconfig;

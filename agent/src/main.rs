@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use hostlens::cli::{self, CliExit, EX_USAGE};
 
 fn main() -> ExitCode {
-    let cfg = match cli::parse(std::env::args_os()).and_then(|f| f.config()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cfg = match cli::parse(args.clone()).and_then(|f| f.config()) {
         Ok(cfg) => cfg,
         Err(CliExit::Info(text)) => {
             print!("{text}");
@@ -25,6 +26,33 @@ fn main() -> ExitCode {
             hostlens::config::LogLevel::Error => tracing::Level::ERROR,
         })
         .init();
+    // A broken web config is a usage error, like a broken config file.
+    let web = match hostlens::reload::load_web(&cfg) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("hostlens: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // Until the reload handler is installed, a SIGHUP (default: terminate) is ignored.
+    // SAFETY: setting a signal disposition while the process has a single thread.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    // Attach the probes while the process has one thread, then drop every capability that
+    // scraping does not need: threads created later inherit the reduced sets.
+    let probes = hostlens::probes::Probes::load(&cfg.probes, cfg.log.level);
+    match hostlens::caps::drop_to_scrape_set() {
+        Ok(kept) => {
+            tracing::info!(kept = %kept.join(","), "capabilities dropped after attaching the probes")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
+    }
+    let reload: hostlens::reload::ReloadFn =
+        Box::new(
+            move || match cli::parse(args.clone()).and_then(|f| f.config()) {
+                Ok(c) => Ok(c),
+                Err(CliExit::Usage(m) | CliExit::Info(m)) => Err(m.trim_end().to_string()),
+            },
+        );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)
@@ -37,5 +65,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    ExitCode::from(runtime.block_on(hostlens::app::run(cfg)))
+    ExitCode::from(runtime.block_on(hostlens::app::run_with(
+        cfg,
+        web,
+        Some(probes),
+        Some(reload),
+    )))
 }

@@ -21,7 +21,7 @@ use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{exposition::Format, status::Status};
+use crate::{exposition::Format, status::Status, webconfig::WebSecurity};
 
 /// Where a listen address may point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,8 @@ pub struct AppState {
     pub status: RwLock<Status>,
     pub ready: AtomicBool,
     scrapes: Option<Semaphore>,
+    /// TLS and basic auth in force (`--web.config.file`); replaced on SIGHUP.
+    web: RwLock<Arc<WebSecurity>>,
 }
 
 impl AppState {
@@ -112,6 +114,21 @@ impl AppState {
             status: RwLock::new(Status::default()),
             ready: AtomicBool::new(false),
             scrapes: (max_requests > 0).then(|| Semaphore::new(max_requests)),
+            web: RwLock::new(Arc::new(WebSecurity::default())),
+        }
+    }
+
+    pub fn set_web(&self, web: WebSecurity) {
+        match self.web.write() {
+            Ok(mut g) => *g = Arc::new(web),
+            Err(p) => *p.into_inner() = Arc::new(web),
+        }
+    }
+
+    pub fn web(&self) -> Arc<WebSecurity> {
+        match self.web.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
         }
     }
 
@@ -144,6 +161,15 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, In
         return Ok(r);
     }
     let path = req.uri().path();
+    // Probes stay open (they carry no data) so that kubelet and systemd can use them.
+    if path != "/healthz" && path != "/readyz" && !authorized(&state, &req).await {
+        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hostlens\""),
+        );
+        return Ok(r);
+    }
     let resp = if path == state.telemetry_path {
         metrics(&state, &req).await
     } else {
@@ -173,6 +199,22 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, In
         }
     };
     Ok(resp)
+}
+
+async fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
+    let web = state.web();
+    if !web.auth_required() {
+        return true;
+    }
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // bcrypt is slow on purpose: off the reactor.
+    tokio::task::spawn_blocking(move || web.authorized(header.as_deref()))
+        .await
+        .unwrap_or(false)
 }
 
 fn accepts_gzip(req: &Request<Incoming>) -> bool {
@@ -257,6 +299,41 @@ async fn metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Resp {
     }
 }
 
+/// Completes the TLS handshake (bounded in time). Plain HTTP sent to the TLS port gets a
+/// 400 in clear text, as Go's servers answer, and the connection is closed.
+async fn tls_handshake(
+    stream: tokio::net::TcpStream,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return None;
+    }
+    // 0x16 starts a TLS handshake record; anything else is not TLS.
+    if first[0] != 0x16 {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+            .await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and waits up to `grace` for
 /// in-flight requests.
 pub async fn serve(
@@ -285,10 +362,24 @@ pub async fn serve(
                 };
                 let st = Arc::clone(&state);
                 let svc = service_fn(move |req| handle(Arc::clone(&st), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                let Some(tls) = state.web().tls.clone() else {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let Some(stream) = tls_handshake(stream, tls).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

@@ -4,6 +4,8 @@
 //! - `run`:   setup, release build, then `hostlens --config.file config/hostlens.yaml` (root).
 //! - `test`:  setup, fmt, clippy (host and eBPF crates), unit tests, end-to-end and
 //!   privileged integration tests.
+//! - `dist`:  release tarball and Debian package under target/dist, checked with tar and
+//!   dpkg-deb (also run by `test`).
 //! - `bench`: performance figures against the real peers, written to BENCHMARKS.md.
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 mod setup;
 
 #[derive(Parser)]
@@ -35,6 +38,8 @@ enum Task {
     },
     /// Run every test tier (CI runs exactly this).
     Test,
+    /// Build the release tarball and the Debian package under target/dist, and check them.
+    Dist,
     /// Measure performance against the real peers and update BENCHMARKS.md.
     Bench {
         /// Print the results without rewriting BENCHMARKS.md.
@@ -50,6 +55,11 @@ fn main() -> Result<()> {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(&root, &args),
         Task::Test => test(&root),
+        Task::Dist => {
+            let env = setup::run()?;
+            let a = dist::run(&root, &env, true)?;
+            dist::check(&a)
+        }
         Task::Bench { no_write } => {
             let env = setup::run()?;
             bench::run(&root, &env, !no_write)
@@ -184,10 +194,18 @@ fn test(root: &Path) -> Result<()> {
             "agent",
             "--test",
             "privileged",
+            "--test",
+            "secure",
+            "--test",
+            "deploy",
             "--",
             "--test-threads=1",
         ],
     )?;
+    // The tarball and Debian package, inspected with tar and dpkg-deb (built from the debug
+    // binary the tests used: `cargo xtask dist` builds them from the release one).
+    let artifacts = dist::run(root, &env, false)?;
+    dist::check(&artifacts)?;
     eprintln!("==> all test tiers passed");
     Ok(())
 }

@@ -37,7 +37,18 @@ const PEER_PACKAGES: &[&str] = &[
     "prometheus",
     "prometheus-node-exporter",
     "python3",
+    // Deploy and secure (issue 5): systemd-analyze, openssl s_client, setpriv, the venv for
+    // kubernetes-validate, dpkg-deb and objdump for `xtask dist`.
+    "systemd",
+    "openssl",
+    "util-linux",
+    "python3-venv",
+    "dpkg",
+    "binutils",
 ];
+
+/// kubernetes-validate (PyPI), in a virtualenv under target/tools/kv.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// How to build the eBPF crate, as found or prepared by setup.
 #[derive(Debug, Clone)]
@@ -269,6 +280,7 @@ pub fn run() -> Result<BuildEnv> {
             cargo_bin,
         }
     };
+    ensure_kubernetes_validate()?;
     ensure_mount("/sys/fs/bpf", "bpf");
     ensure_mount("/sys/kernel/tracing", "tracefs");
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -315,4 +327,46 @@ pub fn clippy_ebpf(root: &Path, env: &BuildEnv) -> Result<()> {
             "--cfg=bpf_target_arch=\"x86_64\"",
         )],
     )
+}
+
+/// Installs kubernetes-validate into `target/tools/kv` (a virtualenv of Debian's python3),
+/// unless the pinned version is there already.
+fn ensure_kubernetes_validate() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf();
+    let venv = root.join("target/tools/kv");
+    let bin = venv.join("bin/kubernetes-validate");
+    let want = KUBERNETES_VALIDATE.split("==").nth(1).unwrap_or_default();
+    let have = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if have.as_deref() == Some(want) {
+        return Ok(());
+    }
+    step(&format!(
+        "pip install {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    ));
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .context("creating the kubernetes-validate virtualenv")?
+        .success();
+    if !ok {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let ok = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", KUBERNETES_VALIDATE])
+        .status()
+        .context("running pip")?
+        .success();
+    if !ok {
+        bail!("pip install {KUBERNETES_VALIDATE} failed");
+    }
+    Ok(())
 }

@@ -2,6 +2,8 @@
 //! it, parse its text exposition.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod prom;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
@@ -34,6 +36,19 @@ impl Agent {
     /// Starts `program` (normally the hostlens binary) with `args` plus a listen address on a
     /// free loopback port, and waits until `/readyz` answers 200.
     pub fn start_with(program: &Path, args: &[&str], wrap: Option<&[&str]>) -> Agent {
+        let agent = Self::spawn(program, args, wrap, &[]);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts the agent with extra environment variables and returns once it has reported its
+    /// address, without waiting for readiness (e.g. when it serves TLS only).
+    pub fn spawn(
+        program: &Path,
+        args: &[&str],
+        wrap: Option<&[&str]>,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut cmd = match wrap {
             Some(w) => {
                 let mut c = Command::new(w[0]);
@@ -47,6 +62,9 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("start hostlens");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -81,7 +99,12 @@ impl Agent {
                 );
             }
         };
-        let agent = Agent { child, port, log };
+        Agent { child, port, log }
+    }
+
+    /// Waits until `/readyz` answers 200 over plain HTTP (at most 30 s).
+    pub fn wait_ready(&self) {
+        let agent = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = agent.try_get("/readyz", &[])
@@ -96,7 +119,6 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        agent
     }
 
     pub fn start(args: &[&str]) -> Agent {

@@ -1,0 +1,132 @@
+//! Dropping capabilities once the eBPF programs are attached.
+//!
+//! Loading and attaching needs CAP_BPF and CAP_PERFMON (CAP_NET_ADMIN for cgroup/sock hooks);
+//! once attached, the programs stay in the kernel through the file descriptors the agent holds,
+//! and reading their maps through those descriptors needs no capability. Scraping still reads
+//! other processes' `/proc/<pid>` entries, which needs CAP_DAC_READ_SEARCH (files of other
+//! users) and CAP_SYS_PTRACE (`/proc/<pid>/{io,fd,environ}` of processes the agent does not
+//! own): those two stay, everything else leaves the effective, permitted, inheritable and
+//! ambient sets, and the bounding set too when CAP_SETPCAP allows it.
+//!
+//! Capabilities are per thread: this must run while the process has a single thread (before
+//! the async runtime starts), so that every thread created later inherits the reduced sets.
+
+/// What scraping keeps.
+pub const KEEP: &[(u32, &str)] = &[(2, "CAP_DAC_READ_SEARCH"), (19, "CAP_SYS_PTRACE")];
+
+const CAP_SETPCAP: u32 = 8;
+const VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct Header {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Data {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn capget() -> std::io::Result<[Data; 2]> {
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget(2) with a v3 header writes two Data structs into `d`.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(d)
+}
+
+fn has(set: u64, cap: u32) -> bool {
+    set & (1u64 << cap) != 0
+}
+
+fn join(d: &[Data; 2], f: fn(&Data) -> u32) -> u64 {
+    u64::from(f(&d[0])) | (u64::from(f(&d[1])) << 32)
+}
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Reduces the calling thread (the whole process, when single-threaded) to [`KEEP`]. Returns
+/// the names of the capabilities that remain effective.
+pub fn drop_to_scrape_set() -> std::io::Result<Vec<&'static str>> {
+    let cur = capget()?;
+    let keep_mask: u64 = KEEP.iter().map(|(c, _)| 1u64 << c).fold(0, |a, b| a | b);
+    let permitted = join(&cur, |d| d.permitted) & keep_mask;
+    let effective = join(&cur, |d| d.effective);
+    if has(effective, CAP_SETPCAP) {
+        for cap in 0..=last_cap() {
+            if keep_mask & (1u64 << cap) == 0 {
+                // SAFETY: prctl with integer arguments only.
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let d = [
+        Data {
+            effective: permitted as u32,
+            permitted: permitted as u32,
+            inheritable: 0,
+        },
+        Data {
+            effective: (permitted >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset(2) with a v3 header reads two Data structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(KEEP
+        .iter()
+        .filter(|(c, _)| has(permitted, *c))
+        .map(|(_, n)| *n)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capget_reads_this_thread() {
+        // Works for any user; compares with /proc/thread-self/status.
+        let d = capget().unwrap();
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(join(&d, |d| d.effective), eff);
+    }
+}

@@ -191,6 +191,21 @@ impl Filesystem {
                 .is_some_and(|re| re.is_match(&m.fstype))
     }
 
+    /// The mount point as the host sees it: a mount table read inside a container lists the
+    /// host's mounts below `--path.rootfs`; that prefix is not part of the label.
+    fn strip_rootfs(&self, mountpoint: String) -> String {
+        let root = self.rootfs.to_string_lossy();
+        let root = root.trim_end_matches('/');
+        if root.is_empty() {
+            return mountpoint;
+        }
+        match mountpoint.strip_prefix(root) {
+            Some("") => "/".to_string(),
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            _ => mountpoint,
+        }
+    }
+
     /// The mount point as seen from the agent: below `--path.rootfs`.
     fn host_path(&self, mountpoint: &str) -> PathBuf {
         self.rootfs.join(mountpoint.trim_start_matches('/'))
@@ -256,7 +271,10 @@ impl NodeCollector for Filesystem {
             }
             Err(e) => return Err(e),
         };
-        let mounts = parse(&text).map_err(|e| e.at(path))?;
+        let mut mounts = parse(&text).map_err(|e| e.at(path))?;
+        for m in &mut mounts {
+            m.mountpoint = self.strip_rootfs(std::mem::take(&mut m.mountpoint));
+        }
         let mut seen = HashSet::with_capacity(mounts.len());
         let mut rows: Vec<(&Mount, Outcome)> = Vec::with_capacity(mounts.len());
         {
@@ -328,7 +346,8 @@ impl NodeCollector for Filesystem {
             "Filesystem read-only status.",
             Kind::Gauge,
         )?;
-        for (m, _) in &rows {
+        // As node_exporter: a mount that could not be statted has only device_error.
+        for (m, _) in rows.iter().filter(|(_, o)| matches!(o, Outcome::Ok(_))) {
             f.sample(&labels(m), if m.readonly { 1.0 } else { 0.0 })?;
         }
         drop(f);

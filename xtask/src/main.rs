@@ -187,6 +187,8 @@ fn test(root: &Path) -> Result<()> {
             "agent",
             "--test",
             "privileged",
+            "--test",
+            "hung_mount",
             "--",
             "--test-threads=1",
         ],

@@ -262,6 +262,9 @@ impl Filesystem {
 
 type Labels<'a> = [(&'static str, &'a str); 3];
 
+/// (name, help, value getter) of one statfs-based family.
+type UsageFamily = (&'static str, &'static str, fn(&Usage) -> f64);
+
 impl NodeCollector for Filesystem {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let (path, text) = match read_file(&self.mounts) {
@@ -300,7 +303,7 @@ impl NodeCollector for Filesystem {
                 ("mountpoint", m.mountpoint.as_str()),
             ]
         }
-        let families: [(&str, &str, fn(&Usage) -> f64); 5] = [
+        let families: [UsageFamily; 5] = [
             (
                 "node_filesystem_size_bytes",
                 "Filesystem size in bytes.",

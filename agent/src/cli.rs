@@ -96,6 +96,14 @@ pub fn command() -> Command {
 /// Per-collector settings taking a value (node_exporter's names); see `collector_settings:`.
 const SETTING_FLAGS: &[(&str, &str)] = &[
     (
+        "collector.cpu.info.flags-include",
+        "Regexp of CPU flags exported as node_cpu_flag_info (needs --collector.cpu.info)",
+    ),
+    (
+        "collector.cpu.info.bugs-include",
+        "Regexp of CPU bugs exported as node_cpu_bug_info (needs --collector.cpu.info)",
+    ),
+    (
         "collector.diskstats.device-exclude",
         "Regexp of diskstats devices to exclude [default: node_exporter's]",
     ),
@@ -246,6 +254,8 @@ impl Flags {
                 continue;
             };
             match *name {
+                "collector.cpu.info.flags-include" => cs.cpu.info_flags_include = v,
+                "collector.cpu.info.bugs-include" => cs.cpu.info_bugs_include = v,
                 "collector.diskstats.device-exclude" => cs.diskstats.device_exclude = v,
                 "collector.diskstats.device-include" => cs.diskstats.device_include = v,
                 "collector.filesystem.mount-points-exclude" => {

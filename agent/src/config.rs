@@ -44,6 +44,12 @@ pub struct CpuSettings {
     pub guest: bool,
     /// `node_cpu_info` from `/proc/cpuinfo`. Flag: `--collector.cpu.info`.
     pub info: bool,
+    /// With `info`: regexp of the first CPU's `flags` exported as `node_cpu_flag_info{flag}`
+    /// (empty: none). Flag: `--collector.cpu.info.flags-include`.
+    pub info_flags_include: String,
+    /// With `info`: regexp of the first CPU's `bugs` exported as `node_cpu_bug_info{bug}`
+    /// (empty: none). Flag: `--collector.cpu.info.bugs-include`.
+    pub info_bugs_include: String,
 }
 
 impl Default for CpuSettings {
@@ -51,6 +57,8 @@ impl Default for CpuSettings {
         Self {
             guest: true,
             info: false,
+            info_flags_include: String::new(),
+            info_bugs_include: String::new(),
         }
     }
 }
@@ -155,6 +163,14 @@ impl CollectorSettings {
     /// Every regexp setting as (dotted key, value), for validation.
     pub fn regexes(&self) -> Vec<(&'static str, &str)> {
         vec![
+            (
+                "collector_settings.cpu.info_flags_include",
+                &self.cpu.info_flags_include,
+            ),
+            (
+                "collector_settings.cpu.info_bugs_include",
+                &self.cpu.info_bugs_include,
+            ),
             (
                 "collector_settings.diskstats.device_exclude",
                 &self.diskstats.device_exclude,

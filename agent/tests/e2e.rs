@@ -350,6 +350,9 @@ fn node_fixture_args(root: &Path) -> Vec<String> {
         a.push(flag.into());
         a.push(root.join(sub).to_str().unwrap().into());
     }
+    a.push("--collector.cpu.info".into());
+    a.push("--collector.cpu.info.flags-include=^(aes|avx2|fpu)$".into());
+    a.push("--collector.cpu.info.bugs-include=^spectre".into());
     a.push("--probe.disable-defaults".into());
     a
 }
@@ -426,6 +429,20 @@ fn node_fixture_tree_matches_golden_exposition() {
         Some(1.0)
     );
     assert_eq!(e.get("node_processes_threads"), Some(3.0));
+    // cpu0..cpu3 share package 0 (cores 0 and 1, hyperthreads); cpu4 has no throttle files.
+    assert_eq!(
+        e.get("node_cpu_core_throttles_total{core=\"1\",package=\"0\"}"),
+        Some(8.0)
+    );
+    assert_eq!(
+        e.get("node_cpu_package_throttles_total{package=\"0\"}"),
+        Some(17.0)
+    );
+    assert_eq!(
+        e.get("node_cpu_package_throttles_total{package=\"1\"}"),
+        None
+    );
+    assert_eq!(e.get("node_cpu_flag_info{flag=\"fpu\"}"), Some(1.0));
     assert_eq!(
         e.get("node_schedstat_timeslices_total{cpu=\"1\"}"),
         Some(4236223213.0)

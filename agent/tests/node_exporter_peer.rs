@@ -48,6 +48,14 @@ const VALUES_NOT_COMPARED: &[(&str, &str)] = &[
         "wall clock; checked to be within 10 s instead",
     ),
     (
+        "node_tcp_connection_states{state=\"established\"}",
+        "instantaneous, and includes each agent's own scrape connection",
+    ),
+    (
+        "node_tcp_connection_states{state=\"time_wait\"}",
+        "instantaneous, and includes the previous scrapes' connections",
+    ),
+    (
         "node_tcp_connection_states{state=\"tx_queued_bytes\"}",
         "node_exporter 1.5 reads sock_diag, which reports a listening socket's backlog limit as its send queue; /proc/net/tcp reports 0",
     ),
@@ -324,6 +332,10 @@ fn start_both(roots: &Roots, ne_extra: &[&str]) -> (NodeExporter, Agent) {
     common.push(format!(
         "--collector.filesystem.mount-points-exclude={MOUNT_POINTS_EXCLUDE}"
     ));
+    // The off-by-default cpu info families, with node_exporter's flag names.
+    common.push("--collector.cpu.info".into());
+    common.push("--collector.cpu.info.flags-include=^(aes|avx.*|fpu|sse4_2)$".into());
+    common.push("--collector.cpu.info.bugs-include=.".into());
     let mut ne_args = common.clone();
     // Debian's changed defaults, set back to upstream's.
     ne_args.push("--no-collector.systemd".into());

@@ -1,10 +1,18 @@
-//! `cpu`: reads `<procfs>/stat` (`cpuN` lines) and, with `--collector.cpu.info`,
-//! `<procfs>/cpuinfo`; produces `node_cpu_seconds_total{cpu,mode}`,
-//! `node_cpu_guest_seconds_total{cpu,mode}` (unless `--no-collector.cpu.guest`) and
-//! `node_cpu_info{..}`. Times are in USER_HZ (100 per second on every Linux ABI).
-use std::path::PathBuf;
+//! `cpu`: reads `<procfs>/stat` (`cpuN` lines), `<sysfs>/devices/system/cpu/cpuN/{topology,
+//! thermal_throttle}` and, with `--collector.cpu.info`, `<procfs>/cpuinfo`; produces
+//! `node_cpu_seconds_total{cpu,mode}`, `node_cpu_guest_seconds_total{cpu,mode}` (unless
+//! `--no-collector.cpu.guest`), `node_cpu_core_throttles_total{core,package}`,
+//! `node_cpu_package_throttles_total{package}`, `node_cpu_info{..}`,
+//! `node_cpu_flag_info{flag}` and `node_cpu_bug_info{bug}`. Times are in USER_HZ (100 per
+//! second on every Linux ABI).
+use std::{collections::BTreeMap, path::PathBuf};
 
-use super::{CollectorContext, CollectorError, LineError, NodeCollector, parse_f64, read_file};
+use regex::Regex;
+
+use super::{
+    CollectorContext, CollectorError, LineError, NodeCollector, parse_f64, read_file,
+    settings_regex,
+};
 use crate::emit::{Kind, Out};
 
 /// Kernel ABI constant USER_HZ (`sysconf(_SC_CLK_TCK)`), which procfs uses for these times.
@@ -19,16 +27,25 @@ const MODES: [&str; 8] = [
 pub struct Cpu {
     stat: PathBuf,
     cpuinfo: PathBuf,
+    cpu_dir: PathBuf,
     guest: bool,
     info: bool,
+    flags_include: Option<Regex>,
+    bugs_include: Option<Regex>,
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
     Ok(Box::new(Cpu {
         stat: ctx.paths.proc("stat"),
         cpuinfo: ctx.paths.proc("cpuinfo"),
+        cpu_dir: ctx.paths.sys("devices/system/cpu"),
         guest: ctx.settings.cpu.guest,
         info: ctx.settings.cpu.info,
+        flags_include: settings_regex(
+            "cpu.info_flags_include",
+            &ctx.settings.cpu.info_flags_include,
+        )?,
+        bugs_include: settings_regex("cpu.info_bugs_include", &ctx.settings.cpu.info_bugs_include)?,
     }))
 }
 
@@ -82,6 +99,8 @@ pub struct CpuInfo<'a> {
     pub cachesize: &'a str,
     pub package: &'a str,
     pub core: &'a str,
+    pub flags: &'a str,
+    pub bugs: &'a str,
 }
 
 /// Parses `/proc/cpuinfo` (x86 layout) into one entry per `processor` block.
@@ -113,14 +132,82 @@ pub fn parse_cpuinfo(text: &str) -> Result<Vec<CpuInfo<'_>>, LineError> {
             "cache size" => cur.cachesize = v,
             "physical id" => cur.package = v,
             "core id" => cur.core = v,
+            "flags" => cur.flags = v,
+            "bugs" => cur.bugs = v,
             _ => {}
         }
     }
     Ok(out)
 }
 
+/// Reads a sysfs file holding one unsigned number; `None` when absent or not a number.
+fn read_u64(p: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+impl Cpu {
+    /// Thermal throttle counts per package and per (package, core), read once per core and
+    /// package as node_exporter does (x86 `thermal_throttle` sysfs group).
+    fn throttles(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
+        let Ok(entries) = std::fs::read_dir(&self.cpu_dir) else {
+            return Ok(());
+        };
+        let mut packages: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        let mut cores: BTreeMap<(u64, u64), Option<u64>> = BTreeMap::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(n) = name.to_str().and_then(|n| n.strip_prefix("cpu")) else {
+                continue;
+            };
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let dir = e.path();
+            let (Some(pkg), Some(core)) = (
+                read_u64(&dir.join("topology/physical_package_id")),
+                read_u64(&dir.join("topology/core_id")),
+            ) else {
+                continue;
+            };
+            cores
+                .entry((pkg, core))
+                .or_insert_with(|| read_u64(&dir.join("thermal_throttle/core_throttle_count")));
+            packages
+                .entry(pkg)
+                .or_insert_with(|| read_u64(&dir.join("thermal_throttle/package_throttle_count")));
+        }
+        if cores.values().any(Option::is_some) {
+            let mut f = out.family(
+                "node_cpu_core_throttles_total",
+                "Number of times this CPU core has been throttled.",
+                Kind::Counter,
+            )?;
+            for ((pkg, core), n) in &cores {
+                if let Some(n) = n {
+                    let (c, p) = (core.to_string(), pkg.to_string());
+                    f.sample(&[("core", c.as_str()), ("package", p.as_str())], *n as f64)?;
+                }
+            }
+        }
+        if packages.values().any(Option::is_some) {
+            let mut f = out.family(
+                "node_cpu_package_throttles_total",
+                "Number of times this CPU package has been throttled.",
+                Kind::Counter,
+            )?;
+            for (pkg, n) in &packages {
+                if let Some(n) = n {
+                    f.sample(&[("package", pkg.to_string().as_str())], *n as f64)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NodeCollector for Cpu {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
+        self.throttles(out)?;
         if self.info {
             let text = read_file(&self.cpuinfo)?;
             let infos = parse_cpuinfo(&text).map_err(|e| e.at(&self.cpuinfo))?;
@@ -145,6 +232,31 @@ impl NodeCollector for Cpu {
                     ],
                     1.0,
                 )?;
+            }
+            drop(f);
+            if let Some(first) = infos.first() {
+                for (re, list, name, help, label) in [
+                    (
+                        &self.flags_include,
+                        first.flags,
+                        "node_cpu_flag_info",
+                        "The `flags` field of CPU information from /proc/cpuinfo taken from the first core.",
+                        "flag",
+                    ),
+                    (
+                        &self.bugs_include,
+                        first.bugs,
+                        "node_cpu_bug_info",
+                        "The `bugs` field of CPU information from /proc/cpuinfo taken from the first core.",
+                        "bug",
+                    ),
+                ] {
+                    let Some(re) = re else { continue };
+                    let mut f = out.family(name, help, Kind::Gauge)?;
+                    for item in list.split_ascii_whitespace().filter(|i| re.is_match(i)) {
+                        f.sample(&[(label, item)], 1.0)?;
+                    }
+                }
             }
         }
         let text = read_file(&self.stat)?;

@@ -357,9 +357,11 @@ fn node_fixture_args(root: &Path) -> Vec<String> {
     a
 }
 
-/// Series that do not come from the fixture files: the clock, adjtimex(2), the local time
-/// zone, and statfs of the fixture directory's own filesystem.
+/// Series that do not come from the fixture files: sock_diag, the clock, adjtimex(2), the
+/// local time zone, and statfs of the fixture directory's own filesystem.
 const NOT_FROM_FIXTURE: &[&str] = &[
+    // tcpstat asks the kernel over sock_diag netlink (as node_exporter does).
+    "node_tcp_connection_states",
     "node_time_seconds",
     "node_time_zone_offset_seconds",
     "node_timex_",
@@ -476,7 +478,8 @@ fn every_collector_on_an_empty_root_is_no_data() {
             c.name
         );
     }
-    // Only the clock and adjtimex(2) do not read files.
+    // Only the clock and adjtimex(2) do not read files (tcpstat's netlink dump is gated on
+    // <procfs>/net/tcp).
     let from_files: Vec<&String> = e
         .samples
         .keys()

@@ -74,6 +74,7 @@ pub fn command() -> Command {
     }
     cmd = toggle_args(cmd, "collector", "cpu.guest", "enabled");
     cmd = toggle_args(cmd, "collector", "cpu.info", "disabled");
+    cmd = toggle_args(cmd, "collector", "stat.softirq", "disabled");
     for c in COLLECTORS {
         let default = if c.default_enabled {
             "enabled"
@@ -95,6 +96,14 @@ pub fn command() -> Command {
 
 /// Per-collector settings taking a value (node_exporter's names); see `collector_settings:`.
 const SETTING_FLAGS: &[(&str, &str)] = &[
+    (
+        "collector.arp.device-include",
+        "Regexp of arp devices to include (mutually exclusive to device-exclude)",
+    ),
+    (
+        "collector.arp.device-exclude",
+        "Regexp of arp devices to exclude (mutually exclusive to device-include)",
+    ),
     (
         "collector.cpu.info.flags-include",
         "Regexp of CPU flags exported as node_cpu_flag_info (needs --collector.cpu.info)",
@@ -121,7 +130,7 @@ const SETTING_FLAGS: &[(&str, &str)] = &[
     ),
     (
         "collector.filesystem.mount-timeout",
-        "How long a statfs may take before the mount is reported stuck, e.g. 5s [default: 5s]",
+        "How long a statfs may take before the mount is reported stuck, e.g. 5s (node_exporter 1.6's flag; 1.5 waits 30s) [default: 5s]",
     ),
     (
         "collector.netdev.device-include",
@@ -254,6 +263,8 @@ impl Flags {
                 continue;
             };
             match *name {
+                "collector.arp.device-include" => cs.arp.device_include = v,
+                "collector.arp.device-exclude" => cs.arp.device_exclude = v,
                 "collector.cpu.info.flags-include" => cs.cpu.info_flags_include = v,
                 "collector.cpu.info.bugs-include" => cs.cpu.info_bugs_include = v,
                 "collector.diskstats.device-exclude" => cs.diskstats.device_exclude = v,
@@ -279,6 +290,9 @@ impl Flags {
         }
         if let Some(on) = toggle(m, "collector", "cpu.info") {
             cs.cpu.info = on;
+        }
+        if let Some(on) = toggle(m, "collector", "stat.softirq") {
+            cs.stat.softirq = on;
         }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;

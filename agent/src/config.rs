@@ -29,12 +29,30 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorSettings {
+    pub arp: ArpSettings,
     pub cpu: CpuSettings,
     pub diskstats: DiskstatsSettings,
     pub filesystem: FilesystemSettings,
     pub netdev: NetdevSettings,
     pub netstat: NetstatSettings,
+    pub stat: StatSettings,
     pub vmstat: VmstatSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArpSettings {
+    /// Regexp of devices to keep (empty: all). Flag: `--collector.arp.device-include`.
+    pub device_include: String,
+    /// Regexp of devices to leave out (empty: none). Flag: `--collector.arp.device-exclude`.
+    pub device_exclude: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatSettings {
+    /// `node_softirqs_total{vector}`. Flag: `--collector.stat.softirq`.
+    pub softirq: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,6 +181,14 @@ impl CollectorSettings {
     /// Every regexp setting as (dotted key, value), for validation.
     pub fn regexes(&self) -> Vec<(&'static str, &str)> {
         vec![
+            (
+                "collector_settings.arp.device_include",
+                &self.arp.device_include,
+            ),
+            (
+                "collector_settings.arp.device_exclude",
+                &self.arp.device_exclude,
+            ),
             (
                 "collector_settings.cpu.info_flags_include",
                 &self.cpu.info_flags_include,

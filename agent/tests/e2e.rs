@@ -353,6 +353,7 @@ fn node_fixture_args(root: &Path) -> Vec<String> {
     a.push("--collector.cpu.info".into());
     a.push("--collector.cpu.info.flags-include=^(aes|avx2|fpu)$".into());
     a.push("--collector.cpu.info.bugs-include=^spectre".into());
+    a.push("--collector.stat.softirq".into());
     a.push("--probe.disable-defaults".into());
     a
 }

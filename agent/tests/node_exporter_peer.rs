@@ -341,6 +341,7 @@ fn start_both(roots: &Roots, ne_extra: &[&str]) -> (NodeExporter, Agent) {
     common.push("--collector.cpu.info".into());
     common.push("--collector.cpu.info.flags-include=^(aes|avx.*|fpu|sse4_2)$".into());
     common.push("--collector.cpu.info.bugs-include=.".into());
+    common.push("--collector.stat.softirq".into());
     let mut ne_args = common.clone();
     // Debian's changed defaults, set back to upstream's.
     ne_args.push("--no-collector.systemd".into());

@@ -1,18 +1,26 @@
 //! `arp`: reads `<procfs>/net/arp`; produces `node_arp_entries{device}`: ARP table entries
-//! per interface.
+//! per interface (`--collector.arp.device-include` / `-exclude` select devices).
 use std::path::PathBuf;
 
-use super::{CollectorContext, CollectorError, LineError, NodeCollector, read_file};
+use regex::Regex;
+
+use super::{
+    CollectorContext, CollectorError, LineError, NodeCollector, read_file, settings_regex,
+};
 use crate::emit::{Kind, Out};
 
 #[derive(Debug)]
 pub struct Arp {
     path: PathBuf,
+    include: Option<Regex>,
+    exclude: Option<Regex>,
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
     Ok(Box::new(Arp {
         path: ctx.paths.proc("net/arp"),
+        include: settings_regex("arp.device_include", &ctx.settings.arp.device_include)?,
+        exclude: settings_regex("arp.device_exclude", &ctx.settings.arp.device_exclude)?,
     }))
 }
 
@@ -40,6 +48,11 @@ impl NodeCollector for Arp {
         let devs = parse(&text).map_err(|e| e.at(&self.path))?;
         let mut f = out.family("node_arp_entries", "ARP entries by device", Kind::Gauge)?;
         for (d, n) in devs {
+            if self.exclude.as_ref().is_some_and(|re| re.is_match(d))
+                || self.include.as_ref().is_some_and(|re| !re.is_match(d))
+            {
+                continue;
+            }
             f.sample(&[("device", d)], n)?;
         }
         Ok(())

@@ -103,7 +103,8 @@ pub fn parse(text: &str) -> Result<Vec<Mount>, LineError> {
             ));
         };
         mounts.push(Mount {
-            device: unescape(dev),
+            // node_exporter keeps the device as the kernel writes it.
+            device: dev.to_string(),
             mountpoint: unescape(mp),
             fstype: fstype.to_string(),
             readonly: opts.split(',').any(|o| o == "ro"),

@@ -1,6 +1,6 @@
 //! `stat`: reads `<procfs>/stat`; produces `node_boot_time_seconds`,
 //! `node_context_switches_total`, `node_forks_total`, `node_intr_total`, `node_procs_running`,
-//! `node_procs_blocked`.
+//! `node_procs_blocked`, and with `--collector.stat.softirq` `node_softirqs_total{vector}`.
 use std::path::PathBuf;
 
 use super::{CollectorContext, CollectorError, LineError, NodeCollector, parse_f64, read_file};
@@ -9,11 +9,27 @@ use crate::emit::Out;
 #[derive(Debug)]
 pub struct Stat {
     path: PathBuf,
+    softirq: bool,
 }
+
+/// The softirq vectors in the order of the `softirq` line (include/linux/interrupt.h).
+const SOFTIRQ_VECTORS: [&str; 10] = [
+    "hi",
+    "timer",
+    "net_tx",
+    "net_rx",
+    "block",
+    "block_iopoll",
+    "tasklet",
+    "sched",
+    "hrtimer",
+    "rcu",
+];
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
     Ok(Box::new(Stat {
         path: ctx.paths.proc("stat"),
+        softirq: ctx.settings.stat.softirq,
     }))
 }
 
@@ -26,6 +42,8 @@ pub struct SysStat {
     pub processes: Option<f64>,
     pub procs_running: Option<f64>,
     pub procs_blocked: Option<f64>,
+    /// Per-vector counts of the `softirq` line (after its total).
+    pub softirqs: Vec<f64>,
 }
 
 pub fn parse(text: &str) -> Result<SysStat, LineError> {
@@ -35,6 +53,12 @@ pub fn parse(text: &str) -> Result<SysStat, LineError> {
         let (Some(key), value) = (parts.next(), parts.next()) else {
             continue;
         };
+        if key == "softirq" {
+            for v in parts {
+                s.softirqs.push(parse_f64(v, i + 1, "softirq")?);
+            }
+            continue;
+        }
         let slot = match key {
             "intr" => &mut s.intr,
             "ctxt" => &mut s.ctxt,
@@ -77,6 +101,16 @@ impl NodeCollector for Stat {
                 v,
             )?;
         }
+        if self.softirq && !s.softirqs.is_empty() {
+            let mut f = out.family(
+                "node_softirqs_total",
+                "Number of softirq calls.",
+                crate::emit::Kind::Counter,
+            )?;
+            for (vector, v) in SOFTIRQ_VECTORS.iter().zip(&s.softirqs) {
+                f.sample(&[("vector", *vector)], *v)?;
+            }
+        }
         if let Some(v) = s.procs_running {
             out.gauge(
                 "node_procs_running",
@@ -101,6 +135,8 @@ mod tests {
         assert_eq!(s.processes, Some(26425.0));
         assert_eq!(s.procs_running, Some(5.0));
         assert_eq!(s.procs_blocked, Some(0.0));
+        assert_eq!(s.softirqs, vec![2.0]);
+        assert!(parse("softirq 3 1 x\n").is_err());
     }
 
     #[test]

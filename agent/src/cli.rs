@@ -75,6 +75,13 @@ pub fn command() -> Command {
     cmd = toggle_args(cmd, "collector", "cpu.guest", "enabled");
     cmd = toggle_args(cmd, "collector", "cpu.info", "disabled");
     cmd = toggle_args(cmd, "collector", "stat.softirq", "disabled");
+    cmd = toggle_args(cmd, "collector", "netdev.address-info", "disabled");
+    cmd = toggle_args(
+        cmd,
+        "collector",
+        "netdev.enable-detailed-metrics",
+        "disabled",
+    );
     for c in COLLECTORS {
         let default = if c.default_enabled {
             "enabled"
@@ -293,6 +300,12 @@ impl Flags {
         }
         if let Some(on) = toggle(m, "collector", "stat.softirq") {
             cs.stat.softirq = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.address-info") {
+            cs.netdev.address_info = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.enable-detailed-metrics") {
+            cs.netdev.enable_detailed_metrics = on;
         }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;

@@ -139,6 +139,12 @@ pub struct NetdevSettings {
     pub device_include: String,
     /// Regexp of devices to leave out (empty: none). Flag: `--collector.netdev.device-exclude`.
     pub device_exclude: String,
+    /// `node_network_address_info{device,address,netmask,scope}`.
+    /// Flag: `--collector.netdev.address-info`.
+    pub address_info: bool,
+    /// The kernel's individual counters (`receive_crc_errors`, `collisions`, …) instead of
+    /// `/proc/net/dev`'s folded ones. Flag: `--collector.netdev.enable-detailed-metrics`.
+    pub enable_detailed_metrics: bool,
 }
 
 /// node_exporter 1.5.0's `--collector.netstat.fields` default.

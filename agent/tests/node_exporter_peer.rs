@@ -324,8 +324,9 @@ struct Roots {
 }
 
 /// Starts both with the same roots and collectors; `ne_extra` are node_exporter-only flags.
-fn start_both(roots: &Roots, ne_extra: &[&str]) -> (NodeExporter, Agent) {
+fn start_both(roots: &Roots, ne_extra: &[&str], both_extra: &[&str]) -> (NodeExporter, Agent) {
     let mut common = collector_flags();
+    common.extend(both_extra.iter().map(|s| s.to_string()));
     for (flag, p) in [
         ("--path.procfs", &roots.procfs),
         ("--path.sysfs", &roots.sysfs),
@@ -465,7 +466,7 @@ fn value(s: &Scrape, family: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn live_machine_matches_node_exporter() {
-    let (ne, agent) = start_both(&live_roots(), &[]);
+    let (ne, agent) = start_both(&live_roots(), &[], &[]);
     let ne1 = ne.scrape();
     let hl = Scrape::parse(&agent.get("/metrics").text());
     let ne2 = ne.scrape();
@@ -533,6 +534,34 @@ fn live_machine_matches_node_exporter() {
     }
 }
 
+#[test]
+fn live_netdev_detailed_metrics_and_addresses_match_node_exporter() {
+    // node_exporter reads these over netlink (rtnl_link_stats64, getifaddrs); hostlens reads
+    // the same kernel counters from sysfs.
+    let (ne, agent) = start_both(
+        &live_roots(),
+        &[],
+        &[
+            "--collector.netdev.address-info",
+            "--collector.netdev.enable-detailed-metrics",
+        ],
+    );
+    let ne1 = ne.scrape();
+    let hl = Scrape::parse(&agent.get("/metrics").text());
+    let ne2 = ne.scrape();
+    assert!(ne1.series.contains_key("node_network_address_info"));
+    assert!(
+        ne1.series
+            .contains_key("node_network_receive_crc_errors_total")
+    );
+    let problems = compare(&ne1, &hl, &ne2, false, &["node_network_address_info"]);
+    assert!(
+        problems.is_empty(),
+        "hostlens differs from node_exporter:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// Copies the fixture tree to a temporary directory, adding what must be created at run time
 /// (the fixture's `/` mount is statted below the fixture rootfs).
 fn fixture_roots() -> Roots {
@@ -550,7 +579,7 @@ fn fixture_tree_matches_node_exporter() {
     let roots = fixture_roots();
     // node_exporter 1.5 reads network devices over netlink by default (live, not the
     // fixture); its procfs mode reads the fixture's /proc/net/dev like hostlens.
-    let (ne, agent) = start_both(&roots, &["--no-collector.netdev.netlink"]);
+    let (ne, agent) = start_both(&roots, &["--no-collector.netdev.netlink"], &[]);
     let ne1 = ne.scrape();
     let hl = Scrape::parse(&agent.get("/metrics").text());
     let ne2 = ne.scrape();

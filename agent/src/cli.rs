@@ -82,6 +82,7 @@ pub fn command() -> Command {
         "netdev.enable-detailed-metrics",
         "disabled",
     );
+    cmd = toggle_args(cmd, "collector", "netdev.netlink", "enabled");
     for c in COLLECTORS {
         let default = if c.default_enabled {
             "enabled"
@@ -306,6 +307,9 @@ impl Flags {
         }
         if let Some(on) = toggle(m, "collector", "netdev.enable-detailed-metrics") {
             cs.netdev.enable_detailed_metrics = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.netlink") {
+            cs.netdev.netlink = on;
         }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;

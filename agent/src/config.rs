@@ -132,7 +132,7 @@ impl Default for FilesystemSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetdevSettings {
     /// Regexp of devices to keep (empty: all). Flag: `--collector.netdev.device-include`.
@@ -145,6 +145,22 @@ pub struct NetdevSettings {
     /// The kernel's individual counters (`receive_crc_errors`, `collisions`, …) instead of
     /// `/proc/net/dev`'s folded ones. Flag: `--collector.netdev.enable-detailed-metrics`.
     pub enable_detailed_metrics: bool,
+    /// node_exporter's netlink mode (its default): the families of its netlink reader, i.e.
+    /// also `node_network_receive_nohandler_total`. false: exactly its `/proc/net/dev` mode.
+    /// hostlens reads procfs/sysfs either way. Flag: `--collector.netdev.netlink`.
+    pub netlink: bool,
+}
+
+impl Default for NetdevSettings {
+    fn default() -> Self {
+        Self {
+            device_include: String::new(),
+            device_exclude: String::new(),
+            address_info: false,
+            enable_detailed_metrics: false,
+            netlink: true,
+        }
+    }
 }
 
 /// node_exporter 1.5.0's `--collector.netstat.fields` default.

@@ -578,8 +578,8 @@ fn fixture_roots() -> Roots {
 fn fixture_tree_matches_node_exporter() {
     let roots = fixture_roots();
     // node_exporter 1.5 reads network devices over netlink by default (live, not the
-    // fixture); its procfs mode reads the fixture's /proc/net/dev like hostlens.
-    let (ne, agent) = start_both(&roots, &["--no-collector.netdev.netlink"], &[]);
+    // fixture); in its procfs mode it reads the fixture's /proc/net/dev like hostlens.
+    let (ne, agent) = start_both(&roots, &[], &["--no-collector.netdev.netlink"]);
     let ne1 = ne.scrape();
     let hl = Scrape::parse(&agent.get("/metrics").text());
     let ne2 = ne.scrape();

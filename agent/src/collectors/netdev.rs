@@ -44,6 +44,7 @@ pub struct Netdev {
     exclude: Option<Regex>,
     address_info: bool,
     detailed: bool,
+    nohandler: bool,
 }
 
 /// Detailed mode: node_exporter's netlink statistic names and the sysfs file of each
@@ -84,6 +85,7 @@ pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorEr
         exclude: settings_regex("netdev.device_exclude", &s.device_exclude)?,
         address_info: s.address_info,
         detailed: s.enable_detailed_metrics,
+        nohandler: s.netlink,
     }))
 }
 
@@ -320,7 +322,7 @@ impl NodeCollector for Netdev {
                 f.sample(&[("device", d.name)], d.values[k])?;
             }
             drop(f);
-            if k == 7 {
+            if k == 7 && self.nohandler {
                 // rx_nohandler is not in /proc/net/dev; the kernel exports it in sysfs.
                 let nohandler: Vec<(&str, f64)> = devs
                     .iter()

@@ -135,7 +135,6 @@ const LIVE_EXACT: &[&str] = &[
     "node_memory_MemTotal_bytes",
     "node_memory_SwapTotal_bytes",
     "node_filesystem_size_bytes",
-    "node_filesystem_files",
     "node_filesystem_readonly",
     "node_filesystem_device_error",
     "node_uname_info",

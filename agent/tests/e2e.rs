@@ -578,3 +578,52 @@ fn malformed_sources_fail_their_collector_naming_file_and_line() {
         assert!(log.contains(&want), "{c}: log should name {want}:\n{log}");
     }
 }
+
+#[test]
+fn collector_settings_from_flags_and_file_select_what_is_exported() {
+    let root = fixture("node");
+    let dir = tempdir("settings");
+    let f = dir.join("c.yaml");
+    std::fs::write(
+        &f,
+        "collector_settings:\n  netdev:\n    device_exclude: '^lo$'\n  vmstat:\n    fields: '^pgfault$'\n  filesystem:\n    fs_types_exclude: '^nfs4$'\n",
+    )
+    .unwrap();
+    let mut a = node_fixture_args(&root);
+    a.extend([
+        "--config.file".to_string(),
+        f.to_str().unwrap().into(),
+        // Flags override the file's settings and add to them.
+        "--collector.vmstat.fields=^(pgfault|oom_kill)$".into(),
+        "--collector.diskstats.device-include=^sd[a-z]$".into(),
+        "--no-collector.cpu.guest".into(),
+    ]);
+    let agent = start(&a);
+    let e = agent.scrape();
+    let families = |prefix: &str| -> Vec<&String> {
+        e.samples.keys().filter(|k| k.starts_with(prefix)).collect()
+    };
+    assert!(
+        e.get("node_network_receive_bytes_total{device=\"lo\"}")
+            .is_none()
+    );
+    assert!(
+        e.get("node_network_receive_bytes_total{device=\"eth0\"}")
+            .is_some()
+    );
+    assert_eq!(
+        families("node_vmstat_"),
+        ["node_vmstat_oom_kill", "node_vmstat_pgfault"]
+    );
+    assert_eq!(
+        families("node_disk_reads_completed_total"),
+        ["node_disk_reads_completed_total{device=\"sda\"}"]
+    );
+    assert!(
+        families("node_filesystem_device_error")
+            .iter()
+            .all(|k| !k.contains("nfs4"))
+    );
+    assert!(families("node_cpu_guest_seconds_total").is_empty());
+    assert!(!families("node_cpu_seconds_total").is_empty());
+}

@@ -11,7 +11,7 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -561,8 +561,7 @@ fn live_netdev_detailed_metrics_and_addresses_match_node_exporter() {
     );
 }
 
-/// Copies the fixture tree to a temporary directory, adding what must be created at run time
-/// (the fixture's `/` mount is statted below the fixture rootfs).
+/// The fixture tree's roots (its mounts are statted below `rootfs/`).
 fn fixture_roots() -> Roots {
     let base = repo_root().join("tests/fixtures/node");
     Roots {
@@ -688,9 +687,4 @@ fn promtool_check(text: &str) -> String {
         "promtool could not parse:\n{report}"
     );
     report
-}
-
-#[allow(dead_code, reason = "kept for debugging a failing comparison")]
-fn dump(p: &Path, s: &str) {
-    std::fs::write(p, s).unwrap();
 }

@@ -275,12 +275,6 @@ pub fn parse_f64(s: &str, line: usize, what: &str) -> Result<f64, LineError> {
         .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not a number")))
 }
 
-/// Parses an unsigned decimal integer, naming the field when it is not one.
-pub fn parse_u64(s: &str, line: usize, what: &str) -> Result<u64, LineError> {
-    s.parse::<u64>()
-        .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not an unsigned integer")))
-}
-
 /// Parses a hexadecimal field (`/proc/net/softnet_stat`, `/proc/net/udp` queues).
 pub fn parse_hex(s: &str, line: usize, what: &str) -> Result<u64, LineError> {
     u64::from_str_radix(s, 16)

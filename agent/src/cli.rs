@@ -60,6 +60,10 @@ pub fn command() -> Command {
         .arg(path_arg("path.procfs", "procfs mountpoint [default: /proc]"))
         .arg(path_arg("path.sysfs", "sysfs mountpoint [default: /sys]"))
         .arg(path_arg("path.rootfs", "rootfs mountpoint [default: /]"))
+        .arg(path_arg(
+            "path.udev.data",
+            "udev data path [default: /run/udev/data]",
+        ))
         .arg(
             Arg::new("collector.disable-defaults")
                 .long("collector.disable-defaults")
@@ -72,6 +76,20 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Set all eBPF probes to disabled by default"),
         );
+    for (name, help) in SETTING_FLAGS {
+        cmd = cmd.arg(Arg::new(*name).long(*name).value_name("VALUE").help(*help));
+    }
+    cmd = toggle_args(cmd, "collector", "cpu.guest", "enabled");
+    cmd = toggle_args(cmd, "collector", "cpu.info", "disabled");
+    cmd = toggle_args(cmd, "collector", "stat.softirq", "disabled");
+    cmd = toggle_args(cmd, "collector", "netdev.address-info", "disabled");
+    cmd = toggle_args(
+        cmd,
+        "collector",
+        "netdev.enable-detailed-metrics",
+        "disabled",
+    );
+    cmd = toggle_args(cmd, "collector", "netdev.netlink", "enabled");
     for c in COLLECTORS {
         let default = if c.default_enabled {
             "enabled"
@@ -89,6 +107,79 @@ pub fn command() -> Command {
         cmd = toggle_args(cmd, "probe", p.name, default);
     }
     cmd
+}
+
+/// Per-collector settings taking a value (node_exporter's names); see `collector_settings:`.
+const SETTING_FLAGS: &[(&str, &str)] = &[
+    (
+        "collector.arp.device-include",
+        "Regexp of arp devices to include (mutually exclusive to device-exclude)",
+    ),
+    (
+        "collector.arp.device-exclude",
+        "Regexp of arp devices to exclude (mutually exclusive to device-include)",
+    ),
+    (
+        "collector.cpu.info.flags-include",
+        "Regexp of CPU flags exported as node_cpu_flag_info (needs --collector.cpu.info)",
+    ),
+    (
+        "collector.cpu.info.bugs-include",
+        "Regexp of CPU bugs exported as node_cpu_bug_info (needs --collector.cpu.info)",
+    ),
+    (
+        "collector.diskstats.device-exclude",
+        "Regexp of diskstats devices to exclude [default: node_exporter's]",
+    ),
+    (
+        "collector.diskstats.device-include",
+        "Regexp of diskstats devices to include (replaces the exclude list)",
+    ),
+    (
+        "collector.filesystem.mount-points-exclude",
+        "Regexp of mount points to exclude [default: node_exporter's]",
+    ),
+    (
+        "collector.filesystem.fs-types-exclude",
+        "Regexp of filesystem types to exclude [default: node_exporter's]",
+    ),
+    (
+        "collector.filesystem.mount-timeout",
+        "How long a statfs may take before the mount is reported stuck, e.g. 5s (node_exporter 1.6's flag; 1.5 waits 30s) [default: 5s]",
+    ),
+    (
+        "collector.netdev.device-include",
+        "Regexp of net devices to include (mutually exclusive to device-exclude)",
+    ),
+    (
+        "collector.netdev.device-exclude",
+        "Regexp of net devices to exclude (mutually exclusive to device-include)",
+    ),
+    (
+        "collector.netstat.fields",
+        "Regexp of fields to return for the netstat collector [default: node_exporter's]",
+    ),
+    (
+        "collector.vmstat.fields",
+        "Regexp of fields to return for the vmstat collector [default: node_exporter's]",
+    ),
+];
+
+/// Parses a Go-style duration as node_exporter takes it: `5s`, `500ms`, `1m`, or bare seconds.
+fn parse_duration(v: &str) -> Result<f64, String> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    match num.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x * scale),
+        _ => Err(format!("invalid duration {v:?} (e.g. 5s, 500ms)")),
+    }
 }
 
 fn path_arg(name: &'static str, help: &'static str) -> Arg {
@@ -181,6 +272,55 @@ impl Flags {
         if let Some(v) = m.get_one::<PathBuf>("path.rootfs") {
             cfg.paths.rootfs = v.clone();
         }
+        if let Some(v) = m.get_one::<PathBuf>("path.udev.data") {
+            cfg.paths.udev_data = v.clone();
+        }
+        let cs = &mut cfg.collector_settings;
+        for (name, _) in SETTING_FLAGS {
+            let Some(v) = m.get_one::<String>(name).cloned() else {
+                continue;
+            };
+            match *name {
+                "collector.arp.device-include" => cs.arp.device_include = v,
+                "collector.arp.device-exclude" => cs.arp.device_exclude = v,
+                "collector.cpu.info.flags-include" => cs.cpu.info_flags_include = v,
+                "collector.cpu.info.bugs-include" => cs.cpu.info_bugs_include = v,
+                "collector.diskstats.device-exclude" => cs.diskstats.device_exclude = v,
+                "collector.diskstats.device-include" => cs.diskstats.device_include = v,
+                "collector.filesystem.mount-points-exclude" => {
+                    cs.filesystem.mount_points_exclude = v
+                }
+                "collector.filesystem.fs-types-exclude" => cs.filesystem.fs_types_exclude = v,
+                "collector.filesystem.mount-timeout" => {
+                    cs.filesystem.mount_timeout_seconds = parse_duration(&v).map_err(|e| {
+                        CliExit::Usage(format!("--collector.filesystem.mount-timeout: {e}"))
+                    })?
+                }
+                "collector.netdev.device-include" => cs.netdev.device_include = v,
+                "collector.netdev.device-exclude" => cs.netdev.device_exclude = v,
+                "collector.netstat.fields" => cs.netstat.fields = v,
+                "collector.vmstat.fields" => cs.vmstat.fields = v,
+                _ => unreachable!("every SETTING_FLAGS entry is handled"),
+            }
+        }
+        if let Some(on) = toggle(m, "collector", "cpu.guest") {
+            cs.cpu.guest = on;
+        }
+        if let Some(on) = toggle(m, "collector", "cpu.info") {
+            cs.cpu.info = on;
+        }
+        if let Some(on) = toggle(m, "collector", "stat.softirq") {
+            cs.stat.softirq = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.address-info") {
+            cs.netdev.address_info = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.enable-detailed-metrics") {
+            cs.netdev.enable_detailed_metrics = on;
+        }
+        if let Some(on) = toggle(m, "collector", "netdev.netlink") {
+            cs.netdev.netlink = on;
+        }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;
         }
@@ -268,6 +408,28 @@ mod tests {
         assert_eq!(c.web.listen_address, "127.0.0.1:1");
         assert!(c.collectors.enabled("loadavg"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn collector_setting_flags() {
+        let c = cfg(&[
+            "--collector.netdev.device-exclude=^lo$",
+            "--collector.filesystem.mount-timeout",
+            "250ms",
+            "--no-collector.cpu.guest",
+            "--path.udev.data",
+            "/x",
+        ])
+        .unwrap();
+        assert_eq!(c.collector_settings.netdev.device_exclude, "^lo$");
+        assert_eq!(c.collector_settings.filesystem.mount_timeout_seconds, 0.25);
+        assert!(!c.collector_settings.cpu.guest);
+        assert_eq!(c.paths.udev_data, PathBuf::from("/x"));
+        assert!(matches!(
+            cfg(&["--collector.vmstat.fields", "("]),
+            Err(CliExit::Usage(m)) if m.contains("collector_settings.vmstat.fields")
+        ));
+        assert!(cfg(&["--collector.filesystem.mount-timeout", "soon"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,233 @@ pub struct Config {
     pub paths: PathsConfig,
     pub collectors: Toggles<CollectorKind>,
     pub probes: Toggles<ProbeKind>,
+    /// Per-collector settings (node_exporter's `--collector.<name>.<setting>` flags).
+    pub collector_settings: CollectorSettings,
+}
+
+/// `collector_settings:`: one sub-section per collector that takes settings. Defaults are
+/// node_exporter 1.5.0's upstream defaults (not Debian's).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorSettings {
+    pub arp: ArpSettings,
+    pub cpu: CpuSettings,
+    pub diskstats: DiskstatsSettings,
+    pub filesystem: FilesystemSettings,
+    pub netdev: NetdevSettings,
+    pub netstat: NetstatSettings,
+    pub stat: StatSettings,
+    pub vmstat: VmstatSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArpSettings {
+    /// Regexp of devices to keep (empty: all). Flag: `--collector.arp.device-include`.
+    pub device_include: String,
+    /// Regexp of devices to leave out (empty: none). Flag: `--collector.arp.device-exclude`.
+    pub device_exclude: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatSettings {
+    /// `node_softirqs_total{vector}`. Flag: `--collector.stat.softirq`.
+    pub softirq: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuSettings {
+    /// `node_cpu_guest_seconds_total`. Flag: `--collector.cpu.guest`.
+    pub guest: bool,
+    /// `node_cpu_info` from `/proc/cpuinfo`. Flag: `--collector.cpu.info`.
+    pub info: bool,
+    /// With `info`: regexp of the first CPU's `flags` exported as `node_cpu_flag_info{flag}`
+    /// (empty: none). Flag: `--collector.cpu.info.flags-include`.
+    pub info_flags_include: String,
+    /// With `info`: regexp of the first CPU's `bugs` exported as `node_cpu_bug_info{bug}`
+    /// (empty: none). Flag: `--collector.cpu.info.bugs-include`.
+    pub info_bugs_include: String,
+}
+
+impl Default for CpuSettings {
+    fn default() -> Self {
+        Self {
+            guest: true,
+            info: false,
+            info_flags_include: String::new(),
+            info_bugs_include: String::new(),
+        }
+    }
+}
+
+/// node_exporter 1.5.0's `--collector.diskstats.device-exclude` default.
+pub const DISKSTATS_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskstatsSettings {
+    /// Regexp of devices to leave out. Flag: `--collector.diskstats.device-exclude`.
+    pub device_exclude: String,
+    /// Regexp of devices to keep (when set, `device_exclude` is ignored).
+    /// Flag: `--collector.diskstats.device-include`.
+    pub device_include: String,
+}
+
+impl Default for DiskstatsSettings {
+    fn default() -> Self {
+        Self {
+            device_exclude: DISKSTATS_DEVICE_EXCLUDE.into(),
+            device_include: String::new(),
+        }
+    }
+}
+
+/// node_exporter 1.5.0's `--collector.filesystem.mount-points-exclude` default.
+pub const FILESYSTEM_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+/// node_exporter 1.5.0's `--collector.filesystem.fs-types-exclude` default.
+pub const FILESYSTEM_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemSettings {
+    /// Flag: `--collector.filesystem.mount-points-exclude`.
+    pub mount_points_exclude: String,
+    /// Flag: `--collector.filesystem.fs-types-exclude`.
+    pub fs_types_exclude: String,
+    /// How long one statfs may take before the mount counts as stuck
+    /// (`node_filesystem_device_error 1`, not retried until that statfs returns).
+    /// Flag: `--collector.filesystem.mount-timeout`.
+    pub mount_timeout_seconds: f64,
+}
+
+impl Default for FilesystemSettings {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude: FILESYSTEM_MOUNT_POINTS_EXCLUDE.into(),
+            fs_types_exclude: FILESYSTEM_FS_TYPES_EXCLUDE.into(),
+            mount_timeout_seconds: 5.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetdevSettings {
+    /// Regexp of devices to keep (empty: all). Flag: `--collector.netdev.device-include`.
+    pub device_include: String,
+    /// Regexp of devices to leave out (empty: none). Flag: `--collector.netdev.device-exclude`.
+    pub device_exclude: String,
+    /// `node_network_address_info{device,address,netmask,scope}`.
+    /// Flag: `--collector.netdev.address-info`.
+    pub address_info: bool,
+    /// The kernel's individual counters (`receive_crc_errors`, `collisions`, …) instead of
+    /// `/proc/net/dev`'s folded ones. Flag: `--collector.netdev.enable-detailed-metrics`.
+    pub enable_detailed_metrics: bool,
+    /// node_exporter's netlink mode (its default): the families of its netlink reader, i.e.
+    /// also `node_network_receive_nohandler_total`. false: exactly its `/proc/net/dev` mode.
+    /// hostlens reads procfs/sysfs either way. Flag: `--collector.netdev.netlink`.
+    pub netlink: bool,
+}
+
+impl Default for NetdevSettings {
+    fn default() -> Self {
+        Self {
+            device_include: String::new(),
+            device_exclude: String::new(),
+            address_info: false,
+            enable_detailed_metrics: false,
+            netlink: true,
+        }
+    }
+}
+
+/// node_exporter 1.5.0's `--collector.netstat.fields` default.
+pub const NETSTAT_FIELDS: &str = "^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetstatSettings {
+    /// Regexp of `<Proto>_<Field>` names to export. Flag: `--collector.netstat.fields`.
+    pub fields: String,
+}
+
+impl Default for NetstatSettings {
+    fn default() -> Self {
+        Self {
+            fields: NETSTAT_FIELDS.into(),
+        }
+    }
+}
+
+/// node_exporter 1.5.0's `--collector.vmstat.fields` default.
+pub const VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmstatSettings {
+    /// Regexp of `/proc/vmstat` fields to export. Flag: `--collector.vmstat.fields`.
+    pub fields: String,
+}
+
+impl Default for VmstatSettings {
+    fn default() -> Self {
+        Self {
+            fields: VMSTAT_FIELDS.into(),
+        }
+    }
+}
+
+impl CollectorSettings {
+    /// Every regexp setting as (dotted key, value), for validation.
+    pub fn regexes(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            (
+                "collector_settings.arp.device_include",
+                &self.arp.device_include,
+            ),
+            (
+                "collector_settings.arp.device_exclude",
+                &self.arp.device_exclude,
+            ),
+            (
+                "collector_settings.cpu.info_flags_include",
+                &self.cpu.info_flags_include,
+            ),
+            (
+                "collector_settings.cpu.info_bugs_include",
+                &self.cpu.info_bugs_include,
+            ),
+            (
+                "collector_settings.diskstats.device_exclude",
+                &self.diskstats.device_exclude,
+            ),
+            (
+                "collector_settings.diskstats.device_include",
+                &self.diskstats.device_include,
+            ),
+            (
+                "collector_settings.filesystem.mount_points_exclude",
+                &self.filesystem.mount_points_exclude,
+            ),
+            (
+                "collector_settings.filesystem.fs_types_exclude",
+                &self.filesystem.fs_types_exclude,
+            ),
+            (
+                "collector_settings.netdev.device_include",
+                &self.netdev.device_include,
+            ),
+            (
+                "collector_settings.netdev.device_exclude",
+                &self.netdev.device_exclude,
+            ),
+            ("collector_settings.netstat.fields", &self.netstat.fields),
+            ("collector_settings.vmstat.fields", &self.vmstat.fields),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -79,6 +306,8 @@ pub struct PathsConfig {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
     pub rootfs: PathBuf,
+    /// udev database (`--path.udev.data`), for `node_disk_info`'s labels.
+    pub udev_data: PathBuf,
 }
 
 impl Default for PathsConfig {
@@ -88,6 +317,7 @@ impl Default for PathsConfig {
             procfs: p.procfs,
             sysfs: p.sysfs,
             rootfs: p.rootfs,
+            udev_data: p.udev_data,
         }
     }
 }
@@ -98,6 +328,7 @@ impl PathsConfig {
             procfs: self.procfs.clone(),
             sysfs: self.sysfs.clone(),
             rootfs: self.rootfs.clone(),
+            udev_data: self.udev_data.clone(),
         }
     }
 }
@@ -329,6 +560,18 @@ impl Config {
                 format!("{:?} must start with '/'", self.web.telemetry_path),
             ));
         }
+        for (key, re) in self.collector_settings.regexes() {
+            if let Err(e) = regex::Regex::new(re) {
+                return Err(invalid(key, format!("{re:?} is not a valid regexp: {e}")));
+            }
+        }
+        let t = self.collector_settings.filesystem.mount_timeout_seconds;
+        if !(t.is_finite() && t > 0.0) {
+            return Err(invalid(
+                "collector_settings.filesystem.mount_timeout_seconds",
+                format!("{t} must be a positive number of seconds"),
+            ));
+        }
         if ["/", "/healthz", "/readyz"].contains(&self.web.telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
@@ -356,6 +599,7 @@ mod tests {
             (&shipped.web, &shipped.log, &shipped.paths),
             (&d.web, &d.log, &d.paths)
         );
+        assert_eq!(shipped.collector_settings, d.collector_settings);
         for e in COLLECTORS {
             assert_eq!(
                 shipped.collectors.explicit.get(e.name),
@@ -452,6 +696,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("/nonexistent/hostlens.yaml"), "{m}");
+    }
+
+    #[test]
+    fn collector_settings_parse_and_validate() {
+        let c = parse("collector_settings:\n  netdev:\n    device_exclude: \"^lo$\"\n").unwrap();
+        assert_eq!(c.collector_settings.netdev.device_exclude, "^lo$");
+        assert_eq!(c.collector_settings.vmstat.fields, VMSTAT_FIELDS);
+        let m = parse("collector_settings:\n  vmstat:\n    fields: \"(\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("collector_settings.vmstat.fields"), "{m}");
+        let m = parse("collector_settings:\n  netdev:\n    device_exclud: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("device_exclud") && m.contains("line 3"), "{m}");
     }
 
     #[test]

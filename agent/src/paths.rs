@@ -8,6 +8,8 @@ pub struct Paths {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
     pub rootfs: PathBuf,
+    /// udev database (`--path.udev.data`).
+    pub udev_data: PathBuf,
 }
 
 impl Default for Paths {
@@ -16,6 +18,7 @@ impl Default for Paths {
             procfs: PathBuf::from("/proc"),
             sysfs: PathBuf::from("/sys"),
             rootfs: PathBuf::from("/"),
+            udev_data: PathBuf::from("/run/udev/data"),
         }
     }
 }
@@ -29,6 +32,11 @@ impl Paths {
     /// `rel` below the sysfs root, e.g. `sys("class/net")`.
     pub fn sys(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.sysfs.join(rel)
+    }
+
+    /// `rel` below the udev database, e.g. `udev("b8:0")`.
+    pub fn udev(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.udev_data.join(rel)
     }
 
     /// `rel` below the root filesystem, e.g. `root("etc/os-release")`.

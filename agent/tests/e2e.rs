@@ -16,6 +16,10 @@ use prost::Message as _;
 /// Families whose values change from scrape to scrape or build to build.
 const VOLATILE: &[&str] = &[
     "node_scrape_collector_duration_seconds",
+    // The clock and adjtimex(2) are not read from the roots.
+    "node_time_seconds",
+    "node_time_zone_offset_seconds",
+    "node_timex_",
     "hostlens_build_info",
     "process_",
 ];
@@ -79,10 +83,18 @@ fn assert_golden(name: &str, actual: &str) {
     }
 }
 
+/// Every root at `procfs`, so that nothing of the live machine leaks into the output.
 fn procfs_args(procfs: &Path) -> Vec<String> {
+    let p = procfs.to_str().unwrap();
     vec![
         "--path.procfs".into(),
-        procfs.to_str().unwrap().into(),
+        p.into(),
+        "--path.sysfs".into(),
+        p.into(),
+        "--path.rootfs".into(),
+        p.into(),
+        "--path.udev.data".into(),
+        p.into(),
         "--probe.disable-defaults".into(),
     ]
 }
@@ -335,4 +347,302 @@ fn config_file_and_flags_combine() {
     assert_eq!(e.get("node_load1"), None);
     assert!(e.samples.keys().any(|k| k.starts_with("node_uname_info{")));
     assert!(e.get("node_memory_MemTotal_bytes").is_some());
+}
+
+/// `--collector.<name>` for every collector in the table, on top of disabled defaults.
+fn all_collectors() -> Vec<String> {
+    let mut v = vec!["--collector.disable-defaults".to_string()];
+    for c in hostlens::collectors::COLLECTORS {
+        v.push(format!("--collector.{}", c.name));
+    }
+    v
+}
+
+fn node_fixture_args(root: &Path) -> Vec<String> {
+    let mut a = all_collectors();
+    for (flag, sub) in [
+        ("--path.procfs", "proc"),
+        ("--path.sysfs", "sys"),
+        ("--path.rootfs", "rootfs"),
+        ("--path.udev.data", "udev/data"),
+    ] {
+        a.push(flag.into());
+        a.push(root.join(sub).to_str().unwrap().into());
+    }
+    a.push("--collector.cpu.info".into());
+    a.push("--collector.cpu.info.flags-include=^(aes|avx2|fpu)$".into());
+    a.push("--collector.cpu.info.bugs-include=^spectre".into());
+    a.push("--collector.stat.softirq".into());
+    a.push("--probe.disable-defaults".into());
+    a
+}
+
+/// Series that do not come from the fixture files: sock_diag, the clock, adjtimex(2), the
+/// local time zone, and statfs of the fixture directory's own filesystem.
+const NOT_FROM_FIXTURE: &[&str] = &[
+    // tcpstat asks the kernel over sock_diag netlink (as node_exporter does).
+    "node_tcp_connection_states",
+    "node_time_seconds",
+    "node_time_zone_offset_seconds",
+    "node_timex_",
+    "node_filesystem_size_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_files",
+];
+
+#[test]
+fn node_fixture_tree_matches_golden_exposition() {
+    let root = fixture("node");
+    let agent = start(&node_fixture_args(&root));
+    let text = agent.get("/metrics").text();
+    let stable: String = stable_lines(&text)
+        .lines()
+        .filter(|l| {
+            let name = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            !NOT_FROM_FIXTURE.iter().any(|p| name.starts_with(p))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_golden("node.prom", &stable);
+    let e = Exposition::parse(&text);
+    for c in hostlens::collectors::COLLECTORS {
+        assert_eq!(
+            e.get(&format!(
+                "node_scrape_collector_success{{collector=\"{}\"}}",
+                c.name
+            )),
+            Some(1.0),
+            "{}",
+            c.name
+        );
+    }
+    // Hand-written hardware and edge cases of the fixture, straight from its files.
+    assert_eq!(
+        e.get("node_disk_info{device=\"sda\",major=\"8\",minor=\"0\",path=\"pci-0000:00:1f.2-ata-1\",wwn=\"0x50014ee2b5a1b2c3\",model=\"WDC_WD10EZEX-00BN5A0\",serial=\"WD-WCC3F1234567\",revision=\"01.01A01\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        e.get("node_disk_read_bytes_total{device=\"sda\"}"),
+        Some(1003346126.0 * 512.0)
+    );
+    assert_eq!(
+        e.get("node_disk_reads_completed_total{device=\"sda1\"}"),
+        None
+    );
+    assert_eq!(
+        e.get("node_disk_ata_rotation_rate_rpm{device=\"sda\"}"),
+        Some(7200.0)
+    );
+    assert_eq!(
+        e.get("node_filesystem_device_error{device=\"server:/export\",fstype=\"nfs4\",mountpoint=\"/mnt/nfs\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        e.get("node_filesystem_readonly{device=\"/dev/vdb\",fstype=\"ext4\",mountpoint=\"/srv/ro data\"}"),
+        Some(1.0)
+    );
+    assert_eq!(e.get("node_arp_entries{device=\"eth0\"}"), Some(2.0));
+    assert_eq!(
+        e.get("node_processes_threads_state{thread_state=\"D\"}"),
+        Some(1.0)
+    );
+    assert_eq!(e.get("node_processes_threads"), Some(3.0));
+    // cpu0..cpu3 share package 0 (cores 0 and 1, hyperthreads); cpu4 has no throttle files.
+    assert_eq!(
+        e.get("node_cpu_core_throttles_total{core=\"1\",package=\"0\"}"),
+        Some(8.0)
+    );
+    assert_eq!(
+        e.get("node_cpu_package_throttles_total{package=\"0\"}"),
+        Some(17.0)
+    );
+    assert_eq!(
+        e.get("node_cpu_package_throttles_total{package=\"1\"}"),
+        None
+    );
+    assert_eq!(e.get("node_cpu_flag_info{flag=\"fpu\"}"), Some(1.0));
+    assert_eq!(
+        e.get("node_schedstat_timeslices_total{cpu=\"1\"}"),
+        Some(4236223213.0)
+    );
+}
+
+#[test]
+fn every_collector_on_an_empty_root_is_no_data() {
+    let empty = tempdir("empty-all");
+    let mut a = all_collectors();
+    for flag in [
+        "--path.procfs",
+        "--path.sysfs",
+        "--path.rootfs",
+        "--path.udev.data",
+    ] {
+        a.push(flag.into());
+        a.push(empty.to_str().unwrap().into());
+    }
+    a.push("--probe.disable-defaults".into());
+    let agent = start(&a);
+    let e = agent.scrape();
+    for c in hostlens::collectors::COLLECTORS {
+        assert_eq!(
+            e.get(&format!(
+                "node_scrape_collector_success{{collector=\"{}\"}}",
+                c.name
+            )),
+            Some(1.0),
+            "{}",
+            c.name
+        );
+    }
+    // Only the clock and adjtimex(2) do not read files (tcpstat's netlink dump is gated on
+    // <procfs>/net/tcp).
+    let from_files: Vec<&String> = e
+        .samples
+        .keys()
+        .filter(|k| k.starts_with("node_") && !k.starts_with("node_scrape_collector_"))
+        .filter(|k| !k.starts_with("node_time_") && !k.starts_with("node_timex_"))
+        .collect();
+    assert!(
+        from_files.is_empty(),
+        "data from an empty root: {from_files:?}"
+    );
+}
+
+#[test]
+fn malformed_sources_fail_their_collector_naming_file_and_line() {
+    let root = tempdir("bad-node");
+    let proc = root.join("proc");
+    std::fs::create_dir_all(proc.join("net")).unwrap();
+    std::fs::create_dir_all(proc.join("1")).unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (collector, file, content, expected "<file>:<line>")
+        (
+            "cpu",
+            "stat",
+            "cpu 1 2 3 4\ncpu0 1 2 x 4\nctxt 5\n",
+            "stat:2",
+        ),
+        (
+            "diskstats",
+            "diskstats",
+            "8 0 sda 1 2 3 4 5 6 7 8 9 10 11\n8 1 sda1 1 2\n",
+            "diskstats:2",
+        ),
+        ("netdev", "net/dev", "h1\nh2\n  eth0: 1 2 3\n", "net/dev:3"),
+        (
+            "vmstat",
+            "vmstat",
+            "pgfault 1\npgmajfault lots\n",
+            "vmstat:2",
+        ),
+        (
+            "sockstat",
+            "net/sockstat",
+            "sockets: used 1\nTCP: inuse\n",
+            "net/sockstat:2",
+        ),
+        (
+            "filesystem",
+            "1/mounts",
+            "/dev/vda / ext4 rw 0 0\nbroken\n",
+            "1/mounts:2",
+        ),
+        (
+            "softnet",
+            "net/softnet_stat",
+            "0000000g 0 0\n",
+            "net/softnet_stat:1",
+        ),
+        ("udp_queues", "net/udp", "h\n 1: a b c 1:zz\n", "net/udp:2"),
+    ];
+    for (_, file, content, _) in cases {
+        std::fs::write(proc.join(file), content).unwrap();
+    }
+    let mut a = vec![
+        "--collector.disable-defaults".to_string(),
+        "--path.procfs".into(),
+        proc.to_str().unwrap().into(),
+        "--probe.disable-defaults".into(),
+    ];
+    for (c, ..) in cases {
+        a.push(format!("--collector.{c}"));
+    }
+    // stat reads the same file: its lines are fine, so it still succeeds.
+    a.push("--collector.stat".into());
+    let agent = start(&a);
+    let e = agent.scrape();
+    for (c, ..) in cases {
+        assert_eq!(
+            e.get(&format!(
+                "node_scrape_collector_success{{collector=\"{c}\"}}"
+            )),
+            Some(0.0),
+            "{c}"
+        );
+    }
+    assert_eq!(
+        e.get("node_scrape_collector_success{collector=\"stat\"}"),
+        Some(1.0)
+    );
+    assert_eq!(e.get("node_context_switches_total"), Some(5.0));
+    std::thread::sleep(Duration::from_millis(100));
+    let log = agent.log();
+    for (c, _, _, at) in cases {
+        let (file, line) = at.rsplit_once(':').unwrap();
+        let want = format!("{}:{line}:", proc.join(file).display());
+        assert!(log.contains(&want), "{c}: log should name {want}:\n{log}");
+    }
+}
+
+#[test]
+fn collector_settings_from_flags_and_file_select_what_is_exported() {
+    let root = fixture("node");
+    let dir = tempdir("settings");
+    let f = dir.join("c.yaml");
+    std::fs::write(
+        &f,
+        "collector_settings:\n  netdev:\n    device_exclude: '^lo$'\n  vmstat:\n    fields: '^pgfault$'\n  filesystem:\n    fs_types_exclude: '^nfs4$'\n",
+    )
+    .unwrap();
+    let mut a = node_fixture_args(&root);
+    a.extend([
+        "--config.file".to_string(),
+        f.to_str().unwrap().into(),
+        // Flags override the file's settings and add to them.
+        "--collector.vmstat.fields=^(pgfault|oom_kill)$".into(),
+        "--collector.diskstats.device-include=^sd[a-z]$".into(),
+        "--no-collector.cpu.guest".into(),
+    ]);
+    let agent = start(&a);
+    let e = agent.scrape();
+    let families = |prefix: &str| -> Vec<&String> {
+        e.samples.keys().filter(|k| k.starts_with(prefix)).collect()
+    };
+    assert!(
+        e.get("node_network_receive_bytes_total{device=\"lo\"}")
+            .is_none()
+    );
+    assert!(
+        e.get("node_network_receive_bytes_total{device=\"eth0\"}")
+            .is_some()
+    );
+    assert_eq!(
+        families("node_vmstat_"),
+        ["node_vmstat_oom_kill", "node_vmstat_pgfault"]
+    );
+    assert_eq!(
+        families("node_disk_reads_completed_total"),
+        ["node_disk_reads_completed_total{device=\"sda\"}"]
+    );
+    assert!(
+        families("node_filesystem_device_error")
+            .iter()
+            .all(|k| !k.contains("nfs4"))
+    );
+    assert!(families("node_cpu_guest_seconds_total").is_empty());
+    assert!(!families("node_cpu_seconds_total").is_empty());
 }

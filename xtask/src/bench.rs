@@ -14,8 +14,39 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::setup::BuildEnv;
 
-/// The collectors both agents run: the ones hostlens ships today.
-const COLLECTORS: &[&str] = &["loadavg", "meminfo", "uname"];
+/// The collectors both agents run: every node_exporter default collector hostlens ships
+/// today (the sysfs/hardware ones and textfile are still to come).
+const COLLECTORS: &[&str] = &[
+    "arp",
+    "conntrack",
+    "cpu",
+    "diskstats",
+    "entropy",
+    "filefd",
+    "filesystem",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "netstat",
+    "os",
+    "pressure",
+    "schedstat",
+    "sockstat",
+    "softnet",
+    "stat",
+    "time",
+    "timex",
+    "udp_queues",
+    "uname",
+    "vmstat",
+];
+
+/// node_exporter flags that set Debian's changed defaults back to upstream's, so that both
+/// agents do the same work.
+const NE_UPSTREAM_DEFAULTS: &[&str] = &[
+    "--collector.netdev.device-exclude=^$",
+    "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)",
+];
 const WARMUP: usize = 50;
 const SCRAPES: usize = 500;
 
@@ -230,6 +261,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         "--collector.disable-defaults",
     ];
     ne_args.extend(flags.iter().map(String::as_str));
+    ne_args.extend_from_slice(NE_UPSTREAM_DEFAULTS);
     let node_exporter = Proc {
         name: "node_exporter 1.5.0",
         child: Command::new("prometheus-node-exporter")
@@ -262,7 +294,8 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     writeln!(
         md,
         "`cargo xtask bench` on this project's 2-core machine. Both serve the collectors \
-         {} (`--collector.disable-defaults` plus those); hostlens also runs its `syscalls` \
+         {} (`--collector.disable-defaults` plus those; node_exporter with Debian's changed \
+         netdev and filesystem defaults set back to upstream's); hostlens also runs its `syscalls` \
          eBPF probe. {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
          with `Accept-Encoding: gzip`. CPU is the process's utime+stime over the {SCRAPES} \
          scrapes (10 ms tick resolution); memory is VmRSS, plus the kernel memory of the \

@@ -178,6 +178,9 @@ fn test(root: &Path) -> Result<()> {
             "--bins",
             "--test",
             "e2e",
+            // Side by side with node_exporter 1.5.0 (unprivileged).
+            "--test",
+            "node_exporter_peer",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.
@@ -198,6 +201,8 @@ fn test(root: &Path) -> Result<()> {
             "secure",
             "--test",
             "deploy",
+            "--test",
+            "hung_mount",
             "--",
             "--test-threads=1",
         ],

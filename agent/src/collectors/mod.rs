@@ -13,13 +13,36 @@ use std::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use crate::{
+    config::CollectorSettings,
     emit::{Kind, Out},
     paths::Paths,
 };
 
+pub mod arp;
+pub mod conntrack;
+pub mod cpu;
+pub mod diskstats;
+pub mod entropy;
+pub mod filefd;
+pub mod filesystem;
+pub mod interrupts;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netdev;
+pub mod netstat;
+pub mod os;
+pub mod pressure;
+pub mod processes;
+pub mod schedstat;
+pub mod sockstat;
+pub mod softnet;
+pub mod stat;
+pub mod tcpstat;
+pub mod time;
+pub mod timex;
+pub mod udp_queues;
 pub mod uname;
+pub mod vmstat;
 
 /// A collector reads its sources and writes its families, once per scrape.
 pub trait NodeCollector: fmt::Debug + Send + Sync {
@@ -30,6 +53,8 @@ pub trait NodeCollector: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone)]
 pub struct CollectorContext {
     pub paths: Paths,
+    /// `collector_settings:` (node_exporter's `--collector.<name>.<setting>` flags).
+    pub settings: CollectorSettings,
 }
 
 type Constructor = fn(&CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError>;
@@ -47,6 +72,46 @@ pub struct CollectorEntry {
 /// The registration table. Adding a collector adds one line here.
 pub static COLLECTORS: &[CollectorEntry] = &[
     CollectorEntry {
+        name: "arp",
+        default_enabled: true,
+        new: arp::new,
+    },
+    CollectorEntry {
+        name: "conntrack",
+        default_enabled: true,
+        new: conntrack::new,
+    },
+    CollectorEntry {
+        name: "cpu",
+        default_enabled: true,
+        new: cpu::new,
+    },
+    CollectorEntry {
+        name: "diskstats",
+        default_enabled: true,
+        new: diskstats::new,
+    },
+    CollectorEntry {
+        name: "entropy",
+        default_enabled: true,
+        new: entropy::new,
+    },
+    CollectorEntry {
+        name: "filefd",
+        default_enabled: true,
+        new: filefd::new,
+    },
+    CollectorEntry {
+        name: "filesystem",
+        default_enabled: true,
+        new: filesystem::new,
+    },
+    CollectorEntry {
+        name: "interrupts",
+        default_enabled: false,
+        new: interrupts::new,
+    },
+    CollectorEntry {
         name: "loadavg",
         default_enabled: true,
         new: loadavg::new,
@@ -57,9 +122,79 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         new: meminfo::new,
     },
     CollectorEntry {
+        name: "netdev",
+        default_enabled: true,
+        new: netdev::new,
+    },
+    CollectorEntry {
+        name: "netstat",
+        default_enabled: true,
+        new: netstat::new,
+    },
+    CollectorEntry {
+        name: "os",
+        default_enabled: true,
+        new: os::new,
+    },
+    CollectorEntry {
+        name: "pressure",
+        default_enabled: true,
+        new: pressure::new,
+    },
+    CollectorEntry {
+        name: "processes",
+        default_enabled: false,
+        new: processes::new,
+    },
+    CollectorEntry {
+        name: "schedstat",
+        default_enabled: true,
+        new: schedstat::new,
+    },
+    CollectorEntry {
+        name: "sockstat",
+        default_enabled: true,
+        new: sockstat::new,
+    },
+    CollectorEntry {
+        name: "softnet",
+        default_enabled: true,
+        new: softnet::new,
+    },
+    CollectorEntry {
+        name: "stat",
+        default_enabled: true,
+        new: stat::new,
+    },
+    CollectorEntry {
+        name: "tcpstat",
+        default_enabled: false,
+        new: tcpstat::new,
+    },
+    CollectorEntry {
+        name: "time",
+        default_enabled: true,
+        new: time::new,
+    },
+    CollectorEntry {
+        name: "timex",
+        default_enabled: true,
+        new: timex::new,
+    },
+    CollectorEntry {
+        name: "udp_queues",
+        default_enabled: true,
+        new: udp_queues::new,
+    },
+    CollectorEntry {
         name: "uname",
         default_enabled: true,
         new: uname::new,
+    },
+    CollectorEntry {
+        name: "vmstat",
+        default_enabled: true,
+        new: vmstat::new,
     },
 ];
 
@@ -84,6 +219,10 @@ pub enum CollectorError {
         line: usize,
         msg: String,
     },
+    #[error("invalid setting {0}")]
+    Setting(String),
+    #[error("{0}")]
+    Other(String),
     #[error("encoding metrics: {0}")]
     Encode(#[from] fmt::Error),
 }
@@ -134,6 +273,29 @@ impl LineError {
 pub fn parse_f64(s: &str, line: usize, what: &str) -> Result<f64, LineError> {
     s.parse::<f64>()
         .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not a number")))
+}
+
+/// Parses a hexadecimal field (`/proc/net/softnet_stat`, `/proc/net/udp` queues).
+pub fn parse_hex(s: &str, line: usize, what: &str) -> Result<u64, LineError> {
+    u64::from_str_radix(s, 16)
+        .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not a hexadecimal number")))
+}
+
+/// Compiles a regexp setting (already validated with the configuration).
+pub fn settings_regex(key: &str, re: &str) -> Result<Option<regex::Regex>, CollectorError> {
+    if re.is_empty() {
+        return Ok(None);
+    }
+    regex::Regex::new(re)
+        .map(Some)
+        .map_err(|e| CollectorError::Setting(format!("{key}: {re:?}: {e}")))
+}
+
+/// Reads a small file holding one number (sysctl-like files).
+pub fn read_number(path: &Path) -> Result<f64, CollectorError> {
+    let text = read_file(path)?;
+    let t = text.trim();
+    parse_f64(t, 1, "value").map_err(|e| e.at(path))
 }
 
 /// The enabled collectors, run in table order at every scrape. Registered in the registry as

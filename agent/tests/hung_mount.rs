@@ -1,0 +1,95 @@
+//! Privileged: a hung mount must not hang the scrape. A real FUSE mount whose server never
+//! answers (not even the INIT handshake, so every statfs on it blocks in the kernel) is made
+//! in a private mount namespace that only the agent lives in; the filesystem collector must
+//! report it with `node_filesystem_device_error 1` after the mount timeout, keep serving the
+//! other mounts, and not try the stuck mount again on later scrapes.
+mod common;
+
+use std::time::Duration;
+
+use common::{Agent, bin, privileged};
+
+/// Runs inside `unshare --mount --propagation private`: opens /dev/fuse, mounts it on argv[1]
+/// and execs the agent (argv[2..]) with the FUSE device inherited and never read. The
+/// namespace and the mount end with the agent.
+const MOUNT_AND_EXEC: &str = r#"
+import ctypes, os, sys
+mnt, prog = sys.argv[1], sys.argv[2]
+fd = os.open("/dev/fuse", os.O_RDWR)
+os.set_inheritable(fd, True)
+libc = ctypes.CDLL(None, use_errno=True)
+opts = ("fd=%d,rootmode=40000,user_id=0,group_id=0" % fd).encode()
+if libc.mount(b"hung", mnt.encode(), b"fuse.hung", 0, opts) != 0:
+    sys.exit("mount fuse on %s: %s" % (mnt, os.strerror(ctypes.get_errno())))
+os.execv(prog, [prog] + sys.argv[3:])
+"#;
+
+#[test]
+fn hung_fuse_mount_does_not_hang_the_scrape() {
+    if !privileged("hung_fuse_mount_does_not_hang_the_scrape") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hostlens-hung-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::create_dir_all(dir.join("proc/1")).unwrap();
+    let mnt_s = mnt.to_str().unwrap();
+    std::fs::write(
+        dir.join("proc/1/mounts"),
+        format!("/dev/root / ext4 rw,relatime 0 0\nhung {mnt_s} fuse.hung rw,nosuid,nodev 0 0\n"),
+    )
+    .unwrap();
+    let procfs = dir.join("proc");
+    let wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "python3",
+        "-c",
+        MOUNT_AND_EXEC,
+        mnt_s,
+    ];
+    let agent = Agent::start_with(
+        &bin(),
+        &[
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            "--collector.filesystem.mount-timeout=300ms",
+            "--path.procfs",
+            procfs.to_str().unwrap(),
+            "--probe.disable-defaults",
+        ],
+        Some(&wrap),
+    );
+    let hung = format!("{{device=\"hung\",fstype=\"fuse.hung\",mountpoint=\"{mnt_s}\"}}");
+    let root = "{device=\"/dev/root\",fstype=\"ext4\",mountpoint=\"/\"}";
+    for scrape in 1..=3 {
+        let e = agent.scrape();
+        assert_eq!(
+            e.get(&format!("node_filesystem_device_error{hung}")),
+            Some(1.0),
+            "scrape {scrape}"
+        );
+        assert_eq!(e.get(&format!("node_filesystem_size_bytes{hung}")), None);
+        assert_eq!(
+            e.get(&format!("node_filesystem_device_error{root}")),
+            Some(0.0)
+        );
+        assert!(e.get(&format!("node_filesystem_size_bytes{root}")).unwrap() > 0.0);
+        assert_eq!(
+            e.get("node_scrape_collector_success{collector=\"filesystem\"}"),
+            Some(1.0)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let log = agent.log();
+    assert_eq!(
+        log.matches("statfs timed out").count(),
+        1,
+        "the stuck mount is statted once, then skipped while stuck:\n{log}"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

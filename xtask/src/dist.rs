@@ -31,8 +31,13 @@ pub fn run(root: &Path, env: &setup::BuildEnv, release: bool) -> Result<Artifact
         sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
         root.join("target/release/hostlens")
     } else {
-        sh(root, env, "cargo", &["build", "-p", "agent"])?;
-        root.join("target/debug/hostlens")
+        // `xtask test` calls this right after `cargo test` built target/debug/hostlens for the
+        // integration tests; `cargo build -p agent` would build it again with other features.
+        let bin = root.join("target/debug/hostlens");
+        if !bin.exists() {
+            sh(root, env, "cargo", &["build", "-p", "agent"])?;
+        }
+        bin
     };
     let arch = output("dpkg", &["--print-architecture"])?
         .trim()

@@ -81,6 +81,7 @@ pub async fn run(cfg: Config) -> u8 {
     let init_cfg = cfg.clone();
     let init = tokio::task::spawn_blocking(move || {
         let (collectors, collector_states) = build_collectors(&init_cfg);
+        crate::probes::http::configure(init_cfg.http.clone(), init_cfg.paths.procfs.clone());
         let probes = Probes::load(&init_cfg.probes, init_cfg.log.level);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(collectors));

@@ -20,6 +20,8 @@ pub struct Config {
     pub paths: PathsConfig,
     pub collectors: Toggles<CollectorKind>,
     pub probes: Toggles<ProbeKind>,
+    /// Settings of the `http` probe.
+    pub http: crate::probes::http::HttpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -326,6 +328,9 @@ impl Config {
                 format!("{:?} must start with '/'", self.web.telemetry_path),
             ));
         }
+        if let Err((key, msg)) = self.http.validate() {
+            return Err(invalid(&key, msg));
+        }
         if ["/", "/healthz", "/readyz"].contains(&self.web.telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
@@ -353,6 +358,7 @@ mod tests {
             (&shipped.web, &shipped.log, &shipped.paths),
             (&d.web, &d.log, &d.paths)
         );
+        assert_eq!(shipped.http, d.http, "config/hostlens.yaml http: section");
         for e in COLLECTORS {
             assert_eq!(
                 shipped.collectors.explicit.get(e.name),

@@ -1,0 +1,473 @@
+//! `http` probe, kernel half.
+//!
+//! Hooks (tracepoints, see include/trace/events/syscalls.h; argument `i` of a
+//! `syscalls:sys_enter_*` record is at offset `16 + 8 * i`, `ret` of `sys_exit_*` at 16):
+//! - `sys_{enter,exit}_{accept,accept4,connect}`: the returned/connected fd becomes a followed
+//!   connection in `HTTP_CONNS` with a fresh id, so a reused fd is a new connection;
+//! - `sys_enter_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,sendfile64}` remember
+//!   the buffer of a followed connection per thread, `sys_exit_*` copies a bounded prefix of
+//!   the bytes actually moved into the `HTTP_EVENTS` ring buffer;
+//! - `sys_enter_close` ends the connection.
+//!
+//! Cost: a thread of an untraced fd pays one hash lookup per read/write. A connection whose
+//! first bytes are not an HTTP method or status line is marked `PROTO_OTHER` and costs one
+//! lookup per syscall thereafter. Reserve failures count in `HTTP_LOST` (per CPU).
+use agent_common::http::{
+    CAPTURE_CLASSES, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA,
+    EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_INFLIGHT, PROTO_HTTP, PROTO_OTHER,
+    PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM,
+    SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
+};
+use aya_ebpf::{
+    EbpfContext as _, Global,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_probe_read_user as raw_read_user,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+
+#[unsafe(no_mangle)]
+static HTTP_SELF_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static HTTP_CAPTURE: Global<u32> = Global::new(1024);
+
+#[map(name = "HTTP_EVENTS")]
+static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+#[map(name = "HTTP_LOST")]
+static HTTP_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "HTTP_CONNS")]
+static HTTP_CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// What a thread's syscall in flight will need at its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Inflight {
+    conn_id: u64,
+    /// User buffer (first iovec for the vectored calls) and its length.
+    buf: u64,
+    buf_len: u64,
+    fd: u32,
+    /// accept: the listening fd.
+    aux: u32,
+    syscall: u8,
+    direction: u8,
+    role: u8,
+    proto: u8,
+    addr_len: u32,
+    /// connect: the `struct sockaddr` (sockaddr_in6 is 28 bytes).
+    addr: [u8; 32],
+}
+
+#[map(name = "HTTP_INFLIGHT")]
+static HTTP_INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Argument `i` of a `syscalls:sys_enter_*` record (direct context read, no helper call).
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: the syscalls tracepoint record holds up to six 8-byte args from offset 16; the
+    // verifier checks the context access.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(16 + 8 * i) as *const u64) }
+}
+
+/// `ret` of a `syscalls:sys_exit_*` record.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: `long ret` is at offset 16 of every sys_exit record.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(16) as *const i64) }
+}
+
+#[inline(always)]
+fn conn_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Caller's (pid_tgid, tgid), or None for the agent itself.
+#[inline(always)]
+fn caller() -> Option<(u64, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == HTTP_SELF_TGID.load() {
+        return None;
+    }
+    Some((pid_tgid, tgid))
+}
+
+fn count_lost() {
+    if let Some(p) = HTTP_LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *p += 1 }
+    }
+}
+
+/// Remembers a data syscall on a followed connection for its exit.
+#[inline(always)]
+fn enter_data(ctx: &TracePointContext, syscall: u8, direction: u8) -> u32 {
+    let Some((pid_tgid, tgid)) = caller() else {
+        return 0;
+    };
+    let fd = arg(ctx, 0) as u32;
+    // SAFETY: read-only copy of a map value; a concurrent delete only makes it stale.
+    let Some(conn) = (unsafe { HTTP_CONNS.get(conn_key(tgid, fd)) }) else {
+        return 0;
+    };
+    if conn.proto == PROTO_OTHER {
+        return 0;
+    }
+    let (buf, buf_len) = match syscall {
+        SC_READ | SC_WRITE | SC_RECVFROM | SC_SENDTO => (arg(ctx, 1), arg(ctx, 2)),
+        SC_READV | SC_WRITEV => {
+            if arg(ctx, 2) == 0 {
+                (0, 0)
+            } else {
+                first_iovec(arg(ctx, 1))
+            }
+        }
+        SC_RECVMSG | SC_SENDMSG => {
+            // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
+            let msg = arg(ctx, 1);
+            // SAFETY: bpf_probe_read_user checks the address.
+            let iov = unsafe { read_user::<u64>(msg + 16) }.unwrap_or(0);
+            let iovlen = unsafe { read_user::<u64>(msg + 24) }.unwrap_or(0);
+            if iov == 0 || iovlen == 0 {
+                (0, 0)
+            } else {
+                first_iovec(iov)
+            }
+        }
+        _ => (0, 0),
+    };
+    let rec = Inflight {
+        conn_id: conn.id,
+        buf,
+        buf_len,
+        fd,
+        aux: 0,
+        syscall,
+        direction,
+        role: conn.role,
+        proto: conn.proto,
+        addr_len: 0,
+        addr: [0; 32],
+    };
+    let _ = HTTP_INFLIGHT.insert(pid_tgid, rec, 0);
+    0
+}
+
+#[inline(always)]
+fn first_iovec(iov: u64) -> (u64, u64) {
+    // SAFETY: bpf_probe_read_user checks the address; struct iovec is {void *base; size_t len}.
+    let base = unsafe { read_user::<u64>(iov) }.unwrap_or(0);
+    let len = unsafe { read_user::<u64>(iov + 8) }.unwrap_or(0);
+    (base, len)
+}
+
+/// # Safety
+/// `addr` is a user address; the helper faults safely.
+#[inline(always)]
+unsafe fn read_user<T>(addr: u64) -> Result<T, i32> {
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }
+}
+
+fn header(kind: u8, tgid: u32, rec: &Inflight, bytes: u64) -> EventHeader {
+    EventHeader {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id: rec.conn_id,
+        bytes,
+        tgid,
+        fd: rec.fd,
+        aux: rec.aux,
+        captured: 0,
+        kind,
+        direction: rec.direction,
+        role: rec.role,
+        syscall: rec.syscall,
+        _pad: [0; 6],
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Writes one record: the header and `len` bytes copied from user address `src`, in the
+/// payload class `N` (a compile-time size, as `bpf_ringbuf_reserve` requires).
+#[inline(always)]
+fn emit<const N: usize>(mut hdr: EventHeader, src: u64, len: usize) {
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + N, 0) else {
+        count_lost();
+        return;
+    };
+    let mut n = len;
+    if n > N {
+        n = N;
+    }
+    if n > 0 {
+        let dst = entry.as_mut_ptr();
+        // SAFETY: `dst + HEADER_BYTES .. + n` lies inside the reserved record (n <= N); the
+        // helper zero-fills and fails on a bad user address.
+        let rc = unsafe {
+            raw_read_user(
+                dst.add(HEADER_BYTES).cast(),
+                n as u32,
+                src as *const core::ffi::c_void,
+            )
+        };
+        if rc != 0 {
+            n = 0;
+        }
+    }
+    hdr.captured = n as u16;
+    // SAFETY: the record starts with room for the header; unaligned write for safety.
+    unsafe { core::ptr::write_unaligned(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn emit_sized(hdr: EventHeader, src: u64, len: usize) {
+    if len == 0 {
+        emit::<0>(hdr, 0, 0);
+    } else if len <= CAPTURE_CLASSES[0] {
+        emit::<{ CAPTURE_CLASSES[0] }>(hdr, src, len);
+    } else if len <= CAPTURE_CLASSES[1] {
+        emit::<{ CAPTURE_CLASSES[1] }>(hdr, src, len);
+    } else if len <= CAPTURE_CLASSES[2] {
+        emit::<{ CAPTURE_CLASSES[2] }>(hdr, src, len);
+    } else {
+        emit::<{ CAPTURE_CLASSES[3] }>(hdr, src, len);
+    }
+}
+
+/// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
+#[inline(always)]
+fn looks_like_http(w: [u8; 4]) -> bool {
+    matches!(
+        &w,
+        b"GET "
+            | b"POST"
+            | b"PUT "
+            | b"HEAD"
+            | b"DELE"
+            | b"OPTI"
+            | b"PATC"
+            | b"CONN"
+            | b"TRAC"
+            | b"HTTP"
+    )
+}
+
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext) -> u32 {
+    let Some((pid_tgid, tgid)) = caller() else {
+        return 0;
+    };
+    // SAFETY: copied out before the delete below.
+    let Some(rec) = (unsafe { HTTP_INFLIGHT.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = HTTP_INFLIGHT.remove(pid_tgid);
+    let moved = ret(ctx);
+    if moved <= 0 {
+        return 0;
+    }
+    let moved = moved as u64;
+    if rec.syscall == SC_SENDFILE {
+        emit::<0>(header(EV_DATA, tgid, &rec, moved), 0, 0);
+        return 0;
+    }
+    let mut avail = moved;
+    if avail > rec.buf_len {
+        avail = rec.buf_len;
+    }
+    if rec.proto == PROTO_UNKNOWN && avail >= 4 {
+        // SAFETY: bpf_probe_read_user checks the address.
+        let first = unsafe { read_user::<[u8; 4]>(rec.buf) }.unwrap_or([0; 4]);
+        let proto = if looks_like_http(first) {
+            PROTO_HTTP
+        } else {
+            PROTO_OTHER
+        };
+        if let Some(c) = HTTP_CONNS.get_ptr_mut(conn_key(tgid, rec.fd)) {
+            // SAFETY: a plain store into the map value; races only with the same fd's close.
+            unsafe {
+                if (*c).id == rec.conn_id {
+                    (*c).proto = proto;
+                }
+            }
+        }
+        if proto == PROTO_OTHER {
+            return 0;
+        }
+    }
+    let mut cap = HTTP_CAPTURE.load() as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    if avail > cap {
+        avail = cap;
+    }
+    emit_sized(header(EV_DATA, tgid, &rec, moved), rec.buf, avail as usize);
+    0
+}
+
+macro_rules! data_enter {
+    ($name:ident, $sc:expr, $dir:expr) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            enter_data(&ctx, $sc, $dir)
+        }
+    };
+}
+
+data_enter!(http_enter_read, SC_READ, DIR_IN);
+data_enter!(http_enter_readv, SC_READV, DIR_IN);
+data_enter!(http_enter_recvfrom, SC_RECVFROM, DIR_IN);
+data_enter!(http_enter_recvmsg, SC_RECVMSG, DIR_IN);
+data_enter!(http_enter_write, SC_WRITE, DIR_OUT);
+data_enter!(http_enter_writev, SC_WRITEV, DIR_OUT);
+data_enter!(http_enter_sendto, SC_SENDTO, DIR_OUT);
+data_enter!(http_enter_sendmsg, SC_SENDMSG, DIR_OUT);
+data_enter!(http_enter_sendfile, SC_SENDFILE, DIR_OUT);
+
+/// Exit of every data syscall above.
+#[tracepoint]
+pub fn http_exit_data(ctx: TracePointContext) -> u32 {
+    exit_data(&ctx)
+}
+
+fn blank(fd: u32) -> Inflight {
+    Inflight {
+        conn_id: 0,
+        buf: 0,
+        buf_len: 0,
+        fd,
+        aux: 0,
+        syscall: 0,
+        direction: 0,
+        role: 0,
+        proto: 0,
+        addr_len: 0,
+        addr: [0; 32],
+    }
+}
+
+/// `accept(fd, ..)` / `accept4(fd, ..)`: remember the listening fd.
+#[tracepoint]
+pub fn http_enter_accept(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, _)) = caller() else {
+        return 0;
+    };
+    let mut rec = blank(0);
+    rec.aux = arg(&ctx, 0) as u32;
+    rec.role = ROLE_SERVER;
+    let _ = HTTP_INFLIGHT.insert(pid_tgid, rec, 0);
+    0
+}
+
+/// `connect(fd, addr, addrlen)`: remember the fd and the peer address.
+#[tracepoint]
+pub fn http_enter_connect(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, _)) = caller() else {
+        return 0;
+    };
+    let mut rec = blank(arg(&ctx, 0) as u32);
+    rec.role = ROLE_CLIENT;
+    let addr = arg(&ctx, 1);
+    // SAFETY: bpf_probe_read_user checks the address.
+    if let Ok(a) = unsafe { read_user::<[u8; 28]>(addr) } {
+        rec.addr[..28].copy_from_slice(&a);
+        rec.addr_len = 28;
+    } else if let Ok(a) = unsafe { read_user::<[u8; 16]>(addr) } {
+        rec.addr[..16].copy_from_slice(&a);
+        rec.addr_len = 16;
+    }
+    let _ = HTTP_INFLIGHT.insert(pid_tgid, rec, 0);
+    0
+}
+
+/// Exit of accept/accept4/connect: a new followed connection.
+#[tracepoint]
+pub fn http_exit_conn(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, tgid)) = caller() else {
+        return 0;
+    };
+    // SAFETY: copied out before the delete below.
+    let Some(mut rec) = (unsafe { HTTP_INFLIGHT.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = HTTP_INFLIGHT.remove(pid_tgid);
+    let r = ret(&ctx);
+    let kind = if rec.role == ROLE_SERVER {
+        // accept returns the new fd.
+        if r < 0 {
+            return 0;
+        }
+        rec.fd = r as u32;
+        EV_ACCEPT
+    } else {
+        // connect: 0, or -EINPROGRESS (115) for a non-blocking socket still connecting.
+        if r != 0 && r != -115 {
+            return 0;
+        }
+        EV_CONNECT
+    };
+    let family = u16::from_ne_bytes([rec.addr[0], rec.addr[1]]);
+    // Only AF_INET (2) / AF_INET6 (10) peers are followed on the client side (not unix
+    // sockets of e.g. the syslog or D-Bus clients).
+    if kind == EV_CONNECT && family != 2 && family != 10 {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    rec.conn_id = now;
+    let info = ConnInfo {
+        id: now,
+        role: rec.role,
+        proto: PROTO_UNKNOWN,
+        _pad: [0; 6],
+    };
+    let _ = HTTP_CONNS.insert(conn_key(tgid, rec.fd), info, 0);
+    let hdr = header(kind, tgid, &rec, 0);
+    if kind == EV_CONNECT {
+        emit_addr(hdr, &rec);
+    } else {
+        emit::<0>(hdr, 0, 0);
+    }
+    0
+}
+
+#[inline(always)]
+fn emit_addr(mut hdr: EventHeader, rec: &Inflight) {
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
+        count_lost();
+        return;
+    };
+    hdr.captured = rec.addr_len as u16;
+    let p = entry.as_mut_ptr();
+    // SAFETY: the record is HEADER_BYTES + 32 bytes long.
+    unsafe {
+        core::ptr::write_unaligned(p.cast::<EventHeader>(), hdr);
+        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), rec.addr);
+    }
+    entry.submit(0);
+}
+
+/// `close(fd)`: the end of a followed connection.
+#[tracepoint]
+pub fn http_enter_close(ctx: TracePointContext) -> u32 {
+    let Some((_, tgid)) = caller() else {
+        return 0;
+    };
+    let fd = arg(&ctx, 0) as u32;
+    let key = conn_key(tgid, fd);
+    // SAFETY: copied out before the delete below.
+    let Some(conn) = (unsafe { HTTP_CONNS.get(key) }).copied() else {
+        return 0;
+    };
+    let _ = HTTP_CONNS.remove(key);
+    let mut rec = blank(fd);
+    rec.conn_id = conn.id;
+    rec.role = conn.role;
+    emit::<0>(header(EV_CLOSE, tgid, &rec, 0), 0, 0);
+    0
+}

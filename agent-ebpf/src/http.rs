@@ -11,7 +11,8 @@
 //!
 //! Cost: a thread of an untraced fd pays one hash lookup per read/write. A connection whose
 //! first bytes are not an HTTP method or status line is marked `PROTO_OTHER` and costs one
-//! lookup per syscall thereafter. Reserve failures count in `HTTP_LOST` (per CPU).
+//! lookup per syscall thereafter. Reserve failures count in `HTTP_LOST` (per CPU). Records are
+//! submitted without waking the agent (it drains every few ms) until the ring is 1/4 full.
 use agent_common::http::{
     CAPTURE_CLASSES, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA,
     EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_INFLIGHT, PROTO_HTTP, PROTO_OTHER,
@@ -20,6 +21,7 @@ use agent_common::http::{
 };
 use aya_ebpf::{
     EbpfContext as _, Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_probe_read_user as raw_read_user,
@@ -95,6 +97,17 @@ fn caller() -> Option<(u64, u32)> {
         return None;
     }
     Some((pid_tgid, tgid))
+}
+
+/// Submit flags: no wake-up of the agent per record (it drains on a short timer) unless the
+/// ring is a quarter full, so a burst is drained at once.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > (RING_BYTES / 4) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 fn count_lost() {
@@ -221,7 +234,7 @@ fn emit<const N: usize>(mut hdr: EventHeader, src: u64, len: usize) {
     hdr.captured = n as u16;
     // SAFETY: the record starts with room for the header; unaligned write for safety.
     unsafe { core::ptr::write_unaligned(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]
@@ -449,7 +462,7 @@ fn emit_addr(mut hdr: EventHeader, rec: &Inflight) {
         core::ptr::write_unaligned(p.cast::<EventHeader>(), hdr);
         core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), rec.addr);
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// `close(fd)`: the end of a followed connection.

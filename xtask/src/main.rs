@@ -188,6 +188,21 @@ fn test(root: &Path) -> Result<()> {
             "--test-threads=1",
         ],
     )?;
+    // The http probe against real servers and clients (nginx, python3, curl, wrk).
+    sh(
+        root,
+        &env,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "agent",
+            "--test",
+            "http_privileged",
+            "--",
+            "--test-threads=1",
+        ],
+    )?;
     eprintln!("==> all test tiers passed");
     Ok(())
 }

@@ -34,9 +34,11 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 const PEER_PACKAGES: &[&str] = &[
     "bpftool",
     "curl",
+    "nginx-light",
     "prometheus",
     "prometheus-node-exporter",
     "python3",
+    "wrk",
 ];
 
 /// How to build the eBPF crate, as found or prepared by setup.

@@ -25,12 +25,12 @@ use std::{
 };
 
 use agent_common::http::{
-    DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EVENTS_MAP, EventHeader, HEADER_BYTES,
-    LOST_MAP, MAX_CAPTURE, ROLE_CLIENT,
+    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EVENTS_MAP, EventHeader,
+    HEADER_BYTES, LOST_MAP, MAX_CAPTURE, ROLE_CLIENT,
 };
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use prometheus_client::{encoding::NoLabelSet, metrics::MetricType};
@@ -236,6 +236,13 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
         map: LOST_MAP,
         source,
     })?;
+    let kconns = ebpf
+        .take_map(CONNS_MAP)
+        .ok_or(ProbeError::MissingMap(CONNS_MAP))?;
+    let kconns = BpfHashMap::try_from(kconns).map_err(|source| ProbeError::Map {
+        map: CONNS_MAP,
+        source,
+    })?;
     let shared = Arc::new(Mutex::new(Store::new(&settings.http)));
     let fd = {
         let _guard = runtime.enter();
@@ -248,10 +255,13 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
             },
         )?
     };
-    let decoder = Decoder::new(settings, Arc::clone(&shared));
+    let decoder = Decoder::new(settings, Arc::clone(&shared), kconns);
     runtime.spawn(drain(fd, decoder));
     Ok(Box::new(HttpProbe { lost, shared }))
 }
+
+/// Drain period when the kernel does not wake the agent.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// Records handled per lock of the shared store.
 const BATCH: usize = 4096;
@@ -259,8 +269,22 @@ const BATCH: usize = 4096;
 /// Reads the ring buffer until the program is gone; sweeps idle state on a timer.
 async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
     let mut sweep = tokio::time::interval(decoder.sweep_every());
+    // The kernel wakes the agent only when the ring fills up; otherwise it drains on this tick.
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let ring = fd.get_mut();
+                let mut n = 0usize;
+                decoder.batch(|handle| {
+                    while n < BATCH {
+                        let Some(item) = ring.next() else { break };
+                        handle(&item);
+                        n += 1;
+                    }
+                });
+            }
             ready = fd.readable_mut() => {
                 let mut guard = match ready {
                     Ok(g) => g,
@@ -414,10 +438,17 @@ struct Decoder {
     names_alive: HashMap<String, Instant>,
     router: route::Router,
     names: procname::ProcNames,
+    /// The kernel's table of followed connections: a filtered-out connection is removed so
+    /// its bytes stay in the kernel.
+    kconns: BpfHashMap<MapData, u64, ConnInfo>,
 }
 
 impl Decoder {
-    fn new(settings: Settings, shared: Arc<Mutex<Store>>) -> Self {
+    fn new(
+        settings: Settings,
+        shared: Arc<Mutex<Store>>,
+        kconns: BpfHashMap<MapData, u64, ConnInfo>,
+    ) -> Self {
         let cfg = settings.http;
         Decoder {
             router: route::Router::new(&cfg.route_templates, cfg.route_segment_max_values),
@@ -428,6 +459,7 @@ impl Decoder {
             procs: HashMap::new(),
             listen_ports: HashMap::new(),
             names_alive: HashMap::new(),
+            kconns,
             cfg,
         }
     }
@@ -464,6 +496,9 @@ impl Decoder {
                     Role::Server
                 };
                 let labels = self.labels_for(&h, payload);
+                if labels.is_none() {
+                    self.unfollow(&h);
+                }
                 self.conns.insert(
                     key,
                     Tracked {
@@ -572,6 +607,14 @@ impl Decoder {
                     secs,
                 ),
             }
+        }
+    }
+
+    /// Stops the kernel following a filtered-out connection (if the fd still is that one).
+    fn unfollow(&mut self, h: &EventHeader) {
+        let key = (u64::from(h.tgid) << 32) | u64::from(h.fd);
+        if self.kconns.get(&key, 0).is_ok_and(|c| c.id == h.conn_id) {
+            let _ = self.kconns.remove(&key);
         }
     }
 

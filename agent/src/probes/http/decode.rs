@@ -348,6 +348,14 @@ impl Conn {
         }
     }
 
+    /// Forgets the waiting requests (counted as [`Anomaly::Unanswered`]).
+    fn drop_pending(&mut self, out: &mut Output) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            out.anomalies.push(Anomaly::Unanswered);
+        }
+    }
+
     fn push_pending(&mut self, method: String, target: Vec<u8>, out: &mut Output) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.clear();
@@ -398,7 +406,10 @@ impl Conn {
                         return;
                     }
                     if pos >= vis {
+                        // Responses start in bytes we did not see: which requests they
+                        // answer is unknowable, so none of the waiting ones is paired.
                         self.responses.state = State::Lost;
+                        self.drop_pending(out);
                         return;
                     }
                     self.responses.msg_start_ns = ts;
@@ -423,6 +434,8 @@ impl Conn {
                             {
                                 self.open_response(status, ts, false, out);
                             }
+                            // Pipelined requests behind it cannot be paired any more.
+                            self.drop_pending(out);
                         } else if !b"HTTP/1.".starts_with(&buf[..buf.len().min(7)]) {
                             self.responses.state = State::Lost;
                             out.anomalies.push(Anomaly::BadStartLine);
@@ -660,31 +673,25 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Appends head bytes from `data` to `buf` until the blank line. Returns (complete, used).
+/// Appends head bytes from `data` to `buf` until the blank line (CRLF CRLF, or bare LF LF).
+/// Returns (complete, bytes of `data` used).
 fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> (bool, usize) {
-    let search_from = buf.len().saturating_sub(3);
-    let room = (MAX_HEAD + 1).saturating_sub(buf.len());
+    let old = buf.len();
+    let room = (MAX_HEAD + 1).saturating_sub(old);
     let take = data.len().min(room.max(1));
     buf.extend_from_slice(&data[..take]);
-    let hay = &buf[search_from..];
-    let end = find(hay, b"\r\n\r\n")
-        .map(|i| i + 4)
-        .into_iter()
-        .chain(find(hay, b"\n\n").map(|i| i + 2))
-        .min();
-    match end {
-        Some(e) => {
-            let end_abs = search_from + e;
-            let used = take - (buf.len() - end_abs);
-            buf.truncate(end_abs);
-            (true, used)
+    let mut i = old;
+    while let Some(off) = buf[i..].iter().position(|b| *b == b'\n') {
+        let nl = i + off;
+        let blank = (nl >= 1 && buf[nl - 1] == b'\n')
+            || (nl >= 2 && buf[nl - 1] == b'\r' && buf[nl - 2] == b'\n');
+        if blank {
+            buf.truncate(nl + 1);
+            return (true, nl + 1 - old);
         }
-        None => (false, take),
+        i = nl + 1;
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    (false, take)
 }
 
 fn first_line(head: &[u8]) -> &[u8] {
@@ -915,6 +922,33 @@ mod tests {
             assert_eq!(e.2, if i % 2 == 0 { 200 } else { 404 });
         }
         assert!(out.anomalies.is_empty());
+    }
+
+    #[test]
+    fn pipelined_responses_beyond_the_capture_are_not_mispaired() {
+        let mut c = Conn::new(Role::Server);
+        let mut out = Output::default();
+        let mut reqs = Vec::new();
+        for i in 0..6 {
+            reqs.extend_from_slice(format!("GET /q/{i} HTTP/1.1\r\n\r\n").as_bytes());
+        }
+        c.feed(Dir::In, 1, &reqs, reqs.len() as u64, &mut out);
+        let one = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let all: Vec<u8> = one.repeat(4);
+        // Two responses visible, two in uncopied bytes.
+        c.feed(
+            Dir::Out,
+            2,
+            &all[..2 * one.len()],
+            all.len() as u64,
+            &mut out,
+        );
+        c.feed(Dir::Out, 3, &one.repeat(2), 2 * one.len() as u64, &mut out);
+        let s = statuses(&out);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[0].1, "/q/0");
+        assert_eq!(s[1].1, "/q/1");
+        assert_eq!(c.pending(), 0);
     }
 
     #[test]

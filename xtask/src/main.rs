@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_http;
 mod setup;
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Task {
         /// Print the results without rewriting BENCHMARKS.md.
         #[arg(long)]
         no_write: bool,
+        /// Only the HTTP probe section (nginx under wrk, probe off vs on).
+        #[arg(long)]
+        only_http: bool,
     },
 }
 
@@ -50,8 +54,15 @@ fn main() -> Result<()> {
         Task::Setup => setup::run().map(|_| ()),
         Task::Run { args } => run(&root, &args),
         Task::Test => test(&root),
-        Task::Bench { no_write } => {
+        Task::Bench {
+            no_write,
+            only_http,
+        } => {
             let env = setup::run()?;
+            if only_http {
+                sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
+                return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
+            }
             bench::run(&root, &env, !no_write)
         }
     }

@@ -25,11 +25,8 @@ pub const RING_BYTES: u32 = 16 << 20;
 pub const MAX_CONNS: u32 = 65_536;
 /// Syscalls in flight at once (one per thread inside a traced syscall).
 pub const MAX_INFLIGHT: u32 = 16_384;
-/// Largest capture per read/write.
+/// Largest capture per read/write (a power of two: the kernel side masks offsets with it).
 pub const MAX_CAPTURE: usize = 4096;
-/// Payload size classes: a record reserves the smallest class that holds its copy, so small
-/// requests do not occupy a 4 KiB slot each.
-pub const CAPTURE_CLASSES: [usize; 4] = [64, 256, 1024, MAX_CAPTURE];
 
 /// [`EventHeader::kind`] values.
 pub const EV_ACCEPT: u8 = 1;

@@ -5,8 +5,9 @@
 //! - `sys_{enter,exit}_{accept,accept4,connect}`: the returned/connected fd becomes a followed
 //!   connection in `HTTP_CONNS` with a fresh id, so a reused fd is a new connection;
 //! - `sys_enter_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,sendfile64}` remember
-//!   the buffer of a followed connection per thread, `sys_exit_*` copies a bounded prefix of
-//!   the bytes actually moved into the `HTTP_EVENTS` ring buffer;
+//!   the buffer (or iovec array) of a followed connection per thread; `sys_exit_*` copies a
+//!   bounded prefix of the bytes actually moved (across up to 8 iovecs) into a per-CPU scratch
+//!   record and outputs exactly its used length to the `HTTP_EVENTS` ring buffer;
 //! - `sys_enter_close` ends the connection.
 //!
 //! Cost: a thread of an untraced fd pays one hash lookup per read/write. A connection whose
@@ -14,10 +15,10 @@
 //! lookup per syscall thereafter. Reserve failures count in `HTTP_LOST` (per CPU). Records are
 //! submitted without waking the agent (it drains every few ms) until the ring is 1/4 full.
 use agent_common::http::{
-    CAPTURE_CLASSES, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA,
-    EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_INFLIGHT, PROTO_HTTP, PROTO_OTHER,
-    PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM,
-    SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
+    ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EventHeader, HEADER_BYTES,
+    MAX_CAPTURE, MAX_CONNS, MAX_INFLIGHT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES,
+    ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG,
+    SC_SENDTO, SC_WRITE, SC_WRITEV,
 };
 use aya_ebpf::{
     EbpfContext as _, Global,
@@ -50,9 +51,12 @@ static HTTP_CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX_
 #[derive(Clone, Copy)]
 struct Inflight {
     conn_id: u64,
-    /// User buffer (first iovec for the vectored calls) and its length.
+    /// User buffer and its length (plain calls), or the iovec array and its count (vectored
+    /// calls, `iov != 0`).
     buf: u64,
     buf_len: u64,
+    iov: u64,
+    iovcnt: u64,
     fd: u32,
     /// accept: the listening fd.
     aux: u32,
@@ -131,33 +135,25 @@ fn enter_data(ctx: &TracePointContext, syscall: u8, direction: u8) -> u32 {
     if conn.proto == PROTO_OTHER {
         return 0;
     }
-    let (buf, buf_len) = match syscall {
-        SC_READ | SC_WRITE | SC_RECVFROM | SC_SENDTO => (arg(ctx, 1), arg(ctx, 2)),
-        SC_READV | SC_WRITEV => {
-            if arg(ctx, 2) == 0 {
-                (0, 0)
-            } else {
-                first_iovec(arg(ctx, 1))
-            }
-        }
+    let (buf, buf_len, iov, iovcnt) = match syscall {
+        SC_READ | SC_WRITE | SC_RECVFROM | SC_SENDTO => (arg(ctx, 1), arg(ctx, 2), 0, 0),
+        SC_READV | SC_WRITEV => (0, 0, arg(ctx, 1), arg(ctx, 2)),
         SC_RECVMSG | SC_SENDMSG => {
             // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
             let msg = arg(ctx, 1);
             // SAFETY: bpf_probe_read_user checks the address.
             let iov = unsafe { read_user::<u64>(msg + 16) }.unwrap_or(0);
             let iovlen = unsafe { read_user::<u64>(msg + 24) }.unwrap_or(0);
-            if iov == 0 || iovlen == 0 {
-                (0, 0)
-            } else {
-                first_iovec(iov)
-            }
+            (0, 0, iov, iovlen)
         }
-        _ => (0, 0),
+        _ => (0, 0, 0, 0),
     };
     let rec = Inflight {
         conn_id: conn.id,
         buf,
         buf_len,
+        iov,
+        iovcnt,
         fd,
         aux: 0,
         syscall,
@@ -172,7 +168,7 @@ fn enter_data(ctx: &TracePointContext, syscall: u8, direction: u8) -> u32 {
 }
 
 #[inline(always)]
-fn first_iovec(iov: u64) -> (u64, u64) {
+fn iovec_at(iov: u64) -> (u64, u64) {
     // SAFETY: bpf_probe_read_user checks the address; struct iovec is {void *base; size_t len}.
     let base = unsafe { read_user::<u64>(iov) }.unwrap_or(0);
     let len = unsafe { read_user::<u64>(iov + 8) }.unwrap_or(0);
@@ -204,52 +200,16 @@ fn header(kind: u8, tgid: u32, rec: &Inflight, bytes: u64) -> EventHeader {
     }
 }
 
-/// Writes one record: the header and `len` bytes copied from user address `src`, in the
-/// payload class `N` (a compile-time size, as `bpf_ringbuf_reserve` requires).
+/// Writes a record that is only a header (connection start/end, sendfile byte counts).
 #[inline(always)]
-fn emit<const N: usize>(mut hdr: EventHeader, src: u64, len: usize) {
-    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + N, 0) else {
+fn emit_header(hdr: EventHeader) {
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES, 0) else {
         count_lost();
         return;
     };
-    let mut n = len;
-    if n > N {
-        n = N;
-    }
-    if n > 0 {
-        let dst = entry.as_mut_ptr();
-        // SAFETY: `dst + HEADER_BYTES .. + n` lies inside the reserved record (n <= N); the
-        // helper zero-fills and fails on a bad user address.
-        let rc = unsafe {
-            raw_read_user(
-                dst.add(HEADER_BYTES).cast(),
-                n as u32,
-                src as *const core::ffi::c_void,
-            )
-        };
-        if rc != 0 {
-            n = 0;
-        }
-    }
-    hdr.captured = n as u16;
-    // SAFETY: the record starts with room for the header; unaligned write for safety.
+    // SAFETY: the record is HEADER_BYTES long; unaligned write for safety.
     unsafe { core::ptr::write_unaligned(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
     entry.submit(submit_flags());
-}
-
-#[inline(always)]
-fn emit_sized(hdr: EventHeader, src: u64, len: usize) {
-    if len == 0 {
-        emit::<0>(hdr, 0, 0);
-    } else if len <= CAPTURE_CLASSES[0] {
-        emit::<{ CAPTURE_CLASSES[0] }>(hdr, src, len);
-    } else if len <= CAPTURE_CLASSES[1] {
-        emit::<{ CAPTURE_CLASSES[1] }>(hdr, src, len);
-    } else if len <= CAPTURE_CLASSES[2] {
-        emit::<{ CAPTURE_CLASSES[2] }>(hdr, src, len);
-    } else {
-        emit::<{ CAPTURE_CLASSES[3] }>(hdr, src, len);
-    }
 }
 
 /// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
@@ -286,17 +246,28 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     }
     let moved = moved as u64;
     if rec.syscall == SC_SENDFILE {
-        emit::<0>(header(EV_DATA, tgid, &rec, moved), 0, 0);
+        emit_header(header(EV_DATA, tgid, &rec, moved));
         return 0;
     }
-    let mut avail = moved;
-    if avail > rec.buf_len {
-        avail = rec.buf_len;
+    let mut cap = HTTP_CAPTURE.load() as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
     }
-    if rec.proto == PROTO_UNKNOWN && avail >= 4 {
+    if cap > moved {
+        cap = moved;
+    }
+    let (first, first_len) = if rec.iov != 0 {
+        if rec.iovcnt == 0 {
+            return 0;
+        }
+        iovec_at(rec.iov)
+    } else {
+        (rec.buf, rec.buf_len)
+    };
+    if rec.proto == PROTO_UNKNOWN && first_len >= 4 && moved >= 4 {
         // SAFETY: bpf_probe_read_user checks the address.
-        let first = unsafe { read_user::<[u8; 4]>(rec.buf) }.unwrap_or([0; 4]);
-        let proto = if looks_like_http(first) {
+        let w = unsafe { read_user::<[u8; 4]>(first) }.unwrap_or([0; 4]);
+        let proto = if looks_like_http(w) {
             PROTO_HTTP
         } else {
             PROTO_OTHER
@@ -313,15 +284,85 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
             return 0;
         }
     }
-    let mut cap = HTTP_CAPTURE.load() as u64;
-    if cap > MAX_CAPTURE as u64 {
-        cap = MAX_CAPTURE as u64;
+    let Some(scratch) = HTTP_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU scratch value is only used by this CPU for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let mut off = copy_into(scratch, 0, first, first_len, cap);
+    if rec.iov != 0 {
+        // The bytes continue in the next iovecs (a vectored call fills them in order).
+        let mut i = 1u64;
+        while i < MAX_IOV {
+            if off >= cap || i >= rec.iovcnt {
+                break;
+            }
+            let (b, l) = iovec_at(rec.iov + 16 * i);
+            off = copy_into(scratch, off, b, l, cap);
+            i += 1;
+        }
     }
-    if avail > cap {
-        avail = cap;
+    let mut hdr = header(EV_DATA, tgid, &rec, moved);
+    if off > MAX_CAPTURE as u64 {
+        off = MAX_CAPTURE as u64;
     }
-    emit_sized(header(EV_DATA, tgid, &rec, moved), rec.buf, avail as usize);
+    hdr.captured = off as u16;
+    // SAFETY: the scratch buffer starts with room for the header.
+    unsafe { core::ptr::write_unaligned(scratch.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    let len = HEADER_BYTES + off as usize;
+    if len > SCRATCH_BYTES {
+        return 0;
+    }
+    // SAFETY: `len <= SCRATCH_BYTES`, the scratch array's size.
+    let record = unsafe { core::slice::from_raw_parts(scratch.as_ptr(), len) };
+    if HTTP_EVENTS.output::<[u8]>(record, submit_flags()).is_err() {
+        count_lost();
+    }
     0
+}
+
+/// Iovecs read per vectored call (a head and its body, or a few pipelined responses).
+const MAX_IOV: u64 = 8;
+/// Header plus twice the largest capture, so a bounded copy at a bounded offset always fits.
+const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * MAX_CAPTURE;
+
+#[map(name = "HTTP_SCRATCH")]
+static HTTP_SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies up to `cap - off` bytes of the user buffer `src` (length `len`) to payload offset
+/// `off` of the scratch record. Returns the new offset (unchanged when the copy faults).
+#[inline(always)]
+fn copy_into(scratch: &mut [u8; SCRATCH_BYTES], off: u64, src: u64, len: u64, cap: u64) -> u64 {
+    if off >= cap || src == 0 {
+        return off;
+    }
+    let mut n = cap - off;
+    if n > len {
+        n = len;
+    }
+    if n == 0 {
+        return off;
+    }
+    // Masks the verifier can follow: offset < MAX_CAPTURE, length <= MAX_CAPTURE, so the copy
+    // ends within HEADER_BYTES + 2 * MAX_CAPTURE.
+    let o = (off as usize) & (MAX_CAPTURE - 1);
+    let mut m = n as usize;
+    if m > MAX_CAPTURE {
+        m = MAX_CAPTURE;
+    }
+    // SAFETY: `HEADER_BYTES + o + m <= SCRATCH_BYTES`; the helper faults safely on a bad user
+    // address.
+    let rc = unsafe {
+        raw_read_user(
+            scratch.as_mut_ptr().add(HEADER_BYTES + o).cast(),
+            m as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if rc != 0 {
+        return off;
+    }
+    off + m as u64
 }
 
 macro_rules! data_enter {
@@ -354,6 +395,8 @@ fn blank(fd: u32) -> Inflight {
         conn_id: 0,
         buf: 0,
         buf_len: 0,
+        iov: 0,
+        iovcnt: 0,
         fd,
         aux: 0,
         syscall: 0,
@@ -444,7 +487,7 @@ pub fn http_exit_conn(ctx: TracePointContext) -> u32 {
     if kind == EV_CONNECT {
         emit_addr(hdr, &rec);
     } else {
-        emit::<0>(hdr, 0, 0);
+        emit_header(hdr);
     }
     0
 }
@@ -481,6 +524,6 @@ pub fn http_enter_close(ctx: TracePointContext) -> u32 {
     let mut rec = blank(fd);
     rec.conn_id = conn.id;
     rec.role = conn.role;
-    emit::<0>(header(EV_CLOSE, tgid, &rec, 0), 0, 0);
+    emit_header(header(EV_CLOSE, tgid, &rec, 0));
     0
 }

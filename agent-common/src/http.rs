@@ -92,7 +92,7 @@ pub struct EventHeader {
     pub role: u8,
     pub syscall: u8,
     pub _pad: [u8; 6],
-    /// Thread name (`comm`) of the caller, NUL-padded.
+    /// Thread name (`comm`) of the caller, NUL-padded (`EV_ACCEPT`/`EV_CONNECT` only).
     pub comm: [u8; 16],
 }
 

@@ -196,7 +196,13 @@ fn header(kind: u8, tgid: u32, rec: &Inflight, bytes: u64) -> EventHeader {
         role: rec.role,
         syscall: rec.syscall,
         _pad: [0; 6],
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // The thread name is only needed once per connection (a fallback for the process
+        // name); data records skip the helper call.
+        comm: if kind == EV_ACCEPT || kind == EV_CONNECT {
+            bpf_get_current_comm().unwrap_or([0; 16])
+        } else {
+            [0; 16]
+        },
     }
 }
 

@@ -255,7 +255,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
             },
         )?
     };
-    let decoder = Decoder::new(settings, Arc::clone(&shared), kconns);
+    let decoder = Decoder::new(settings, Arc::clone(&shared), Some(kconns));
     runtime.spawn(drain(fd, decoder));
     Ok(Box::new(HttpProbe { lost, shared }))
 }
@@ -410,7 +410,7 @@ impl Store {
 struct Tracked {
     conn: Conn,
     /// None: filtered out by the configuration.
-    labels: Option<ConnLabels>,
+    labels: Option<Arc<ConnLabels>>,
     last_seen: Instant,
 }
 
@@ -440,14 +440,15 @@ struct Decoder {
     names: procname::ProcNames,
     /// The kernel's table of followed connections: a filtered-out connection is removed so
     /// its bytes stay in the kernel.
-    kconns: BpfHashMap<MapData, u64, ConnInfo>,
+    /// None in unit tests.
+    kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
 }
 
 impl Decoder {
     fn new(
         settings: Settings,
         shared: Arc<Mutex<Store>>,
-        kconns: BpfHashMap<MapData, u64, ConnInfo>,
+        kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
     ) -> Self {
         let cfg = settings.http;
         Decoder {
@@ -547,7 +548,7 @@ impl Decoder {
                 } else {
                     Role::Server
                 };
-                self.report(role, labels.as_ref(), out, store);
+                self.report(role, labels.as_deref(), out, store);
             }
             EV_CLOSE => {
                 if let Some(mut t) = self.conns.remove(&key) {
@@ -558,7 +559,7 @@ impl Decoder {
                     } else {
                         Role::Server
                     };
-                    self.report(role, t.labels.as_ref(), out, store);
+                    self.report(role, t.labels.as_deref(), out, store);
                 }
             }
             _ => {}
@@ -612,14 +613,17 @@ impl Decoder {
 
     /// Stops the kernel following a filtered-out connection (if the fd still is that one).
     fn unfollow(&mut self, h: &EventHeader) {
+        let Some(kconns) = self.kconns.as_mut() else {
+            return;
+        };
         let key = (u64::from(h.tgid) << 32) | u64::from(h.fd);
-        if self.kconns.get(&key, 0).is_ok_and(|c| c.id == h.conn_id) {
-            let _ = self.kconns.remove(&key);
+        if kconns.get(&key, 0).is_ok_and(|c| c.id == h.conn_id) {
+            let _ = kconns.remove(&key);
         }
     }
 
     /// Labels of a new connection, or None when the configuration filters it out.
-    fn labels_for(&mut self, h: &EventHeader, payload: &[u8]) -> Option<ConnLabels> {
+    fn labels_for(&mut self, h: &EventHeader, payload: &[u8]) -> Option<Arc<ConnLabels>> {
         let name = self.process_name(h);
         if (!self.cfg.include_processes.is_empty() && !self.cfg.include_processes.contains(&name))
             || self.cfg.exclude_processes.contains(&name)
@@ -643,11 +647,11 @@ impl Decoder {
             return None;
         }
         self.names_alive.insert(name.clone(), Instant::now());
-        Some(ConnLabels {
+        Some(Arc::new(ConnLabels {
             process: self.names.label(&name),
             address,
             port,
-        })
+        }))
     }
 
     /// `/proc/<tgid>/comm` (the process, not the thread), cached; the event's thread name when
@@ -705,11 +709,14 @@ impl Decoder {
                 }
             }
         }
+        // One stat per known process; its connections and listeners go with it.
         let procfs = self.procfs.clone();
-        let alive = |tgid: &u32| procfs.join(tgid.to_string()).exists();
-        self.procs.retain(|tgid, _| alive(tgid));
-        self.listen_ports.retain(|(tgid, _), _| alive(tgid));
-        self.conns.retain(|(tgid, _), _| alive(tgid));
+        self.procs
+            .retain(|tgid, _| procfs.join(tgid.to_string()).exists());
+        let procs = &self.procs;
+        self.listen_ports
+            .retain(|(tgid, _), _| procs.contains_key(tgid));
+        self.conns.retain(|(tgid, _), _| procs.contains_key(tgid));
         for p in self.procs.values() {
             self.names_alive.insert(p.name.clone(), now);
         }
@@ -976,6 +983,210 @@ mod tests {
         }
         assert_eq!(s.server.len(), 2);
         assert_eq!(s.dropped_server, 3);
+    }
+
+    /// One ring-buffer record as the kernel writes it.
+    #[expect(clippy::too_many_arguments, reason = "mirrors the record's fields")]
+    fn record(
+        kind: u8,
+        tgid: u32,
+        fd: u32,
+        conn_id: u64,
+        direction: u8,
+        role: u8,
+        ts_ns: u64,
+        aux: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let h = EventHeader {
+            ts_ns,
+            conn_id,
+            bytes: payload.len() as u64,
+            tgid,
+            fd,
+            aux,
+            captured: payload.len() as u16,
+            kind,
+            direction,
+            role,
+            syscall: 0,
+            _pad: [0; 6],
+            comm: [0; 16],
+        };
+        let mut v = vec![0u8; HEADER_BYTES + payload.len()];
+        // SAFETY: `v` holds HEADER_BYTES bytes for the header.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<EventHeader>(), h) };
+        v[HEADER_BYTES..].copy_from_slice(payload);
+        v
+    }
+
+    /// A fixture /proc: pid 100 "nginx" listening on fd 6 (port 8080), pid 200 "curl".
+    fn fixture_procfs(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hostlens-http-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("100/fd")).unwrap();
+        std::fs::create_dir_all(d.join("100/net")).unwrap();
+        std::fs::create_dir_all(d.join("200")).unwrap();
+        std::fs::write(d.join("100/comm"), "nginx\n").unwrap();
+        std::fs::write(d.join("200/comm"), "curl\n").unwrap();
+        std::os::unix::fs::symlink("socket:[777]", d.join("100/fd/6")).unwrap();
+        std::fs::write(
+            d.join("100/net/tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n",
+        )
+        .unwrap();
+        d
+    }
+
+    fn feed(d: &mut Decoder, recs: &[Vec<u8>]) {
+        d.batch(|handle| {
+            for r in recs {
+                handle(r);
+            }
+        });
+    }
+
+    fn exchange(d: &mut Decoder) {
+        let mut sa = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        sa.resize(28, 0);
+        let (s, c) = (agent_common::http::ROLE_SERVER, ROLE_CLIENT);
+        let out = agent_common::http::DIR_OUT;
+        feed(
+            d,
+            &[
+                record(EV_ACCEPT, 100, 7, 1, 0, s, 0, 6, b""),
+                record(EV_CONNECT, 200, 3, 2, 0, c, 0, 0, &sa),
+                record(
+                    EV_DATA,
+                    200,
+                    3,
+                    2,
+                    out,
+                    c,
+                    500_000,
+                    0,
+                    b"GET /users/42?x=1 HTTP/1.1\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    100,
+                    7,
+                    1,
+                    DIR_IN,
+                    s,
+                    1_000_000,
+                    0,
+                    b"GET /users/42?x=1 HTTP/1.1\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    100,
+                    7,
+                    1,
+                    out,
+                    s,
+                    6_000_000,
+                    0,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    200,
+                    3,
+                    2,
+                    DIR_IN,
+                    c,
+                    6_500_000,
+                    0,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+                record(EV_CLOSE, 100, 7, 1, 0, s, 7_000_000, 0, b""),
+                record(EV_CLOSE, 200, 3, 2, 0, c, 7_000_000, 0, b""),
+            ],
+        );
+    }
+
+    #[test]
+    fn records_become_labelled_observations() {
+        let procfs = fixture_procfs("records");
+        let cfg = HttpConfig {
+            process_grace_period_seconds: 0,
+            ..HttpConfig::default()
+        };
+        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+        let mut d = Decoder::new(
+            Settings {
+                http: cfg,
+                procfs: procfs.clone(),
+            },
+            Arc::clone(&shared),
+            None,
+        );
+        exchange(&mut d);
+        {
+            let store = shared.lock().unwrap();
+            let key = ServerKey {
+                method: "GET",
+                status: 200,
+                route: "/users/*".into(),
+                port: 8080,
+                process: "nginx".into(),
+            };
+            let h = store.server.get(&key).expect("server series");
+            assert_eq!(h.count, 1);
+            assert!((h.sum - 0.005).abs() < 1e-12);
+            let key = ClientKey {
+                method: "GET",
+                status: 200,
+                address: "127.0.0.1".into(),
+                port: 8080,
+                process: "curl".into(),
+            };
+            let h = store.client.get(&key).expect("client series");
+            assert!((h.sum - 0.006).abs() < 1e-12);
+            assert_eq!(store.connections, 0, "closed connections are dropped");
+        }
+        // curl exits: after the (zero) grace period its series go, nginx's stay.
+        std::fs::remove_dir_all(procfs.join("200")).unwrap();
+        d.sweep();
+        std::thread::sleep(Duration::from_millis(20));
+        d.sweep();
+        let store = shared.lock().unwrap();
+        assert!(store.client.is_empty());
+        assert_eq!(store.server.len(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    #[test]
+    fn excluded_processes_and_ports_are_not_recorded() {
+        let procfs = fixture_procfs("filters");
+        for cfg in [
+            HttpConfig {
+                include_processes: vec!["nginx".into()],
+                ..HttpConfig::default()
+            },
+            HttpConfig {
+                exclude_ports: vec![8080],
+                ..HttpConfig::default()
+            },
+        ] {
+            let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+            let only_nginx = !cfg.include_processes.is_empty();
+            let mut d = Decoder::new(
+                Settings {
+                    http: cfg,
+                    procfs: procfs.clone(),
+                },
+                Arc::clone(&shared),
+                None,
+            );
+            exchange(&mut d);
+            let store = shared.lock().unwrap();
+            assert!(store.client.is_empty());
+            assert_eq!(store.server.len(), usize::from(only_nginx));
+        }
+        let _ = std::fs::remove_dir_all(&procfs);
     }
 
     #[test]

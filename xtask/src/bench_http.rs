@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const WRK_SECONDS: u32 = 5;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;
@@ -80,6 +80,8 @@ fn metric_sum(body: &str, name: &str, filter: &str) -> f64 {
 
 struct Nginx {
     port: u16,
+    /// The worker process (serves every request; its CPU includes the probe's kernel work).
+    worker: u32,
     dir: PathBuf,
     _proc: Proc,
 }
@@ -117,11 +119,21 @@ fn start_nginx() -> Result<Nginx> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx (cargo xtask setup installs nginx-light)")?;
+    let proc_ = Proc(child);
     wait_port(port)?;
+    let master = proc_.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .context("reading nginx's worker pid")?;
+    let worker = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("nginx has no worker process")?;
     Ok(Nginx {
         port,
+        worker,
         dir,
-        _proc: Proc(child),
+        _proc: proc_,
     })
 }
 
@@ -154,6 +166,8 @@ struct Wrk {
     rps: f64,
     requests: f64,
     p99_ms: f64,
+    /// nginx worker CPU seconds during the run.
+    nginx_cpu_s: f64,
 }
 
 fn parse_duration_ms(s: &str) -> Option<f64> {
@@ -168,7 +182,9 @@ fn parse_duration_ms(s: &str) -> Option<f64> {
     })
 }
 
-fn wrk(port: u16) -> Result<Wrk> {
+fn wrk(nginx: &Nginx) -> Result<Wrk> {
+    let port = nginx.port;
+    let cpu0 = cpu_seconds(nginx.worker)?;
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -179,6 +195,7 @@ fn wrk(port: u16) -> Result<Wrk> {
         ])
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
+    let nginx_cpu_s = cpu_seconds(nginx.worker)? - cpu0;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps = text
         .lines()
@@ -199,6 +216,7 @@ fn wrk(port: u16) -> Result<Wrk> {
         rps,
         requests,
         p99_ms,
+        nginx_cpu_s,
     })
 }
 
@@ -266,13 +284,13 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     for _ in 0..ROUNDS {
         {
             let (_hl, _) = start_hostlens(bin, false)?;
-            off.push(wrk(nginx.port)?);
+            off.push(wrk(&nginx)?);
         }
         let (hl, port) = start_hostlens(bin, true)?;
         let pid = hl.0.id();
         let before = get(port, "/metrics")?;
         let cpu0 = cpu_seconds(pid)?;
-        let w = wrk(nginx.port)?;
+        let w = wrk(&nginx)?;
         let cpu_s = cpu_seconds(pid)? - cpu0;
         std::thread::sleep(Duration::from_millis(500));
         let after = get(port, "/metrics")?;
@@ -323,6 +341,11 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let off_p99 = mean(&off.iter().map(|w| w.p99_ms).collect::<Vec<_>>());
     let on_p99 = mean(&on.iter().map(|o| o.wrk.p99_ms).collect::<Vec<_>>());
     let on_requests: f64 = on.iter().map(|o| o.wrk.requests).sum();
+    let off_requests: f64 = off.iter().map(|w| w.requests).sum();
+    // CPU-bound estimate, insensitive to other load on the machine: nginx's CPU per request
+    // off / on (the probe's kernel work runs in nginx's syscalls and is charged to it).
+    let nginx_off = off.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / off_requests;
+    let nginx_on = on.iter().map(|o| o.wrk.nginx_cpu_s).sum::<f64>() / on_requests;
     let on_cpu: f64 = on.iter().map(|o| o.cpu_s).sum();
     let lost: f64 = on.iter().map(|o| o.lost).sum();
     let counted: f64 = on.iter().map(|o| o.counted).sum();
@@ -348,18 +371,20 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "| round | off req/s | on req/s | off p99 ms | on p99 ms | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| round | off req/s | on req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | nginx CPU µs/req on | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     for (i, (f, o)) in off.iter().zip(&on).enumerate() {
         writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
             i + 1,
             f.rps,
             o.wrk.rps,
             f.p99_ms,
             o.wrk.p99_ms,
+            f.nginx_cpu_s * 1e6 / f.requests,
+            o.wrk.nginx_cpu_s * 1e6 / o.wrk.requests,
             o.cpu_s,
             o.lost,
             o.counted,
@@ -372,7 +397,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          means {:.2}×; p99 latency on/off: median {:.2}×, of means {:.2}×; hostlens CPU \
          **{:.2} ms per 1,000 requests**, events lost {:.0} (budget 0). Fixed rate: {} requests \
          in {FIXED_SECONDS} s ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {:.2} s \
-         CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {:.0}.\n",
+         CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {:.0}. \
+         nginx worker CPU per request off/on: {:.1} µs / {:.1} µs, i.e. a CPU-bound nginx would \
+         keep **{:.2}×** its throughput (this figure does not depend on the other load on the \
+         machine; the req/s ratios above do).\n",
         rps_ratio,
         on_rps / off_rps,
         p99_ratio,
@@ -385,6 +413,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         fixed_cpu * 100.0 / FIXED_SECONDS as f64,
         fixed_cpu * 1e3 / (done as f64 / 1e3),
         fixed_lost,
+        nginx_off * 1e6,
+        nginx_on * 1e6,
+        nginx_off / nginx_on,
     )?;
     let _ = counted;
     print!("{md}");

@@ -1,5 +1,5 @@
-//! The `http` probe: socket I/O of every process, captured at the syscall tracepoints and sent
-//! to the agent through a ring buffer, where HTTP/1.x is decoded and timed.
+//! The `http` probe: socket I/O of every process, captured at the `sys_exit` raw tracepoint
+//! and sent to the agent through a ring buffer, where HTTP/1.x is decoded and timed.
 //!
 //! Kernel side (`agent-ebpf/src/http.rs`): `accept`/`accept4`/`connect` mark a `(tgid, fd)` as a
 //! socket connection with a fresh id (so fd reuse after `close` is a new connection); the
@@ -23,8 +23,6 @@ pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 pub const RING_BYTES: u32 = 16 << 20;
 /// Connections followed at once; the least recently used is forgotten beyond this.
 pub const MAX_CONNS: u32 = 65_536;
-/// Syscalls in flight at once (one per thread inside a traced syscall).
-pub const MAX_INFLIGHT: u32 = 16_384;
 /// Largest capture per read/write (a power of two: the kernel side masks offsets with it).
 pub const MAX_CAPTURE: usize = 4096;
 

@@ -1,7 +1,7 @@
 //! `http` probe, user half: HTTP/1.x RED metrics of every process, from the kernel.
 //!
-//! Hooks: `syscalls:sys_{enter,exit}_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,
-//! sendfile64,accept,accept4,connect}` and `syscalls:sys_enter_close` (see
+//! Hook: `raw_tracepoint/sys_exit`, acting on `read`, `readv`, `recvfrom`, `recvmsg`, `write`,
+//! `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and `close` (see
 //! `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
 //! connection ([`decode`]), names routes ([`route`]) and records
 //! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
@@ -31,7 +31,7 @@ use agent_common::http::{
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use prometheus_client::{encoding::NoLabelSet, metrics::MetricType};
 use serde::Deserialize;
@@ -165,63 +165,24 @@ pub fn loader_globals() -> (u32, u32) {
     (std::process::id(), settings().http.capture_bytes)
 }
 
-/// Programs and the tracepoints each is attached to. Exits first, so an enter never waits
-/// for an exit that is not attached yet.
-const ATTACH: &[(&str, &[&str])] = &[
-    (
-        "http_exit_data",
-        &[
-            "sys_exit_read",
-            "sys_exit_readv",
-            "sys_exit_recvfrom",
-            "sys_exit_recvmsg",
-            "sys_exit_write",
-            "sys_exit_writev",
-            "sys_exit_sendto",
-            "sys_exit_sendmsg",
-            "sys_exit_sendfile64",
-        ],
-    ),
-    (
-        "http_exit_conn",
-        &["sys_exit_accept", "sys_exit_accept4", "sys_exit_connect"],
-    ),
-    ("http_enter_close", &["sys_enter_close"]),
-    (
-        "http_enter_accept",
-        &["sys_enter_accept", "sys_enter_accept4"],
-    ),
-    ("http_enter_connect", &["sys_enter_connect"]),
-    ("http_enter_read", &["sys_enter_read"]),
-    ("http_enter_readv", &["sys_enter_readv"]),
-    ("http_enter_recvfrom", &["sys_enter_recvfrom"]),
-    ("http_enter_recvmsg", &["sys_enter_recvmsg"]),
-    ("http_enter_write", &["sys_enter_write"]),
-    ("http_enter_writev", &["sys_enter_writev"]),
-    ("http_enter_sendto", &["sys_enter_sendto"]),
-    ("http_enter_sendmsg", &["sys_enter_sendmsg"]),
-    ("http_enter_sendfile", &["sys_enter_sendfile64"]),
-];
+/// The one program, on `raw_tracepoint/sys_exit`.
+const PROGRAM: &str = "http_sys_exit";
 
 pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| ProbeError::MissingMap("HTTP_EVENTS (no tokio runtime to drain it)"))?;
-    for (name, tracepoints) in ATTACH {
-        let prog_err = |source| ProbeError::Program {
-            program: name,
-            source,
-        };
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(prog_err)?;
-        program.load().map_err(prog_err)?;
-        for tp in *tracepoints {
-            program.attach("syscalls", tp).map_err(prog_err)?;
-        }
-    }
+    let prog_err = |source| ProbeError::Program {
+        program: PROGRAM,
+        source,
+    };
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(ProbeError::MissingProgram(PROGRAM))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach("sys_exit").map_err(prog_err)?;
     let events = ebpf
         .take_map(EVENTS_MAP)
         .ok_or(ProbeError::MissingMap(EVENTS_MAP))?;

@@ -50,7 +50,7 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "http",
         default_enabled: true,
-        hooks: "tracepoint/syscalls/sys_{enter,exit}_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,sendfile64,accept,accept4,connect}, sys_enter_close",
+        hooks: "raw_tracepoint/sys_exit (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile, accept, accept4, connect, close)",
         attach: http::attach,
     },
 ];

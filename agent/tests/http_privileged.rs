@@ -116,11 +116,28 @@ fn agent_with(dir: &Path, http_yaml: &str) -> Agent {
     agent
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A temporary directory removed (with the nginx files in it) when the test ends, also when
+/// it fails.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("hostlens-http-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// A child process killed (by its own pid) on drop.
@@ -145,7 +162,6 @@ fn wait_listening(port: u16) {
 /// (200 to any method), `/error` (500); anything else 404.
 struct Nginx {
     port: u16,
-    dir: PathBuf,
     _proc: Proc,
 }
 
@@ -188,7 +204,6 @@ impl Nginx {
         wait_listening(port);
         Nginx {
             port,
-            dir: dir.to_path_buf(),
             _proc: Proc(child),
         }
     }
@@ -382,7 +397,6 @@ fn http_exact_counts_per_method_status_route() {
     let own = agent.port.to_string();
     assert!(series(&after, SERVER, &[("server_port", &own)]).is_empty());
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
-    let _ = std::fs::remove_dir_all(&nginx.dir);
 }
 
 #[test]
@@ -474,7 +488,6 @@ fn http_pipelined_requests_each_get_their_status() {
         count(&after, SERVER, &deep) - count(&before, SERVER, &deep),
         400.0
     );
-    let _ = std::fs::remove_dir_all(&nginx.dir);
 }
 
 /// python3 http.server (threading, HTTP/1.1 keep-alive): `/slow` answers after 200 ms.
@@ -574,7 +587,6 @@ fn http_latency_matches_the_clients() {
     );
     let cd = sum_of(&after, CLIENT, "sum", &cwant) - sum_of(&before, CLIENT, "sum", &cwant);
     assert!(cd <= total, "client duration {cd} s > curl total {total} s");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -625,7 +637,6 @@ fn http_client_side_from_curl() {
         count(&after, CLIENT, &nf) - count(&before, CLIENT, &nf),
         5.0
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -678,7 +689,6 @@ fn http_route_cardinality_is_bounded() {
     let s = series(&after, SERVER, &[("server_port", p)]);
     assert_eq!(s.len(), 1, "{s:?}");
     assert!(series(&after, CLIENT, &[("server_port", p)]).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The test's own server: per connection, requests until close. `/interim` answers a 103
@@ -826,7 +836,6 @@ fn http_own_server_interim_chunked_and_split_heads() {
         mine.iter().all(|l| l.get("process_name") == Some(&me)),
         "{mine:?} vs {me}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends raw bytes on a new connection, optionally resets it (SO_LINGER 0) instead of reading.
@@ -955,7 +964,6 @@ fn http_bad_input_counts_nothing_false() {
     // The state of closed connections is gone.
     let conns = after.get("hostlens_http_connections").unwrap();
     assert!(conns < 1000.0, "connections held: {conns}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -994,5 +1002,4 @@ fn http_series_of_exited_processes_disappear() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -767,7 +767,10 @@ fn http_own_server_interim_chunked_and_split_heads() {
     let dir = temp_dir("own");
     // A second server whose port is excluded: neither side of its traffic may appear.
     let excluded = own_server(false);
-    let agent = agent_with(&dir, &format!("  exclude_ports: [{excluded}]\n"));
+    let agent = agent_with(
+        &dir,
+        &format!("  exclude_ports: [{excluded}]\n  route_templates: [\"/tpl/{{name}}/x\"]\n"),
+    );
     let port = own_server(false);
     let p = port.to_string();
     let p = p.as_str();
@@ -780,11 +783,12 @@ fn http_own_server_interim_chunked_and_split_heads() {
             ("GET", "/interim".into(), ""),
             ("GET", "/interim".into(), ""),
             ("GET", "/plain".into(), ""),
+            ("GET", "/tpl/alice/x".into(), ""),
         ],
     );
     assert_eq!(
         got.iter().map(|g| g.0).collect::<Vec<_>>(),
-        [200, 200, 200, 200]
+        [200, 200, 200, 200, 200]
     );
     // A head split over three writes.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -803,10 +807,16 @@ fn http_own_server_interim_chunked_and_split_heads() {
     ];
     let plain = [("server_port", p), ("http_route", "/plain")];
     let split = [("server_port", p), ("http_route", "/split")];
+    let tpl = [("server_port", p), ("http_route", "/tpl/{name}/x")];
     let after = settle(&agent, |e| {
         count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
-            >= 5.0
+            >= 6.0
     });
+    assert_eq!(
+        count(&after, SERVER, &tpl) - count(&before, SERVER, &tpl),
+        1.0,
+        "configured route template"
+    );
     assert_eq!(
         count(&after, SERVER, &interim) - count(&before, SERVER, &interim),
         3.0
@@ -822,7 +832,7 @@ fn http_own_server_interim_chunked_and_split_heads() {
     assert_eq!(
         count(&after, SERVER, &[("server_port", p)])
             - count(&before, SERVER, &[("server_port", p)]),
-        5.0,
+        6.0,
         "103 responses are not requests"
     );
     py_client(excluded, &[("GET", "/plain".into(), "")]);

@@ -4,4 +4,5 @@
 //! kernel side writes these bytes into maps and the user side reads them back.
 #![no_std]
 
+pub mod http;
 pub mod syscalls;

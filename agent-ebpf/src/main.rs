@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod http;
 mod syscalls;
 
 #[cfg(not(test))]

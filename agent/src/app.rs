@@ -110,6 +110,7 @@ pub async fn run_with(
     let init = tokio::task::spawn_blocking(move || {
         let (collectors, collector_states) = build_collectors(&init_cfg);
         init_node.set(collectors);
+        crate::probes::http::configure(init_cfg.http.clone(), init_cfg.paths.procfs.clone());
         let probes =
             preloaded.unwrap_or_else(|| Probes::load(&init_cfg.probes, init_cfg.log.level));
         let mut registry = Registry::default();
@@ -130,6 +131,9 @@ pub async fn run_with(
     .await;
     let mut probes = match init {
         Ok((registry, status, probes)) => {
+            if let Err(e) = crate::probes::http::start_pending() {
+                tracing::error!("{e}");
+            }
             tracing::info!("{}", status.summary());
             state.set_ready(registry, status);
             sdnotify::ready();

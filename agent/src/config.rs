@@ -22,6 +22,8 @@ pub struct Config {
     pub probes: Toggles<ProbeKind>,
     /// Per-collector settings (node_exporter's `--collector.<name>.<setting>` flags).
     pub collector_settings: CollectorSettings,
+    /// Settings of the `http` probe.
+    pub http: crate::probes::http::HttpConfig,
 }
 
 /// `collector_settings:`: one sub-section per collector that takes settings. Defaults are
@@ -572,6 +574,9 @@ impl Config {
                 format!("{t} must be a positive number of seconds"),
             ));
         }
+        if let Err((key, msg)) = self.http.validate() {
+            return Err(invalid(&key, msg));
+        }
         if ["/", "/healthz", "/readyz"].contains(&self.web.telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
@@ -600,6 +605,7 @@ mod tests {
             (&d.web, &d.log, &d.paths)
         );
         assert_eq!(shipped.collector_settings, d.collector_settings);
+        assert_eq!(shipped.http, d.http, "config/hostlens.yaml http: section");
         for e in COLLECTORS {
             assert_eq!(
                 shipped.collectors.explicit.get(e.name),

@@ -209,7 +209,8 @@ fn sample_with(
             }
             out.push_str(k);
             out.push_str("=\"");
-            write_value(out, v)?;
+            // The bound inside the label: no newline (write_value ends the line).
+            format_value(out, v)?;
             out.push('"');
         }
         out.push('}');

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // Attach the probes while the process has one thread, then drop every capability that
     // scraping does not need: threads created later inherit the reduced sets.
+    hostlens::probes::http::configure(cfg.http.clone(), cfg.paths.procfs.clone());
     let probes = hostlens::probes::Probes::load(&cfg.probes, cfg.log.level);
     match hostlens::caps::drop_to_scrape_set() {
         Ok(kept) => {

@@ -353,5 +353,6 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> BENCHMARKS.md updated");
     }
-    Ok(())
+    drop((hostlens, node_exporter));
+    crate::bench_http::run(root, &bin, write)
 }

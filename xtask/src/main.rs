@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_http;
 mod dist;
 mod setup;
 
@@ -45,6 +46,9 @@ enum Task {
         /// Print the results without rewriting BENCHMARKS.md.
         #[arg(long)]
         no_write: bool,
+        /// Only the HTTP probe section (nginx under wrk, probe off vs on).
+        #[arg(long)]
+        only_http: bool,
     },
 }
 
@@ -60,8 +64,15 @@ fn main() -> Result<()> {
             let a = dist::run(&root, &env, true)?;
             dist::check(&a)
         }
-        Task::Bench { no_write } => {
+        Task::Bench {
+            no_write,
+            only_http,
+        } => {
             let env = setup::run()?;
+            if only_http {
+                sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
+                return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
+            }
             bench::run(&root, &env, !no_write)
         }
     }
@@ -203,6 +214,21 @@ fn test(root: &Path) -> Result<()> {
             "deploy",
             "--test",
             "hung_mount",
+            "--",
+            "--test-threads=1",
+        ],
+    )?;
+    // The http probe against real servers and clients (nginx, python3, curl, wrk).
+    sh(
+        root,
+        &env,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "agent",
+            "--test",
+            "http_privileged",
             "--",
             "--test-threads=1",
         ],

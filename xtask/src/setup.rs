@@ -34,6 +34,7 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 const PEER_PACKAGES: &[&str] = &[
     "bpftool",
     "curl",
+    "nginx-light",
     "prometheus",
     "prometheus-node-exporter",
     "python3",
@@ -45,6 +46,7 @@ const PEER_PACKAGES: &[&str] = &[
     "python3-venv",
     "dpkg",
     "binutils",
+    "wrk",
 ];
 
 /// kubernetes-validate (PyPI), in a virtualenv under target/tools/kv.

@@ -15,6 +15,7 @@ use crate::{
     status::State,
 };
 
+pub mod http;
 pub mod syscall_names;
 pub mod syscalls;
 
@@ -39,12 +40,20 @@ pub struct ProbeEntry {
 }
 
 /// The registration table. Adding a probe adds one line here.
-pub static PROBES: &[ProbeEntry] = &[ProbeEntry {
-    name: "syscalls",
-    default_enabled: true,
-    hooks: "raw_tracepoint/sys_enter",
-    attach: syscalls::attach,
-}];
+pub static PROBES: &[ProbeEntry] = &[
+    ProbeEntry {
+        name: "syscalls",
+        default_enabled: true,
+        hooks: "raw_tracepoint/sys_enter",
+        attach: syscalls::attach,
+    },
+    ProbeEntry {
+        name: "http",
+        default_enabled: true,
+        hooks: "raw_tracepoint/sys_exit (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile, accept, accept4, connect, close)",
+        attach: http::attach,
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -189,8 +198,11 @@ fn load_object(log_level: LogLevel) -> Result<Ebpf, String> {
         LogLevel::Info => 3,
         LogLevel::Debug => 4,
     };
+    let (http_self_tgid, http_capture) = http::loader_globals();
     EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, false)
+        .override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false)
+        .override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false)
         .load(EBPF_OBJECT)
         .map_err(|e| {
             let mut reason = format!("loading the eBPF object: {}", error_chain(&e));

@@ -1,0 +1,102 @@
+//! The `http` probe: socket I/O of every process, captured at the `sys_exit` raw tracepoint
+//! and sent to the agent through a ring buffer, where HTTP/1.x is decoded and timed.
+//!
+//! Kernel side (`agent-ebpf/src/http.rs`): `accept`/`accept4`/`connect` mark a `(tgid, fd)` as a
+//! socket connection with a fresh id (so fd reuse after `close` is a new connection); the
+//! read/write families copy a bounded prefix of the bytes of known connections into
+//! [`EVENTS_MAP`]; `close` ends the connection. User side (`agent/src/probes/http.rs`) decodes.
+
+/// Ring buffer carrying [`EventHeader`] + payload records.
+pub const EVENTS_MAP: &str = "HTTP_EVENTS";
+/// Per-CPU `u64` counting records the ring buffer had no room for.
+pub const LOST_MAP: &str = "HTTP_LOST";
+/// LRU hash `(tgid << 32 | fd)` -> [`ConnInfo`] of the socket connections being followed.
+pub const CONNS_MAP: &str = "HTTP_CONNS";
+
+/// Global (`EbpfLoader::override_global`): the agent's own tgid, never traced (its scrapes
+/// would otherwise feed the probe).
+pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";
+/// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
+pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
+
+/// Ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BYTES: u32 = 16 << 20;
+/// Connections followed at once; the least recently used is forgotten beyond this.
+pub const MAX_CONNS: u32 = 65_536;
+/// Largest capture per read/write (a power of two: the kernel side masks offsets with it).
+pub const MAX_CAPTURE: usize = 4096;
+
+/// [`EventHeader::kind`] values.
+pub const EV_ACCEPT: u8 = 1;
+pub const EV_CONNECT: u8 = 2;
+pub const EV_DATA: u8 = 3;
+pub const EV_CLOSE: u8 = 4;
+
+/// [`EventHeader::direction`]: bytes the process received / sent.
+pub const DIR_IN: u8 = 1;
+pub const DIR_OUT: u8 = 2;
+
+/// [`ConnInfo::role`]: accepted (server side) or connected (client side).
+pub const ROLE_SERVER: u8 = 1;
+pub const ROLE_CLIENT: u8 = 2;
+
+/// [`ConnInfo::proto`]: what the first bytes looked like (the in-kernel prefilter).
+pub const PROTO_UNKNOWN: u8 = 0;
+pub const PROTO_HTTP: u8 = 1;
+pub const PROTO_OTHER: u8 = 2;
+
+/// [`EventHeader::syscall`]: which syscall produced a data record.
+pub const SC_READ: u8 = 1;
+pub const SC_READV: u8 = 2;
+pub const SC_RECVFROM: u8 = 3;
+pub const SC_RECVMSG: u8 = 4;
+pub const SC_WRITE: u8 = 5;
+pub const SC_WRITEV: u8 = 6;
+pub const SC_SENDTO: u8 = 7;
+pub const SC_SENDMSG: u8 = 8;
+pub const SC_SENDFILE: u8 = 9;
+
+/// A followed connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// Unique per connection: the accept/connect timestamp (ns since boot).
+    pub id: u64,
+    pub role: u8,
+    pub proto: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Header of every ring-buffer record; `captured` payload bytes follow it.
+///
+/// - `EV_ACCEPT`: `aux` = the listening fd (the agent resolves its port once per listener).
+/// - `EV_CONNECT`: payload = the `struct sockaddr` given to `connect` (`captured` bytes).
+/// - `EV_DATA`: `bytes` = the syscall's return value (all bytes moved, also those not copied);
+///   payload = the first `captured` bytes (none for `sendfile`).
+/// - `EV_CLOSE`: the fd was closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns` when the syscall returned.
+    pub ts_ns: u64,
+    pub conn_id: u64,
+    pub bytes: u64,
+    pub tgid: u32,
+    pub fd: u32,
+    pub aux: u32,
+    pub captured: u16,
+    pub kind: u8,
+    pub direction: u8,
+    pub role: u8,
+    pub syscall: u8,
+    pub _pad: [u8; 6],
+    /// Thread name (`comm`) of the caller, NUL-padded (`EV_ACCEPT`/`EV_CONNECT` only).
+    pub comm: [u8; 16],
+}
+
+/// Size of [`EventHeader`] in bytes (records are header + payload).
+pub const HEADER_BYTES: usize = core::mem::size_of::<EventHeader>();
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, only integers and byte arrays, explicit padding fields.
+unsafe impl aya::Pod for ConnInfo {}

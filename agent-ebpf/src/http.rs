@@ -1,0 +1,521 @@
+//! `http` probe, kernel half: one program on `raw_tracepoint/sys_exit`.
+//!
+//! At a syscall's exit the user registers still hold its arguments (x86_64 `pt_regs`: `di`,
+//! `si`, `dx`; `orig_ax` is the syscall number — arch/x86/include/asm/ptrace.h), and `ret` is
+//! the result, so no enter hook and no per-thread state are needed:
+//! - `accept`/`accept4` (new fd = ret, listening fd = di) and `connect` to an IPv4/IPv6 peer
+//!   (fd = di, sockaddr at si) start following `(tgid, fd)` in `HTTP_CONNS` under a fresh
+//!   connection id, so a reused fd is a new connection; `close` (fd = di) ends it;
+//! - `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` on a
+//!   followed fd copy a bounded prefix of the `ret` bytes moved (across up to 8 iovecs) into a
+//!   per-CPU scratch record and output exactly its used length to the `HTTP_EVENTS` ring
+//!   buffer; `sendfile` sends only its byte count.
+//!
+//! Cost for every other syscall: a raw tracepoint call, one kernel read of `orig_ax` and a
+//! branch; for reads/writes of other fds one more hash lookup. A connection whose first bytes
+//! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
+//! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
+//! drains every few ms) until the ring is 1/4 full. Syscall numbers are x86_64's; on other
+//! architectures the program attaches but follows nothing.
+use agent_common::http::{
+    ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EventHeader, HEADER_BYTES,
+    MAX_CAPTURE, MAX_CONNS, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT,
+    ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO,
+    SC_WRITE, SC_WRITEV,
+};
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::bpf_probe_read_user as raw_read_user,
+    },
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+
+#[unsafe(no_mangle)]
+static HTTP_SELF_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static HTTP_CAPTURE: Global<u32> = Global::new(1024);
+
+#[map(name = "HTTP_EVENTS")]
+static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+#[map(name = "HTTP_LOST")]
+static HTTP_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "HTTP_CONNS")]
+static HTTP_CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Iovecs read per vectored call (a head and its body, or a few pipelined responses).
+const MAX_IOV: u64 = 8;
+/// Header plus twice the largest capture, so a bounded copy at a bounded offset always fits.
+const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * MAX_CAPTURE;
+
+#[map(name = "HTTP_SCRATCH")]
+static HTTP_SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+#[cfg(bpf_target_arch = "x86_64")]
+mod nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const CLOSE: u64 = 3;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const SENDFILE: u64 = 40;
+    pub const CONNECT: u64 = 42;
+    pub const ACCEPT: u64 = 43;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const ACCEPT4: u64 = 288;
+}
+/// Elsewhere no number matches (`u64::MAX` is never a syscall number).
+#[cfg(not(bpf_target_arch = "x86_64"))]
+mod nr {
+    pub const READ: u64 = u64::MAX;
+    pub const WRITE: u64 = u64::MAX;
+    pub const CLOSE: u64 = u64::MAX;
+    pub const READV: u64 = u64::MAX;
+    pub const WRITEV: u64 = u64::MAX;
+    pub const SENDFILE: u64 = u64::MAX;
+    pub const CONNECT: u64 = u64::MAX;
+    pub const ACCEPT: u64 = u64::MAX;
+    pub const SENDTO: u64 = u64::MAX;
+    pub const RECVFROM: u64 = u64::MAX;
+    pub const SENDMSG: u64 = u64::MAX;
+    pub const RECVMSG: u64 = u64::MAX;
+    pub const ACCEPT4: u64 = u64::MAX;
+}
+
+/// Offsets in x86_64 `struct pt_regs`.
+const REG_DX: u64 = 96;
+const REG_SI: u64 = 104;
+const REG_DI: u64 = 112;
+const REG_ORIG_AX: u64 = 120;
+
+#[inline(always)]
+fn reg(regs: u64, off: u64) -> u64 {
+    // SAFETY: bpf_probe_read_kernel checks the address; `regs` is the tracepoint's pt_regs.
+    unsafe { bpf_probe_read_kernel((regs + off) as *const u64) }.unwrap_or(u64::MAX)
+}
+
+#[inline(always)]
+fn conn_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Submit flags: no wake-up of the agent per record unless the ring is a quarter full, so a
+/// burst is drained at once.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > (RING_BYTES / 4) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+fn count_lost() {
+    if let Some(p) = HTTP_LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *p += 1 }
+    }
+}
+
+/// # Safety
+/// `addr` is a user address; the helper faults safely.
+#[inline(always)]
+unsafe fn read_user<T>(addr: u64) -> Result<T, i32> {
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }
+}
+
+/// `struct iovec` at user address `iov`: (base, len).
+#[inline(always)]
+fn iovec_at(iov: u64) -> (u64, u64) {
+    // SAFETY: bpf_probe_read_user checks the address.
+    let base = unsafe { read_user::<u64>(iov) }.unwrap_or(0);
+    let len = unsafe { read_user::<u64>(iov + 8) }.unwrap_or(0);
+    (base, len)
+}
+
+/// The fields of a record header that vary.
+struct Rec {
+    kind: u8,
+    tgid: u32,
+    fd: u32,
+    conn_id: u64,
+    aux: u32,
+    direction: u8,
+    role: u8,
+    syscall: u8,
+    bytes: u64,
+}
+
+fn header(r: &Rec) -> EventHeader {
+    EventHeader {
+        // SAFETY: no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id: r.conn_id,
+        bytes: r.bytes,
+        tgid: r.tgid,
+        fd: r.fd,
+        aux: r.aux,
+        captured: 0,
+        kind: r.kind,
+        direction: r.direction,
+        role: r.role,
+        syscall: r.syscall,
+        _pad: [0; 6],
+        // The thread name is only needed once per connection (a fallback for the process
+        // name); data records skip the helper call.
+        comm: if r.kind == EV_ACCEPT || r.kind == EV_CONNECT {
+            bpf_get_current_comm().unwrap_or([0; 16])
+        } else {
+            [0; 16]
+        },
+    }
+}
+
+/// Writes a record that is only a header (connection end, sendfile byte counts).
+#[inline(always)]
+fn emit_header(hdr: EventHeader) {
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES, 0) else {
+        count_lost();
+        return;
+    };
+    // SAFETY: the record is HEADER_BYTES long; unaligned write for safety.
+    unsafe { core::ptr::write_unaligned(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    entry.submit(submit_flags());
+}
+
+/// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
+#[inline(always)]
+fn looks_like_http(w: [u8; 4]) -> bool {
+    matches!(
+        &w,
+        b"GET "
+            | b"POST"
+            | b"PUT "
+            | b"HEAD"
+            | b"DELE"
+            | b"OPTI"
+            | b"PATC"
+            | b"CONN"
+            | b"TRAC"
+            | b"HTTP"
+    )
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn http_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let nr = reg(regs, REG_ORIG_AX);
+    let (syscall, direction) = match nr {
+        nr::READ => (SC_READ, DIR_IN),
+        nr::READV => (SC_READV, DIR_IN),
+        nr::RECVFROM => (SC_RECVFROM, DIR_IN),
+        nr::RECVMSG => (SC_RECVMSG, DIR_IN),
+        nr::WRITE => (SC_WRITE, DIR_OUT),
+        nr::WRITEV => (SC_WRITEV, DIR_OUT),
+        nr::SENDTO => (SC_SENDTO, DIR_OUT),
+        nr::SENDMSG => (SC_SENDMSG, DIR_OUT),
+        nr::SENDFILE => (SC_SENDFILE, DIR_OUT),
+        nr::ACCEPT | nr::ACCEPT4 => {
+            on_accept(regs, ret);
+            return 0;
+        }
+        nr::CONNECT => {
+            on_connect(regs, ret);
+            return 0;
+        }
+        nr::CLOSE => {
+            on_close(regs);
+            return 0;
+        }
+        _ => return 0,
+    };
+    if ret > 0 {
+        on_data(regs, ret as u64, syscall, direction);
+    }
+    0
+}
+
+/// The caller's tgid, or None for the agent itself.
+#[inline(always)]
+fn caller() -> Option<u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    (tgid != HTTP_SELF_TGID.load()).then_some(tgid)
+}
+
+#[inline(always)]
+fn on_data(regs: u64, moved: u64, syscall: u8, direction: u8) {
+    let Some(tgid) = caller() else {
+        return;
+    };
+    let fd = reg(regs, REG_DI) as u32;
+    // SAFETY: read-only copy of a map value; a concurrent delete only makes it stale.
+    let Some(conn) = (unsafe { HTTP_CONNS.get(conn_key(tgid, fd)) }).copied() else {
+        return;
+    };
+    if conn.proto == PROTO_OTHER {
+        return;
+    }
+    let rec = Rec {
+        kind: EV_DATA,
+        tgid,
+        fd,
+        conn_id: conn.id,
+        aux: 0,
+        direction,
+        role: conn.role,
+        syscall,
+        bytes: moved,
+    };
+    if syscall == SC_SENDFILE {
+        emit_header(header(&rec));
+        return;
+    }
+    // The user buffer, or the iovec array and its count.
+    let (buf, buf_len, iov, iovcnt) = match syscall {
+        SC_READV | SC_WRITEV => (0, 0, reg(regs, REG_SI), reg(regs, REG_DX)),
+        SC_RECVMSG | SC_SENDMSG => {
+            // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
+            let msg = reg(regs, REG_SI);
+            // SAFETY: bpf_probe_read_user checks the address.
+            let iov = unsafe { read_user::<u64>(msg + 16) }.unwrap_or(0);
+            let iovlen = unsafe { read_user::<u64>(msg + 24) }.unwrap_or(0);
+            (0, 0, iov, iovlen)
+        }
+        _ => (reg(regs, REG_SI), reg(regs, REG_DX), 0, 0),
+    };
+    let (first, first_len) = if iov != 0 {
+        if iovcnt == 0 {
+            return;
+        }
+        iovec_at(iov)
+    } else {
+        (buf, buf_len)
+    };
+    if conn.proto == PROTO_UNKNOWN && first_len >= 4 && moved >= 4 {
+        // SAFETY: bpf_probe_read_user checks the address.
+        let w = unsafe { read_user::<[u8; 4]>(first) }.unwrap_or([0; 4]);
+        let proto = if looks_like_http(w) {
+            PROTO_HTTP
+        } else {
+            PROTO_OTHER
+        };
+        if let Some(c) = HTTP_CONNS.get_ptr_mut(conn_key(tgid, fd)) {
+            // SAFETY: a plain store into the map value; races only with the same fd's close.
+            unsafe {
+                if (*c).id == conn.id {
+                    (*c).proto = proto;
+                }
+            }
+        }
+        if proto == PROTO_OTHER {
+            return;
+        }
+    }
+    let mut cap = HTTP_CAPTURE.load() as u64;
+    if cap > MAX_CAPTURE as u64 {
+        cap = MAX_CAPTURE as u64;
+    }
+    if cap > moved {
+        cap = moved;
+    }
+    let Some(scratch) = HTTP_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU scratch value is only used by this CPU for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let mut off = copy_into(scratch, 0, first, first_len, cap);
+    if iov != 0 {
+        // The bytes continue in the next iovecs (a vectored call fills them in order).
+        let mut i = 1u64;
+        while i < MAX_IOV {
+            if off >= cap || i >= iovcnt {
+                break;
+            }
+            let (b, l) = iovec_at(iov + 16 * i);
+            off = copy_into(scratch, off, b, l, cap);
+            i += 1;
+        }
+    }
+    let mut hdr = header(&rec);
+    if off > MAX_CAPTURE as u64 {
+        off = MAX_CAPTURE as u64;
+    }
+    hdr.captured = off as u16;
+    // SAFETY: the scratch buffer starts with room for the header.
+    unsafe { core::ptr::write_unaligned(scratch.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    let len = HEADER_BYTES + off as usize;
+    if len > SCRATCH_BYTES {
+        return;
+    }
+    // SAFETY: `len <= SCRATCH_BYTES`, the scratch array's size.
+    let record = unsafe { core::slice::from_raw_parts(scratch.as_ptr(), len) };
+    if HTTP_EVENTS.output::<[u8]>(record, submit_flags()).is_err() {
+        count_lost();
+    }
+}
+
+/// Copies up to `cap - off` bytes of the user buffer `src` (length `len`) to payload offset
+/// `off` of the scratch record. Returns the new offset (unchanged when the copy faults).
+#[inline(always)]
+fn copy_into(scratch: &mut [u8; SCRATCH_BYTES], off: u64, src: u64, len: u64, cap: u64) -> u64 {
+    if off >= cap || src == 0 {
+        return off;
+    }
+    let mut n = cap - off;
+    if n > len {
+        n = len;
+    }
+    if n == 0 {
+        return off;
+    }
+    // Masks the verifier can follow: offset < MAX_CAPTURE, length <= MAX_CAPTURE, so the copy
+    // ends within HEADER_BYTES + 2 * MAX_CAPTURE.
+    let o = (off as usize) & (MAX_CAPTURE - 1);
+    let mut m = n as usize;
+    if m > MAX_CAPTURE {
+        m = MAX_CAPTURE;
+    }
+    // SAFETY: `HEADER_BYTES + o + m <= SCRATCH_BYTES`; the helper faults safely on a bad user
+    // address.
+    let rc = unsafe {
+        raw_read_user(
+            scratch.as_mut_ptr().add(HEADER_BYTES + o).cast(),
+            m as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if rc != 0 {
+        return off;
+    }
+    off + m as u64
+}
+
+/// Starts following a connection: a fresh id (the timestamp) under `(tgid, fd)`.
+#[inline(always)]
+fn follow(tgid: u32, fd: u32, role: u8) -> u64 {
+    // SAFETY: no preconditions.
+    let id = unsafe { bpf_ktime_get_ns() };
+    let info = ConnInfo {
+        id,
+        role,
+        proto: PROTO_UNKNOWN,
+        _pad: [0; 6],
+    };
+    let _ = HTTP_CONNS.insert(conn_key(tgid, fd), info, 0);
+    id
+}
+
+/// `accept(fd, ..)` / `accept4(fd, ..)` returned a new fd.
+#[inline(always)]
+fn on_accept(regs: u64, ret: i64) {
+    if ret < 0 {
+        return;
+    }
+    let Some(tgid) = caller() else {
+        return;
+    };
+    let fd = ret as u32;
+    let conn_id = follow(tgid, fd, ROLE_SERVER);
+    emit_header(header(&Rec {
+        kind: EV_ACCEPT,
+        tgid,
+        fd,
+        conn_id,
+        aux: reg(regs, REG_DI) as u32,
+        direction: 0,
+        role: ROLE_SERVER,
+        syscall: 0,
+        bytes: 0,
+    }));
+}
+
+/// `connect(fd, addr, addrlen)`: 0, or -EINPROGRESS (115) for a non-blocking socket.
+#[inline(always)]
+fn on_connect(regs: u64, ret: i64) {
+    if ret != 0 && ret != -115 {
+        return;
+    }
+    let Some(tgid) = caller() else {
+        return;
+    };
+    let fd = reg(regs, REG_DI) as u32;
+    let addr = reg(regs, REG_SI);
+    // sockaddr_in6 is 28 bytes; a sockaddr_in (16) may sit at the end of a mapping.
+    let mut sa = [0u8; 32];
+    let mut sa_len = 0u16;
+    // SAFETY: bpf_probe_read_user checks the address.
+    if let Ok(a) = unsafe { read_user::<[u8; 28]>(addr) } {
+        sa[..28].copy_from_slice(&a);
+        sa_len = 28;
+    } else if let Ok(a) = unsafe { read_user::<[u8; 16]>(addr) } {
+        sa[..16].copy_from_slice(&a);
+        sa_len = 16;
+    }
+    // Only AF_INET (2) / AF_INET6 (10) peers are followed (not unix sockets of e.g. syslog
+    // or D-Bus clients).
+    let family = u16::from_ne_bytes([sa[0], sa[1]]);
+    if family != 2 && family != 10 {
+        return;
+    }
+    let conn_id = follow(tgid, fd, ROLE_CLIENT);
+    let mut hdr = header(&Rec {
+        kind: EV_CONNECT,
+        tgid,
+        fd,
+        conn_id,
+        aux: 0,
+        direction: 0,
+        role: ROLE_CLIENT,
+        syscall: 0,
+        bytes: 0,
+    });
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
+        count_lost();
+        return;
+    };
+    hdr.captured = sa_len;
+    let p = entry.as_mut_ptr();
+    // SAFETY: the record is HEADER_BYTES + 32 bytes long.
+    unsafe {
+        core::ptr::write_unaligned(p.cast::<EventHeader>(), hdr);
+        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
+    }
+    entry.submit(submit_flags());
+}
+
+/// `close(fd)`: the end of a followed connection.
+#[inline(always)]
+fn on_close(regs: u64) {
+    let Some(tgid) = caller() else {
+        return;
+    };
+    let fd = reg(regs, REG_DI) as u32;
+    let key = conn_key(tgid, fd);
+    // SAFETY: copied out before the delete below.
+    let Some(conn) = (unsafe { HTTP_CONNS.get(key) }).copied() else {
+        return;
+    };
+    let _ = HTTP_CONNS.remove(key);
+    emit_header(header(&Rec {
+        kind: EV_CLOSE,
+        tgid,
+        fd,
+        conn_id: conn.id,
+        aux: 0,
+        direction: 0,
+        role: conn.role,
+        syscall: 0,
+        bytes: 0,
+    }));
+}

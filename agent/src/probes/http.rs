@@ -1,0 +1,1173 @@
+//! `http` probe, user half: HTTP/1.x RED metrics of every process, from the kernel.
+//!
+//! Hook: `raw_tracepoint/sys_exit`, acting on `read`, `readv`, `recvfrom`, `recvmsg`, `write`,
+//! `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and `close` (see
+//! `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
+//! connection ([`decode`]), names routes ([`route`]) and records
+//! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
+//!   http_route,server_port,process_name}`: first request byte read → last response byte
+//!   written;
+//! - `http_client_request_duration_seconds{http_request_method,http_response_status_code,
+//!   server_address,server_port,process_name}`: first request byte written → last response
+//!   byte read;
+//! - `hostlens_probe_events_lost_total{probe="http"}`, `hostlens_series_dropped_total{family}`,
+//!   `hostlens_http_decode_errors_total{reason}`, `hostlens_http_connections`.
+//!
+//! Only connections accepted or connected while the probe runs are seen; a response whose end
+//! is not framed (no Content-Length, not chunked, or framing lost in uncopied bytes) ends at
+//! its last byte seen before the next request or the close.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use agent_common::http::{
+    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EVENTS_MAP, EventHeader,
+    HEADER_BYTES, LOST_MAP, MAX_CAPTURE, ROLE_CLIENT,
+};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+};
+use prometheus_client::{encoding::NoLabelSet, metrics::MetricType};
+use serde::Deserialize;
+use tokio::io::unix::AsyncFd;
+
+use super::{ProbeCollector, ProbeError};
+use crate::emit::{Kind, Out};
+
+pub mod decode;
+pub mod procname;
+pub mod route;
+
+use decode::{Anomaly, Conn, Dir, Exchange, Output, Role};
+
+/// OpenTelemetry's default buckets for `http.*.request.duration` (seconds).
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+pub const SERVER_FAMILY: &str = "http_server_request_duration_seconds";
+pub const CLIENT_FAMILY: &str = "http_client_request_duration_seconds";
+
+/// `http:` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Bytes of each read/write copied from the kernel (64..=4096): enough for the heads.
+    pub capture_bytes: u32,
+    /// Process names (`/proc/<pid>/comm`) to trace; empty = every process.
+    pub include_processes: Vec<String>,
+    pub exclude_processes: Vec<String>,
+    /// Ports to trace (server: the listening port; client: the peer's port); empty = all.
+    pub include_ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    /// Route templates, `{name}` matching one path segment, e.g. `/api/v1/users/{id}`.
+    pub route_templates: Vec<String>,
+    /// Distinct values one path segment position may take before it collapses to `*`.
+    pub route_segment_max_values: usize,
+    /// Series per family; observations for further series are dropped and counted.
+    pub max_series_per_family: usize,
+    /// Distinct `process_name` values; further names are reported as `other`.
+    pub max_process_names: usize,
+    /// Seconds after the last process of a name exited before its series are removed.
+    pub process_grace_period_seconds: u64,
+    /// Connections decoded at once; the least recently active one is dropped beyond this.
+    pub max_connections: usize,
+    /// Seconds without traffic after which a connection's state is dropped.
+    pub connection_idle_timeout_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            capture_bytes: 1024,
+            include_processes: Vec::new(),
+            exclude_processes: Vec::new(),
+            include_ports: Vec::new(),
+            exclude_ports: Vec::new(),
+            route_templates: Vec::new(),
+            route_segment_max_values: 50,
+            max_series_per_family: 2000,
+            max_process_names: 50,
+            process_grace_period_seconds: 300,
+            max_connections: 16384,
+            connection_idle_timeout_seconds: 300,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Checks values serde cannot; the error names the key (below `http.`).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !(64..=MAX_CAPTURE as u32).contains(&self.capture_bytes) {
+            return Err((
+                "http.capture_bytes".into(),
+                format!("{} is outside 64..={MAX_CAPTURE}", self.capture_bytes),
+            ));
+        }
+        for (i, t) in self.route_templates.iter().enumerate() {
+            if !t.starts_with('/') {
+                return Err((
+                    format!("http.route_templates[{i}]"),
+                    format!("{t:?} must start with '/'"),
+                ));
+            }
+        }
+        for (key, v) in [
+            (
+                "http.route_segment_max_values",
+                self.route_segment_max_values,
+            ),
+            ("http.max_series_per_family", self.max_series_per_family),
+            ("http.max_connections", self.max_connections),
+            ("http.max_process_names", self.max_process_names),
+        ] {
+            if v == 0 {
+                return Err((key.into(), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the probe needs from the agent's configuration, set before the probes load.
+#[derive(Debug, Clone)]
+struct Settings {
+    http: HttpConfig,
+    procfs: PathBuf,
+}
+
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
+
+/// Hands the configuration to the probe (called by `app.rs` before [`super::Probes::load`]).
+pub fn configure(http: HttpConfig, procfs: PathBuf) {
+    *SETTINGS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Settings { http, procfs });
+}
+
+fn settings() -> Settings {
+    SETTINGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| Settings {
+            http: HttpConfig::default(),
+            procfs: PathBuf::from("/proc"),
+        })
+}
+
+/// Values for the kernel globals: the agent's own tgid (never traced) and the capture size.
+pub fn loader_globals() -> (u32, u32) {
+    (std::process::id(), settings().http.capture_bytes)
+}
+
+/// The one program, on `raw_tracepoint/sys_exit`.
+const PROGRAM: &str = "http_sys_exit";
+
+pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
+    let settings = settings();
+    let prog_err = |source| ProbeError::Program {
+        program: PROGRAM,
+        source,
+    };
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(ProbeError::MissingProgram(PROGRAM))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach("sys_exit").map_err(prog_err)?;
+    let events = ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or(ProbeError::MissingMap(EVENTS_MAP))?;
+    let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
+        map: EVENTS_MAP,
+        source,
+    })?;
+    let lost = ebpf
+        .take_map(LOST_MAP)
+        .ok_or(ProbeError::MissingMap(LOST_MAP))?;
+    let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map {
+        map: LOST_MAP,
+        source,
+    })?;
+    let kconns = ebpf
+        .take_map(CONNS_MAP)
+        .ok_or(ProbeError::MissingMap(CONNS_MAP))?;
+    let kconns = BpfHashMap::try_from(kconns).map_err(|source| ProbeError::Map {
+        map: CONNS_MAP,
+        source,
+    })?;
+    let shared = Arc::new(Mutex::new(Store::new(&settings.http)));
+    let decoder = Decoder::new(settings, Arc::clone(&shared), Some(kconns));
+    // Probes attach before the async runtime exists (main.rs drops capabilities while the
+    // process has one thread); the drain task starts in `start_pending`.
+    *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some((events, decoder));
+    Ok(Box::new(HttpProbe { lost, shared }))
+}
+
+/// The attached probe's ring buffer and decoder, until the runtime starts draining them.
+static PENDING: Mutex<Option<(RingBuf<MapData>, Decoder)>> = Mutex::new(None);
+
+/// Starts draining the ring buffer of an attached probe; call from inside the runtime after
+/// [`super::Probes::load`]. Does nothing when the probe is not attached.
+pub fn start_pending() -> Result<(), String> {
+    let Some((events, decoder)) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Ok(());
+    };
+    // SAFETY: the RingBuf owns its map fd for its whole life and always returns that fd;
+    // the AsyncFd owns the RingBuf, so the fd stays open until the AsyncFd is dropped.
+    let fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| format!("http probe: polling the ring buffer: {e}"))?;
+    tokio::spawn(drain(fd, decoder));
+    Ok(())
+}
+
+/// Drain period when the kernel does not wake the agent.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+
+/// Records handled per lock of the shared store.
+const BATCH: usize = 4096;
+
+/// Reads the ring buffer until the program is gone; sweeps idle state on a timer.
+async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
+    let mut sweep = tokio::time::interval(decoder.sweep_every());
+    // The kernel wakes the agent only when the ring fills up; otherwise it drains on this tick.
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let ring = fd.get_mut();
+                let mut n = 0usize;
+                decoder.batch(|handle| {
+                    while n < BATCH {
+                        let Some(item) = ring.next() else { break };
+                        handle(&item);
+                        n += 1;
+                    }
+                });
+            }
+            ready = fd.readable_mut() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "http probe: ring buffer poll failed; stopped");
+                        return;
+                    }
+                };
+                let ring = guard.get_inner_mut();
+                let mut n = 0usize;
+                decoder.batch(|handle| {
+                    while n < BATCH {
+                        let Some(item) = ring.next() else { break };
+                        handle(&item);
+                        n += 1;
+                    }
+                });
+                if n < BATCH {
+                    guard.clear_ready();
+                } else {
+                    // More waiting: let scrapes take the lock between batches.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ = sweep.tick() => decoder.sweep(),
+        }
+    }
+}
+
+/// Label values of one server series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    method: &'static str,
+    status: u16,
+    route: String,
+    port: u16,
+    process: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    method: &'static str,
+    status: u16,
+    address: String,
+    port: u16,
+    process: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Hist {
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Hist {
+    fn observe(&mut self, v: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// The metric state shared between the drain task and scrapes.
+#[derive(Debug)]
+struct Store {
+    max_series: usize,
+    server: HashMap<ServerKey, Hist>,
+    client: HashMap<ClientKey, Hist>,
+    dropped_server: u64,
+    dropped_client: u64,
+    anomalies: HashMap<Anomaly, u64>,
+    connections: usize,
+}
+
+impl Store {
+    fn new(cfg: &HttpConfig) -> Self {
+        Store {
+            max_series: cfg.max_series_per_family,
+            server: HashMap::new(),
+            client: HashMap::new(),
+            dropped_server: 0,
+            dropped_client: 0,
+            anomalies: HashMap::new(),
+            connections: 0,
+        }
+    }
+
+    fn observe_server(&mut self, key: ServerKey, secs: f64) {
+        if let Some(h) = self.server.get_mut(&key) {
+            h.observe(secs);
+        } else if self.server.len() < self.max_series {
+            self.server.entry(key).or_default().observe(secs);
+        } else {
+            self.dropped_server += 1;
+        }
+    }
+
+    fn observe_client(&mut self, key: ClientKey, secs: f64) {
+        if let Some(h) = self.client.get_mut(&key) {
+            h.observe(secs);
+        } else if self.client.len() < self.max_series {
+            self.client.entry(key).or_default().observe(secs);
+        } else {
+            self.dropped_client += 1;
+        }
+    }
+
+    /// Removes the series of process names whose processes are all gone.
+    fn forget_processes(&mut self, names: &[String]) {
+        self.server.retain(|k, _| !names.contains(&k.process));
+        self.client.retain(|k, _| !names.contains(&k.process));
+    }
+}
+
+/// A connection being decoded, with its labels resolved at its start.
+#[derive(Debug)]
+struct Tracked {
+    conn: Conn,
+    /// None: filtered out by the configuration.
+    labels: Option<Arc<ConnLabels>>,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct ConnLabels {
+    process: String,
+    address: String,
+    port: u16,
+}
+
+#[derive(Debug)]
+struct ProcInfo {
+    name: String,
+}
+
+/// Decoder state owned by the drain task.
+struct Decoder {
+    cfg: HttpConfig,
+    procfs: PathBuf,
+    shared: Arc<Mutex<Store>>,
+    conns: HashMap<(u32, u64), Tracked>,
+    procs: HashMap<u32, ProcInfo>,
+    listen_ports: HashMap<(u32, u32), Option<u16>>,
+    /// Process name -> last time a process of that name was alive.
+    names_alive: HashMap<String, Instant>,
+    router: route::Router,
+    names: procname::ProcNames,
+    /// The kernel's table of followed connections: a filtered-out connection is removed so
+    /// its bytes stay in the kernel.
+    /// None in unit tests.
+    kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
+}
+
+impl Decoder {
+    fn new(
+        settings: Settings,
+        shared: Arc<Mutex<Store>>,
+        kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
+    ) -> Self {
+        let cfg = settings.http;
+        Decoder {
+            router: route::Router::new(&cfg.route_templates, cfg.route_segment_max_values),
+            names: procname::ProcNames::new(cfg.max_process_names),
+            procfs: settings.procfs,
+            shared,
+            conns: HashMap::new(),
+            procs: HashMap::new(),
+            listen_ports: HashMap::new(),
+            names_alive: HashMap::new(),
+            kconns,
+            cfg,
+        }
+    }
+
+    fn sweep_every(&self) -> Duration {
+        Duration::from_secs((self.cfg.process_grace_period_seconds / 2).clamp(1, 5))
+    }
+
+    /// Handles every record `source` yields under one lock of the shared store.
+    fn batch(&mut self, source: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+        let shared = Arc::clone(&self.shared);
+        let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
+        source(&mut |rec: &[u8]| self.record(rec, &mut store));
+        store.connections = self.conns.len();
+    }
+
+    fn record(&mut self, rec: &[u8], store: &mut Store) {
+        if rec.len() < HEADER_BYTES {
+            return;
+        }
+        // SAFETY: `rec` holds at least HEADER_BYTES bytes; EventHeader is plain integers.
+        let h: EventHeader = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        let payload = &rec[HEADER_BYTES..];
+        let payload = &payload[..(h.captured as usize).min(payload.len())];
+        let key = (h.tgid, h.conn_id);
+        let now = Instant::now();
+        match h.kind {
+            EV_ACCEPT | EV_CONNECT => {
+                // A connection id is new; one left over under the same key is replaced.
+                self.make_room();
+                let role = if h.kind == EV_CONNECT {
+                    Role::Client
+                } else {
+                    Role::Server
+                };
+                let labels = self.labels_for(&h, payload);
+                if labels.is_none() {
+                    self.unfollow(&h);
+                }
+                self.conns.insert(
+                    key,
+                    Tracked {
+                        conn: Conn::new(role),
+                        labels,
+                        last_seen: now,
+                    },
+                );
+            }
+            EV_DATA => {
+                if !self.conns.contains_key(&key) {
+                    // Its start record was lost (ring buffer full): follow it without port.
+                    self.make_room();
+                    let role = if h.role == ROLE_CLIENT {
+                        Role::Client
+                    } else {
+                        Role::Server
+                    };
+                    let labels = self.labels_for(&h, &[]);
+                    self.conns.insert(
+                        key,
+                        Tracked {
+                            conn: Conn::new(role),
+                            labels,
+                            last_seen: now,
+                        },
+                    );
+                }
+                let Some(t) = self.conns.get_mut(&key) else {
+                    return;
+                };
+                t.last_seen = now;
+                if t.labels.is_none() {
+                    return;
+                }
+                let dir = if h.direction == DIR_IN {
+                    Dir::In
+                } else {
+                    Dir::Out
+                };
+                let mut out = Output::default();
+                t.conn.feed(dir, h.ts_ns, payload, h.bytes, &mut out);
+                let labels = t.labels.clone();
+                let role = if h.role == ROLE_CLIENT {
+                    Role::Client
+                } else {
+                    Role::Server
+                };
+                self.report(role, labels.as_deref(), out, store);
+            }
+            EV_CLOSE => {
+                if let Some(mut t) = self.conns.remove(&key) {
+                    let mut out = Output::default();
+                    t.conn.close(&mut out);
+                    let role = if h.role == ROLE_CLIENT {
+                        Role::Client
+                    } else {
+                        Role::Server
+                    };
+                    self.report(role, t.labels.as_deref(), out, store);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn report(&mut self, role: Role, labels: Option<&ConnLabels>, out: Output, store: &mut Store) {
+        for a in out.anomalies {
+            *store.anomalies.entry(a).or_default() += 1;
+        }
+        let Some(l) = labels else {
+            return;
+        };
+        for Exchange {
+            method,
+            target,
+            status,
+            start_ns,
+            end_ns,
+        } in out.exchanges
+        {
+            let secs = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+            let method = method_label(&method);
+            match role {
+                Role::Server => {
+                    let route = self.router.route(&target);
+                    store.observe_server(
+                        ServerKey {
+                            method,
+                            status,
+                            route,
+                            port: l.port,
+                            process: l.process.clone(),
+                        },
+                        secs,
+                    );
+                }
+                Role::Client => store.observe_client(
+                    ClientKey {
+                        method,
+                        status,
+                        address: l.address.clone(),
+                        port: l.port,
+                        process: l.process.clone(),
+                    },
+                    secs,
+                ),
+            }
+        }
+    }
+
+    /// Stops the kernel following a filtered-out connection (if the fd still is that one).
+    fn unfollow(&mut self, h: &EventHeader) {
+        let Some(kconns) = self.kconns.as_mut() else {
+            return;
+        };
+        let key = (u64::from(h.tgid) << 32) | u64::from(h.fd);
+        if kconns.get(&key, 0).is_ok_and(|c| c.id == h.conn_id) {
+            let _ = kconns.remove(&key);
+        }
+    }
+
+    /// Labels of a new connection, or None when the configuration filters it out.
+    fn labels_for(&mut self, h: &EventHeader, payload: &[u8]) -> Option<Arc<ConnLabels>> {
+        let name = self.process_name(h);
+        if (!self.cfg.include_processes.is_empty() && !self.cfg.include_processes.contains(&name))
+            || self.cfg.exclude_processes.contains(&name)
+        {
+            return None;
+        }
+        let (address, port) = if h.kind == EV_CONNECT {
+            parse_sockaddr(payload).map_or((String::new(), 0), |(a, p)| (a.to_string(), p))
+        } else if h.kind == EV_ACCEPT {
+            let port = *self
+                .listen_ports
+                .entry((h.tgid, h.aux))
+                .or_insert_with(|| listen_port(&self.procfs, h.tgid, h.aux));
+            (String::new(), port.unwrap_or(0))
+        } else {
+            (String::new(), 0)
+        };
+        if (!self.cfg.include_ports.is_empty() && !self.cfg.include_ports.contains(&port))
+            || self.cfg.exclude_ports.contains(&port)
+        {
+            return None;
+        }
+        self.names_alive.insert(name.clone(), Instant::now());
+        Some(Arc::new(ConnLabels {
+            process: self.names.label(&name),
+            address,
+            port,
+        }))
+    }
+
+    /// `/proc/<tgid>/comm` (the process, not the thread), cached; the event's thread name when
+    /// the process is already gone.
+    fn process_name(&mut self, h: &EventHeader) -> String {
+        if let Some(p) = self.procs.get(&h.tgid) {
+            return p.name.clone();
+        }
+        let path = self.procfs.join(h.tgid.to_string()).join("comm");
+        let name = std::fs::read_to_string(&path)
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_else(|_| {
+                let end = h.comm.iter().position(|b| *b == 0).unwrap_or(h.comm.len());
+                String::from_utf8_lossy(&h.comm[..end]).into_owned()
+            });
+        self.procs.insert(h.tgid, ProcInfo { name: name.clone() });
+        name
+    }
+
+    /// Keeps the connection table within `max_connections` by dropping the least recently
+    /// active one.
+    fn make_room(&mut self) {
+        if self.conns.len() < self.cfg.max_connections {
+            return;
+        }
+        if let Some(oldest) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, t)| t.last_seen)
+            .map(|(k, _)| *k)
+        {
+            self.conns.remove(&oldest);
+        }
+    }
+
+    /// Drops idle connections, forgets exited processes and, after the grace period, their
+    /// series.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let idle = Duration::from_secs(self.cfg.connection_idle_timeout_seconds);
+        let shared = Arc::clone(&self.shared);
+        let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let expired: Vec<(u32, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, t)| now.duration_since(t.last_seen) > idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(mut t) = self.conns.remove(&k) {
+                let mut out = Output::default();
+                t.conn.close(&mut out);
+                for a in out.anomalies {
+                    *store.anomalies.entry(a).or_default() += 1;
+                }
+            }
+        }
+        // One stat per known process; its connections and listeners go with it.
+        let procfs = self.procfs.clone();
+        self.procs
+            .retain(|tgid, _| procfs.join(tgid.to_string()).exists());
+        let procs = &self.procs;
+        self.listen_ports
+            .retain(|(tgid, _), _| procs.contains_key(tgid));
+        self.conns.retain(|(tgid, _), _| procs.contains_key(tgid));
+        for p in self.procs.values() {
+            self.names_alive.insert(p.name.clone(), now);
+        }
+        let grace = Duration::from_secs(self.cfg.process_grace_period_seconds);
+        let gone: Vec<String> = self
+            .names_alive
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) > grace)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !gone.is_empty() {
+            for n in &gone {
+                self.names_alive.remove(n);
+                self.names.forget(n);
+            }
+            store.forget_processes(&gone);
+        }
+        store.connections = self.conns.len();
+    }
+}
+
+/// OTel `http.request.method`: the known methods, everything else `_OTHER`.
+fn method_label(m: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("_OTHER")
+}
+
+/// Peer of a `connect`: `struct sockaddr_in` / `sockaddr_in6` (family in host order, port in
+/// network order).
+fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
+    if b.len() < 8 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    match family {
+        2 => Some((IpAddr::V4(Ipv4Addr::new(b[4], b[5], b[6], b[7])), port)),
+        10 if b.len() >= 24 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[8..24]);
+            let v6 = Ipv6Addr::from(a);
+            Some((v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4), port))
+        }
+        _ => None,
+    }
+}
+
+/// Local port of a listening socket: `/proc/<tgid>/fd/<fd>` names its inode, found in
+/// `/proc/<tgid>/net/tcp{,6}`.
+fn listen_port(procfs: &Path, tgid: u32, fd: u32) -> Option<u16> {
+    let link = std::fs::read_link(procfs.join(format!("{tgid}/fd/{fd}"))).ok()?;
+    let link = link.to_string_lossy();
+    let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(procfs.join(format!("{tgid}/net/{table}"))) else {
+            continue;
+        };
+        if let Some(p) = port_of_inode(&text, inode) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Parses `/proc/net/tcp` text: the local port of the socket with `inode`.
+fn port_of_inode(text: &str, inode: &str) -> Option<u16> {
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(9) != Some(&inode) {
+            return None;
+        }
+        let local = f.get(1)?;
+        let port = local.rsplit(':').next()?;
+        u16::from_str_radix(port, 16).ok()
+    })
+}
+
+pub struct HttpProbe {
+    lost: PerCpuArray<MapData, u64>,
+    shared: Arc<Mutex<Store>>,
+}
+
+impl std::fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpProbe")
+    }
+}
+
+impl ProbeCollector for HttpProbe {
+    fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
+        let lost: u64 = self
+            .lost
+            .get(&0, 0)
+            .map_err(|source| ProbeError::Map {
+                map: LOST_MAP,
+                source,
+            })?
+            .iter()
+            .sum();
+        out.family(
+            "hostlens_probe_events_lost_total",
+            "Events an eBPF probe could not hand to the agent (ring buffer full).",
+            Kind::Counter,
+        )?
+        .sample(&[("probe", "http")], lost as f64)?;
+        let store = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fam = out.family(
+            "hostlens_series_dropped_total",
+            "Observations dropped because their family reached its series cap.",
+            Kind::Counter,
+        )?;
+        fam.sample(&[("family", SERVER_FAMILY)], store.dropped_server as f64)?;
+        fam.sample(&[("family", CLIENT_FAMILY)], store.dropped_client as f64)?;
+        drop(fam);
+        let mut fam = out.family(
+            "hostlens_http_decode_errors_total",
+            "HTTP bytes the decoder could not use, by reason (never counted as requests).",
+            Kind::Counter,
+        )?;
+        for a in Anomaly::ALL {
+            let n = store.anomalies.get(&a).copied().unwrap_or(0);
+            fam.sample(&[("reason", a.as_str())], n as f64)?;
+        }
+        drop(fam);
+        out.gauge(
+            "hostlens_http_connections",
+            "Connections the HTTP decoder holds state for.",
+            store.connections as f64,
+        )?;
+        encode_server(out, &store)?;
+        encode_client(out, &store)?;
+        Ok(())
+    }
+}
+
+fn buckets(h: &Hist) -> Vec<(f64, u64)> {
+    BUCKETS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(h.buckets.iter().copied())
+        .collect()
+}
+
+fn encode_server(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
+    let mut enc = out.encoder().encode_descriptor(
+        SERVER_FAMILY,
+        "Duration of HTTP server requests: first request byte read to last response byte \
+         written.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (k, h) in &store.server {
+        let status = k.status.to_string();
+        let port = k.port.to_string();
+        let labels = [
+            ("http_request_method", k.method),
+            ("http_response_status_code", status.as_str()),
+            ("http_route", k.route.as_str()),
+            ("server_port", port.as_str()),
+            ("process_name", k.process.as_str()),
+        ];
+        enc.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum,
+            h.count,
+            &buckets(h),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn encode_client(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
+    let mut enc = out.encoder().encode_descriptor(
+        CLIENT_FAMILY,
+        "Duration of HTTP client requests: first request byte written to last response byte \
+         read.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (k, h) in &store.client {
+        let status = k.status.to_string();
+        let port = k.port.to_string();
+        let labels = [
+            ("http_request_method", k.method),
+            ("http_response_status_code", status.as_str()),
+            ("server_address", k.address.as_str()),
+            ("server_port", port.as_str()),
+            ("process_name", k.process.as_str()),
+        ];
+        enc.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum,
+            h.count,
+            &buckets(h),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_v4_v6() {
+        let mut v4 = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        v4.resize(28, 0);
+        assert_eq!(
+            parse_sockaddr(&v4),
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), 8080))
+        );
+        let mut v6 = vec![10u8, 0, 0, 80, 0, 0, 0, 0];
+        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            parse_sockaddr(&v6),
+            Some((IpAddr::V6(Ipv6Addr::LOCALHOST), 80))
+        );
+        assert_eq!(parse_sockaddr(&[1, 0, 0]), None);
+    }
+
+    #[test]
+    fn inode_to_port() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(port_of_inode(text, "4242"), Some(8080));
+        assert_eq!(port_of_inode(text, "1"), None);
+    }
+
+    #[test]
+    fn methods_and_histogram() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "_OTHER");
+        let mut h = Hist::default();
+        h.observe(0.005);
+        h.observe(0.2);
+        h.observe(100.0);
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[6], 1);
+        assert_eq!(h.buckets[14], 1);
+        assert_eq!(h.count, 3);
+    }
+
+    #[test]
+    fn series_cap_counts_drops() {
+        let cfg = HttpConfig {
+            max_series_per_family: 2,
+            ..HttpConfig::default()
+        };
+        let mut s = Store::new(&cfg);
+        for i in 0..5 {
+            s.observe_server(
+                ServerKey {
+                    method: "GET",
+                    status: 200,
+                    route: format!("/r{i}"),
+                    port: 80,
+                    process: "p".into(),
+                },
+                0.1,
+            );
+        }
+        assert_eq!(s.server.len(), 2);
+        assert_eq!(s.dropped_server, 3);
+    }
+
+    /// One ring-buffer record as the kernel writes it.
+    #[expect(clippy::too_many_arguments, reason = "mirrors the record's fields")]
+    fn record(
+        kind: u8,
+        tgid: u32,
+        fd: u32,
+        conn_id: u64,
+        direction: u8,
+        role: u8,
+        ts_ns: u64,
+        aux: u32,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let h = EventHeader {
+            ts_ns,
+            conn_id,
+            bytes: payload.len() as u64,
+            tgid,
+            fd,
+            aux,
+            captured: payload.len() as u16,
+            kind,
+            direction,
+            role,
+            syscall: 0,
+            _pad: [0; 6],
+            comm: [0; 16],
+        };
+        let mut v = vec![0u8; HEADER_BYTES + payload.len()];
+        // SAFETY: `v` holds HEADER_BYTES bytes for the header.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<EventHeader>(), h) };
+        v[HEADER_BYTES..].copy_from_slice(payload);
+        v
+    }
+
+    /// A fixture /proc: pid 100 "nginx" listening on fd 6 (port 8080), pid 200 "curl".
+    fn fixture_procfs(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hostlens-http-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("100/fd")).unwrap();
+        std::fs::create_dir_all(d.join("100/net")).unwrap();
+        std::fs::create_dir_all(d.join("200")).unwrap();
+        std::fs::write(d.join("100/comm"), "nginx\n").unwrap();
+        std::fs::write(d.join("200/comm"), "curl\n").unwrap();
+        std::os::unix::fs::symlink("socket:[777]", d.join("100/fd/6")).unwrap();
+        std::fs::write(
+            d.join("100/net/tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1\n",
+        )
+        .unwrap();
+        d
+    }
+
+    fn feed(d: &mut Decoder, recs: &[Vec<u8>]) {
+        d.batch(|handle| {
+            for r in recs {
+                handle(r);
+            }
+        });
+    }
+
+    fn exchange(d: &mut Decoder) {
+        let mut sa = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        sa.resize(28, 0);
+        let (s, c) = (agent_common::http::ROLE_SERVER, ROLE_CLIENT);
+        let out = agent_common::http::DIR_OUT;
+        feed(
+            d,
+            &[
+                record(EV_ACCEPT, 100, 7, 1, 0, s, 0, 6, b""),
+                record(EV_CONNECT, 200, 3, 2, 0, c, 0, 0, &sa),
+                record(
+                    EV_DATA,
+                    200,
+                    3,
+                    2,
+                    out,
+                    c,
+                    500_000,
+                    0,
+                    b"GET /users/42?x=1 HTTP/1.1\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    100,
+                    7,
+                    1,
+                    DIR_IN,
+                    s,
+                    1_000_000,
+                    0,
+                    b"GET /users/42?x=1 HTTP/1.1\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    100,
+                    7,
+                    1,
+                    out,
+                    s,
+                    6_000_000,
+                    0,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+                record(
+                    EV_DATA,
+                    200,
+                    3,
+                    2,
+                    DIR_IN,
+                    c,
+                    6_500_000,
+                    0,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                ),
+                record(EV_CLOSE, 100, 7, 1, 0, s, 7_000_000, 0, b""),
+                record(EV_CLOSE, 200, 3, 2, 0, c, 7_000_000, 0, b""),
+            ],
+        );
+    }
+
+    #[test]
+    fn records_become_labelled_observations() {
+        let procfs = fixture_procfs("records");
+        let cfg = HttpConfig {
+            process_grace_period_seconds: 0,
+            ..HttpConfig::default()
+        };
+        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+        let mut d = Decoder::new(
+            Settings {
+                http: cfg,
+                procfs: procfs.clone(),
+            },
+            Arc::clone(&shared),
+            None,
+        );
+        exchange(&mut d);
+        {
+            let store = shared.lock().unwrap();
+            let key = ServerKey {
+                method: "GET",
+                status: 200,
+                route: "/users/*".into(),
+                port: 8080,
+                process: "nginx".into(),
+            };
+            let h = store.server.get(&key).expect("server series");
+            assert_eq!(h.count, 1);
+            assert!((h.sum - 0.005).abs() < 1e-12);
+            let key = ClientKey {
+                method: "GET",
+                status: 200,
+                address: "127.0.0.1".into(),
+                port: 8080,
+                process: "curl".into(),
+            };
+            let h = store.client.get(&key).expect("client series");
+            assert!((h.sum - 0.006).abs() < 1e-12);
+            assert_eq!(store.connections, 0, "closed connections are dropped");
+        }
+        // curl exits: after the (zero) grace period its series go, nginx's stay.
+        std::fs::remove_dir_all(procfs.join("200")).unwrap();
+        d.sweep();
+        std::thread::sleep(Duration::from_millis(20));
+        d.sweep();
+        let store = shared.lock().unwrap();
+        assert!(store.client.is_empty());
+        assert_eq!(store.server.len(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    #[test]
+    fn excluded_processes_and_ports_are_not_recorded() {
+        let procfs = fixture_procfs("filters");
+        for cfg in [
+            HttpConfig {
+                include_processes: vec!["nginx".into()],
+                ..HttpConfig::default()
+            },
+            HttpConfig {
+                exclude_ports: vec![8080],
+                ..HttpConfig::default()
+            },
+        ] {
+            let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+            let only_nginx = !cfg.include_processes.is_empty();
+            let mut d = Decoder::new(
+                Settings {
+                    http: cfg,
+                    procfs: procfs.clone(),
+                },
+                Arc::clone(&shared),
+                None,
+            );
+            exchange(&mut d);
+            let store = shared.lock().unwrap();
+            assert!(store.client.is_empty());
+            assert_eq!(store.server.len(), usize::from(only_nginx));
+        }
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    #[test]
+    fn config_validation_names_key() {
+        let bad = HttpConfig {
+            capture_bytes: 10,
+            ..HttpConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "http.capture_bytes");
+        let bad = HttpConfig {
+            route_templates: vec!["users/{id}".into()],
+            ..HttpConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "http.route_templates[0]");
+        assert!(HttpConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,1015 @@
+//! Privileged tests of the `http` probe: real servers (nginx, a python3 http.server, a server
+//! in this file) and real clients (curl, wrk, python sockets) on 127.0.0.1 free ports, the
+//! real kernel and eBPF programs. Every assertion is a delta on series filtered by the test's
+//! own server port, so other traffic on the host does not disturb it. Run one at a time.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Agent, Exposition, privileged, run_ok};
+
+const SERVER: &str = "http_server_request_duration_seconds";
+const CLIENT: &str = "http_client_request_duration_seconds";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Labels of a series key `name{a="b",…}` (values without escapes, as hostlens writes them
+/// for these tests).
+fn labels(series: &str) -> Option<(&str, BTreeMap<String, String>)> {
+    let (name, rest) = series.split_once('{')?;
+    let rest = rest.strip_suffix('}')?;
+    let mut m = BTreeMap::new();
+    let mut s = rest;
+    while !s.is_empty() {
+        let (k, v) = s.split_once("=\"")?;
+        let end = v.find('"')?;
+        m.insert(k.to_string(), v[..end].to_string());
+        s = v[end + 1..].trim_start_matches(',');
+    }
+    Some((name, m))
+}
+
+/// Sum of `<family>_<suffix>` over the series matching every `want` label.
+fn sum_of(e: &Exposition, family: &str, suffix: &str, want: &[(&str, &str)]) -> f64 {
+    let name = format!("{family}_{suffix}");
+    e.samples
+        .iter()
+        .filter_map(|(k, v)| {
+            let (n, l) = labels(k)?;
+            (n == name
+                && want
+                    .iter()
+                    .all(|(a, b)| l.get(*a).map(String::as_str) == Some(*b)))
+            .then_some(*v)
+        })
+        .sum()
+}
+
+fn count(e: &Exposition, family: &str, want: &[(&str, &str)]) -> f64 {
+    sum_of(e, family, "count", want)
+}
+
+/// Distinct label sets of `family` matching `want`.
+fn series(e: &Exposition, family: &str, want: &[(&str, &str)]) -> Vec<BTreeMap<String, String>> {
+    let name = format!("{family}_count");
+    e.samples
+        .keys()
+        .filter_map(|k| {
+            let (n, l) = labels(k)?;
+            (n == name
+                && want
+                    .iter()
+                    .all(|(a, b)| l.get(*a).map(String::as_str) == Some(*b)))
+            .then_some(l)
+        })
+        .collect()
+}
+
+fn lost(e: &Exposition) -> f64 {
+    e.get("hostlens_probe_events_lost_total{probe=\"http\"}")
+        .expect("hostlens_probe_events_lost_total{probe=\"http\"}")
+}
+
+/// Scrapes until `done` holds (the agent drains its ring buffer every few ms), then once more
+/// after a pause so that late extra counts would show.
+fn settle(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = agent.scrape();
+        if done(&e) || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            return agent.scrape();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts the agent with only the http probe and `http_yaml` as its `http:` section.
+fn agent_with(dir: &Path, http_yaml: &str) -> Agent {
+    let cfg = dir.join("hostlens.yaml");
+    std::fs::write(
+        &cfg,
+        format!("probes:\n  disable_defaults: true\n  http: true\nhttp:\n{http_yaml}"),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--config.file", cfg.to_str().unwrap()]);
+    let e = agent.scrape();
+    assert_eq!(
+        e.get("hostlens_probe_attached{probe=\"http\"}"),
+        Some(1.0),
+        "{}",
+        agent.log()
+    );
+    agent
+}
+
+/// A temporary directory removed (with the nginx files in it) when the test ends, also when
+/// it fails.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("hostlens-http-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+/// A child process killed (by its own pid) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// nginx with a temp config: `/index.html` (static), `/big.bin` (10 MB, sendfile), `/post`
+/// (200 to any method), `/error` (500); anything else 404.
+struct Nginx {
+    port: u16,
+    _proc: Proc,
+}
+
+impl Nginx {
+    fn start(dir: &Path) -> Nginx {
+        let port = free_port();
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        std::fs::write(www.join("index.html"), "<h1>hello</h1>\n").unwrap();
+        std::fs::write(www.join("wrk.html"), "wrk\n").unwrap();
+        let big: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(www.join("big.bin"), big).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n sendfile on;\n keepalive_requests 1000000;\n\
+             client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+             uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{\n  listen 127.0.0.1:{port};\n  root {www};\n\
+             location = /post {{ return 200 \"posted\\n\"; }}\n\
+             location = /error {{ return 500; }}\n }}\n}}\n",
+            www = www.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("nginx")
+            .args([
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-p",
+                dir.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx (Debian package nginx-light)");
+        wait_listening(port);
+        Nginx {
+            port,
+            _proc: Proc(child),
+        }
+    }
+}
+
+/// A python3 client over raw sockets: argv = port, then a JSON list of [method, path, body]
+/// requests sent one after another on one keep-alive connection; prints each response's
+/// status and the seconds from sending to the last byte read.
+const PY_CLIENT: &str = r#"
+import json, socket, sys, time
+port = int(sys.argv[1]); reqs = json.loads(sys.argv[2])
+def connect():
+    s = socket.create_connection(("127.0.0.1", port))
+    return s, s.makefile("rb")
+s, f = connect()
+for method, path, body in reqs:
+    data = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    t0 = time.monotonic()
+    s.sendall(data)
+    status = 100
+    while 100 <= status < 200:
+        status = int(f.readline().split()[1])
+        length = 0; chunked = False; close = False
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode().partition(":")
+            if k.strip().lower() == "connection" and "close" in v.lower():
+                close = True
+            if k.strip().lower() == "content-length":
+                length = int(v)
+            if k.strip().lower() == "transfer-encoding" and "chunked" in v:
+                chunked = True
+    if method != "HEAD" and status not in (204, 304):
+        if chunked:
+            while True:
+                size = int(f.readline().split(b";")[0], 16)
+                f.read(size + 2)
+                if size == 0:
+                    break
+        else:
+            f.read(length)
+    print(status, time.monotonic() - t0)
+    if close:
+        s.close(); s, f = connect()
+s.close()
+"#;
+
+fn py_client(port: u16, reqs: &[(&str, String, &str)]) -> Vec<(u16, f64)> {
+    let json = format!(
+        "[{}]",
+        reqs.iter()
+            .map(|(m, p, b)| format!("[\"{m}\",\"{p}\",\"{b}\"]"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    run_ok(Command::new("python3").args(["-c", PY_CLIENT, &port.to_string(), &json]))
+        .lines()
+        .map(|l| {
+            let (s, t) = l.split_once(' ').unwrap();
+            (s.parse().unwrap(), t.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Pipelining client: argv = port, batch size, then paths; writes each batch of requests with
+/// one sendall on one connection and reads all its responses before the next batch.
+const PY_PIPELINE: &str = r#"
+import socket, sys
+port = int(sys.argv[1]); batch = int(sys.argv[2]); paths = sys.argv[3:]
+if paths[0] == "--users":
+    k = int(paths[1])
+    paths = [f"/users/{k * 25000 + i}" for i in range(25000)]
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+statuses = []
+for i in range(0, len(paths), batch):
+    chunk = paths[i:i+batch]
+    s.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in chunk))
+    for _ in chunk:
+        status = int(f.readline().split()[1]); length = 0
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode().partition(":")
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        f.read(length)
+        statuses.append(status)
+print(" ".join(map(str, statuses)))
+"#;
+
+/// The comm of a python3 process (python3 may be a versioned binary behind a shim).
+fn python_comm() -> String {
+    run_ok(Command::new("python3").args(["-c", "print(open('/proc/self/comm').read().strip())"]))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn http_exact_counts_per_method_status_route() {
+    if !privileged("http_exact_counts_per_method_status_route") {
+        return;
+    }
+    let dir = temp_dir("counts");
+    let agent = agent_with(&dir, "  capture_bytes: 1024\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let port = nginx.port.to_string();
+    let p = port.as_str();
+    let py = python_comm();
+    let before = agent.scrape();
+
+    let mut reqs: Vec<(&str, String, &str)> = Vec::new();
+    reqs.extend((0..1000).map(|_| ("GET", "/index.html".to_string(), "")));
+    reqs.extend((0..100).map(|_| ("POST", "/post".to_string(), "name=value")));
+    reqs.extend((0..50).map(|_| ("HEAD", "/index.html".to_string(), "")));
+    reqs.extend((0..20).map(|i| ("GET", format!("/missing/{i}"), "")));
+    reqs.extend((0..10).map(|_| ("GET", "/error".to_string(), "")));
+    let got = py_client(nginx.port, &reqs);
+    assert_eq!(got.len(), 1180);
+    assert_eq!(got.iter().filter(|(s, _)| *s == 404).count(), 20);
+    assert_eq!(got.iter().filter(|(s, _)| *s == 500).count(), 10);
+
+    let expect: [(&str, &str, &str, f64); 5] = [
+        ("GET", "200", "/index.html", 1000.0),
+        ("POST", "200", "/post", 100.0),
+        ("HEAD", "200", "/index.html", 50.0),
+        ("GET", "404", "/missing/*", 20.0),
+        ("GET", "500", "/error", 10.0),
+    ];
+    let total: f64 = expect.iter().map(|x| x.3).sum();
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
+            >= total
+    });
+    for (m, s, r, n) in expect {
+        let want = [
+            ("server_port", p),
+            ("http_request_method", m),
+            ("http_response_status_code", s),
+            ("http_route", r),
+            ("process_name", "nginx"),
+        ];
+        let delta = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+        assert_eq!(delta, n, "server {m} {s} {r}\n{}", agent.log());
+        // The python client's side of the same requests.
+        let want = [
+            ("server_port", p),
+            ("server_address", "127.0.0.1"),
+            ("http_request_method", m),
+            ("http_response_status_code", s),
+            ("process_name", py.as_str()),
+        ];
+        let client_delta = count(&after, CLIENT, &want) - count(&before, CLIENT, &want);
+        assert_eq!(client_delta, n, "client {m} {s}");
+    }
+    assert_eq!(
+        count(&after, SERVER, &[("server_port", p)])
+            - count(&before, SERVER, &[("server_port", p)]),
+        total,
+        "no other server series for the port"
+    );
+
+    // wrk: its count of completed requests, plus at most the requests in flight on its 4
+    // connections when it stopped.
+    let before = agent.scrape();
+    let out = run_ok(Command::new("wrk").args([
+        "-t1",
+        "-c4",
+        "-d1s",
+        &format!("http://127.0.0.1:{p}/wrk.html"),
+    ]));
+    let done: f64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .map(|(n, _)| n.trim().parse().unwrap())
+        .expect("wrk summary");
+    let want = [("server_port", p), ("http_route", "/wrk.html")];
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &want) - count(&before, SERVER, &want) >= done
+    });
+    let delta = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+    assert!(
+        delta >= done && delta <= done + 4.0,
+        "wrk completed {done}, hostlens counted {delta}"
+    );
+    assert_eq!(lost(&after), lost(&before), "ring buffer events lost");
+    // The agent's own scrapes are never traced.
+    let own = agent.port.to_string();
+    assert!(series(&after, SERVER, &[("server_port", &own)]).is_empty());
+    assert!(!agent.log().contains("panicked"), "{}", agent.log());
+}
+
+#[test]
+fn http_pipelined_requests_each_get_their_status() {
+    if !privileged("http_pipelined_requests_each_get_their_status") {
+        return;
+    }
+    let dir = temp_dir("pipeline");
+    let agent = agent_with(&dir, "  capture_bytes: 1024\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    let mut args = vec![p.to_string(), "10".to_string()];
+    for i in 0..10 {
+        args.push(if i % 2 == 0 {
+            "/index.html".to_string()
+        } else {
+            format!("/nothing/{i}")
+        });
+    }
+    let statuses = run_ok(
+        Command::new("python3")
+            .args(["-c", PY_PIPELINE])
+            .args(&args),
+    );
+    assert_eq!(statuses.trim(), "200 404 200 404 200 404 200 404 200 404");
+    let ok = [
+        ("server_port", p),
+        ("http_response_status_code", "200"),
+        ("http_route", "/index.html"),
+    ];
+    let nf = [
+        ("server_port", p),
+        ("http_response_status_code", "404"),
+        ("http_route", "/nothing/*"),
+    ];
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
+            >= 10.0
+    });
+    assert_eq!(
+        count(&after, SERVER, &ok) - count(&before, SERVER, &ok),
+        5.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &nf) - count(&before, SERVER, &nf),
+        5.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &[("server_port", p)])
+            - count(&before, SERVER, &[("server_port", p)]),
+        10.0
+    );
+
+    // Deeper: 20 writes of 30 pipelined requests each; nginx answers several per writev.
+    let before = after;
+    let mut args = vec![p.to_string(), "30".to_string()];
+    for i in 0..600 {
+        args.push(if i % 3 == 0 {
+            "/index.html".to_string()
+        } else {
+            format!("/deep/{i}")
+        });
+    }
+    let statuses = run_ok(
+        Command::new("python3")
+            .args(["-c", PY_PIPELINE])
+            .args(&args),
+    );
+    assert_eq!(
+        statuses.split_whitespace().filter(|s| *s == "404").count(),
+        400
+    );
+    let deep = [
+        ("server_port", p),
+        ("http_response_status_code", "404"),
+        ("http_route", "/deep/*"),
+    ];
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
+            >= 600.0
+    });
+    assert_eq!(
+        count(&after, SERVER, &ok) - count(&before, SERVER, &ok),
+        200.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &deep) - count(&before, SERVER, &deep),
+        400.0
+    );
+}
+
+/// python3 http.server (threading, HTTP/1.1 keep-alive): `/slow` answers after 200 ms.
+const PY_SERVER: &str = r#"
+import http.server, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Head and body go out in two writes; without TCP_NODELAY the body waits for the
+    # client's delayed ACK (~40 ms) after the server's write returned.
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(0.2)
+        body = b"done\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn http_latency_matches_the_clients() {
+    if !privileged("http_latency_matches_the_clients") {
+        return;
+    }
+    let dir = temp_dir("latency");
+    let agent = agent_with(&dir, "  capture_bytes: 1024\n");
+    let port = free_port();
+    let _server = Proc(
+        Command::new("python3")
+            .args(["-c", PY_SERVER, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port);
+    let p = port.to_string();
+    let p = p.as_str();
+    let want = [
+        ("server_port", p),
+        ("http_route", "/slow"),
+        ("http_response_status_code", "200"),
+    ];
+    let before = agent.scrape();
+    let got = py_client(port, &vec![("GET", "/slow".to_string(), ""); 10]);
+    let client_mean = got.iter().map(|(_, t)| t).sum::<f64>() / got.len() as f64;
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 10.0
+    });
+    let n = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+    assert_eq!(n, 10.0);
+    let mean = (sum_of(&after, SERVER, "sum", &want) - sum_of(&before, SERVER, "sum", &want)) / n;
+    assert!(
+        (mean - client_mean).abs() <= 0.10 * client_mean,
+        "server-side mean {mean} s vs client-measured {client_mean} s"
+    );
+
+    // 10 MB via sendfile, read slowly by curl: the duration lies between its TTFB and total.
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let np = nginx.port.to_string();
+    let np = np.as_str();
+    let want = [("server_port", np), ("http_route", "/big.bin")];
+    let before = agent.scrape();
+    let out = run_ok(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "--limit-rate",
+        "50M",
+        "-w",
+        "%{http_code} %{time_starttransfer} %{time_total}",
+        &format!("http://127.0.0.1:{np}/big.bin"),
+    ]));
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(f[0], "200");
+    let (ttfb, total): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 1.0
+    });
+    assert_eq!(
+        count(&after, SERVER, &want) - count(&before, SERVER, &want),
+        1.0
+    );
+    let d = sum_of(&after, SERVER, "sum", &want) - sum_of(&before, SERVER, "sum", &want);
+    assert!(
+        d >= ttfb && d <= total,
+        "10 MB: duration {d} s, curl TTFB {ttfb} s, total {total} s"
+    );
+    let cwant = [("server_port", np), ("process_name", "curl")];
+    assert_eq!(
+        count(&after, CLIENT, &cwant) - count(&before, CLIENT, &cwant),
+        1.0
+    );
+    let cd = sum_of(&after, CLIENT, "sum", &cwant) - sum_of(&before, CLIENT, "sum", &cwant);
+    assert!(cd <= total, "client duration {cd} s > curl total {total} s");
+}
+
+#[test]
+fn http_client_side_from_curl() {
+    if !privileged("http_client_side_from_curl") {
+        return;
+    }
+    let dir = temp_dir("client");
+    // Only curl is traced: nginx's side of the same requests must not appear.
+    let agent = agent_with(&dir, "  include_processes: [curl]\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    // One curl process, one keep-alive connection, 15 + 5 requests.
+    let mut args = vec!["-s".to_string()];
+    for i in 0..20 {
+        let path = if i < 15 {
+            "/index.html".to_string()
+        } else {
+            format!("/gone/{i}")
+        };
+        args.extend([
+            "-o".into(),
+            "/dev/null".into(),
+            format!("http://127.0.0.1:{p}{path}"),
+        ]);
+    }
+    run_ok(Command::new("curl").args(&args));
+    let ok = [
+        ("server_address", "127.0.0.1"),
+        ("server_port", p),
+        ("process_name", "curl"),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+    ];
+    let mut nf = ok;
+    nf[4] = ("http_response_status_code", "404");
+    let after = settle(&agent, |e| {
+        count(e, CLIENT, &ok) - count(&before, CLIENT, &ok) >= 15.0
+            && count(e, CLIENT, &nf) - count(&before, CLIENT, &nf) >= 5.0
+    });
+    assert_eq!(
+        count(&after, CLIENT, &ok) - count(&before, CLIENT, &ok),
+        15.0
+    );
+    assert_eq!(
+        count(&after, CLIENT, &nf) - count(&before, CLIENT, &nf),
+        5.0
+    );
+}
+
+#[test]
+fn http_route_cardinality_is_bounded() {
+    if !privileged("http_route_cardinality_is_bounded") {
+        return;
+    }
+    let dir = temp_dir("cardinality");
+    // The python client is excluded: only nginx's side is decoded (and the client's bytes
+    // never leave the kernel once the agent has seen its connect).
+    let py = python_comm();
+    let agent = agent_with(
+        &dir,
+        &format!("  capture_bytes: 1024\n  exclude_processes: [\"{py}\"]\n"),
+    );
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    // Four clients, 25,000 sequential keep-alive requests each, every path distinct.
+    let clients: Vec<Child> = (0..4)
+        .map(|k| {
+            Command::new("python3")
+                .args(["-c", PY_PIPELINE, p, "1", "--users", &k.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut n404 = 0;
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        n404 += String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|s| *s == "404")
+            .count();
+    }
+    assert_eq!(n404, 100_000);
+    let want = [("server_port", p), ("http_route", "/users/*")];
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 100_000.0
+    });
+    assert_eq!(
+        count(&after, SERVER, &want) - count(&before, SERVER, &want),
+        100_000.0,
+        "lost events: {}",
+        lost(&after) - lost(&before)
+    );
+    let s = series(&after, SERVER, &[("server_port", p)]);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(series(&after, CLIENT, &[("server_port", p)]).is_empty());
+}
+
+/// The test's own server: per connection, requests until close. `/interim` answers a 103
+/// interim response, then a chunked 200 written in three writes; anything else a 200 with
+/// Content-Length. With `speak_first`, it writes a response before any request.
+fn own_server(speak_first: bool) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                if speak_first {
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+                }
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let Ok(n) = c.read(&mut tmp) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        // Answer only once the whole body (Content-Length) is in.
+                        let body_len = String::from_utf8_lossy(&buf[..end])
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + body_len {
+                            break;
+                        }
+                        let head: Vec<u8> = buf.drain(..end + 4 + body_len).collect();
+                        let ok = if head.starts_with(b"GET /interim ") {
+                            c.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+                                .and_then(|_| {
+                                    c.write_all(
+                                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                    )
+                                })
+                                .and_then(|_| c.write_all(b"5\r\nhello\r\n"))
+                                .and_then(|_| c.write_all(b"0\r\n\r\n"))
+                        } else {
+                            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+                        };
+                        if ok.is_err() {
+                            return;
+                        }
+                    }
+                    if buf.len() > 1 << 20 {
+                        buf.clear();
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn own_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn http_own_server_interim_chunked_and_split_heads() {
+    if !privileged("http_own_server_interim_chunked_and_split_heads") {
+        return;
+    }
+    let dir = temp_dir("own");
+    // A second server whose port is excluded: neither side of its traffic may appear.
+    let excluded = own_server(false);
+    let agent = agent_with(
+        &dir,
+        &format!("  exclude_ports: [{excluded}]\n  route_templates: [\"/tpl/{{name}}/x\"]\n"),
+    );
+    let port = own_server(false);
+    let p = port.to_string();
+    let p = p.as_str();
+    let me = own_comm();
+    let before = agent.scrape();
+    let got = py_client(
+        port,
+        &[
+            ("GET", "/interim".into(), ""),
+            ("GET", "/interim".into(), ""),
+            ("GET", "/interim".into(), ""),
+            ("GET", "/plain".into(), ""),
+            ("GET", "/tpl/alice/x".into(), ""),
+        ],
+    );
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        [200, 200, 200, 200, 200]
+    );
+    // A head split over three writes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for part in [&b"GET /spl"[..], b"it HTTP/1.1\r\nHo", b"st: x\r\n\r\n"] {
+        s.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut resp = [0u8; 64];
+    let n = s.read(&mut resp).unwrap();
+    assert!(resp[..n].starts_with(b"HTTP/1.1 200"));
+    drop(s);
+    let interim = [
+        ("server_port", p),
+        ("http_route", "/interim"),
+        ("http_response_status_code", "200"),
+    ];
+    let plain = [("server_port", p), ("http_route", "/plain")];
+    let split = [("server_port", p), ("http_route", "/split")];
+    let tpl = [("server_port", p), ("http_route", "/tpl/{name}/x")];
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
+            >= 6.0
+    });
+    assert_eq!(
+        count(&after, SERVER, &tpl) - count(&before, SERVER, &tpl),
+        1.0,
+        "configured route template"
+    );
+    assert_eq!(
+        count(&after, SERVER, &interim) - count(&before, SERVER, &interim),
+        3.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &plain) - count(&before, SERVER, &plain),
+        1.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &split) - count(&before, SERVER, &split),
+        1.0
+    );
+    assert_eq!(
+        count(&after, SERVER, &[("server_port", p)])
+            - count(&before, SERVER, &[("server_port", p)]),
+        6.0,
+        "103 responses are not requests"
+    );
+    py_client(excluded, &[("GET", "/plain".into(), "")]);
+    std::thread::sleep(Duration::from_millis(300));
+    let ex = excluded.to_string();
+    let e = agent.scrape();
+    assert!(series(&e, SERVER, &[("server_port", &ex)]).is_empty());
+    assert!(series(&e, CLIENT, &[("server_port", &ex)]).is_empty());
+    let mine = series(&after, SERVER, &[("server_port", p)]);
+    assert!(
+        mine.iter().all(|l| l.get("process_name") == Some(&me)),
+        "{mine:?} vs {me}"
+    );
+}
+
+/// Sends raw bytes on a new connection, optionally resets it (SO_LINGER 0) instead of reading.
+fn raw(port: u16, bytes: &[u8], reset: bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(bytes);
+    if reset {
+        // SO_LINGER with a zero timeout: close sends RST.
+        let lg = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own open socket with a correctly sized linger struct.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const lg).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        return;
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+}
+
+#[test]
+fn http_bad_input_counts_nothing_false() {
+    if !privileged("http_bad_input_counts_nothing_false") {
+        return;
+    }
+    let dir = temp_dir("bad");
+    let agent = agent_with(&dir, "  capture_bytes: 1024\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let own = own_server(false);
+    let talker = own_server(true);
+    let before = agent.scrape();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let tls_hello: &[u8] = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03";
+    let mut long_url = b"GET /".to_vec();
+    long_url.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    long_url.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    for port in [nginx.port, own] {
+        raw(port, &random, false);
+        raw(port, tls_hello, false);
+        raw(port, b"*1\r\n$4\r\nPING\r\n", false);
+        raw(port, b"SSH-2.0-OpenSSH_9.2\r\n", false);
+        raw(port, b"GET\r\n\r\n", false);
+        raw(port, b"GET /x HTTP/9.9\r\n\r\n", false);
+        raw(port, b"GET /half HTTP/1.1\r\nHost", true);
+    }
+    // Reset mid-body, before the server (which waits for the whole body) answered. (nginx
+    // answers a static location before reading the body, so it is not used here.)
+    raw(
+        own,
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+        true,
+    );
+    // Requests that are real, with strange targets: counted, with bounded routes.
+    raw(nginx.port, &long_url, false);
+    raw(
+        nginx.port,
+        b"GET /caf\xe9/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    // A response nobody asked for, then nothing.
+    raw(talker, b"", false);
+    let np = nginx.port.to_string();
+    let np = np.as_str();
+    let op = own.to_string();
+    let tp = talker.to_string();
+    let after = settle(&agent, |e| {
+        count(e, SERVER, &[("server_port", np)]) - count(&before, SERVER, &[("server_port", np)])
+            >= 2.0
+    });
+    let delta = |port: &str| {
+        let mut d = BTreeMap::new();
+        for l in series(&after, SERVER, &[("server_port", port)]) {
+            let want: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let n = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+            if n != 0.0 {
+                d.insert(
+                    format!(
+                        "{} {} {}",
+                        l["http_request_method"], l["http_response_status_code"], l["http_route"]
+                    ),
+                    n,
+                );
+            }
+        }
+        d
+    };
+    let ng = delta(np);
+    assert_eq!(
+        ng,
+        BTreeMap::from([
+            ("GET 404 /*/*".to_string(), 1.0),
+            ("GET 414 /*".to_string(), 1.0)
+        ]),
+        "nginx: only the long-URL and non-UTF-8 requests are requests"
+    );
+    assert_eq!(delta(&op), BTreeMap::new(), "own server");
+    assert_eq!(delta(&tp), BTreeMap::new(), "speak-first server");
+    assert!(
+        after
+            .get("hostlens_http_decode_errors_total{reason=\"unpaired_response\"}")
+            .unwrap()
+            > before
+                .get("hostlens_http_decode_errors_total{reason=\"unpaired_response\"}")
+                .unwrap()
+    );
+    assert!(!agent.log().contains("panicked"), "{}", agent.log());
+    // The state of closed connections is gone.
+    let conns = after.get("hostlens_http_connections").unwrap();
+    assert!(conns < 1000.0, "connections held: {conns}");
+}
+
+#[test]
+fn http_series_of_exited_processes_disappear() {
+    if !privileged("http_series_of_exited_processes_disappear") {
+        return;
+    }
+    let dir = temp_dir("grace");
+    let agent = agent_with(&dir, "  process_grace_period_seconds: 2\n");
+    let port = free_port();
+    // A uniquely named server process (PR_SET_NAME), so no other process keeps the name alive.
+    let name = format!("hlgrace{}", std::process::id() % 100_000);
+    let script =
+        format!("import ctypes\nctypes.CDLL(None).prctl(15, b'{name}', 0, 0, 0)\n{PY_SERVER}");
+    let server = Proc(
+        Command::new("python3")
+            .args(["-c", &script, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port);
+    let p = port.to_string();
+    let p = p.as_str();
+    py_client(port, &[("GET", "/x".into(), "")]);
+    let want = [("server_port", p), ("process_name", name.as_str())];
+    let e = settle(&agent, |e| count(e, SERVER, &want) >= 1.0);
+    assert_eq!(count(&e, SERVER, &want), 1.0, "{}", e.text);
+    drop(server);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !series(&agent.scrape(), SERVER, &want).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "series still there after the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

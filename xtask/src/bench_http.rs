@@ -1,0 +1,440 @@
+//! `cargo xtask bench`, HTTP section: wrk against nginx on loopback with the `http` probe off
+//! and on, alternating in the same run (the machine is shared, so rounds interleave).
+//! Reports throughput and p99 ratios, hostlens CPU per 1,000 requests, events lost, and the
+//! CPU hostlens spends at a fixed 10k req/s from a paced client (wrk2 is not packaged).
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const ROUNDS: usize = 5;
+const WRK_SECONDS: u32 = 5;
+const FIXED_RATE: u32 = 10_000;
+const FIXED_SECONDS: u64 = 5;
+const MARKER: &str = "## HTTP probe: nginx under wrk, probe off vs on";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {port} after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?) as f64 / 100.0)
+}
+
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of a family's samples whose line contains `filter`.
+fn metric_sum(body: &str, name: &str, filter: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+struct Nginx {
+    port: u16,
+    /// The worker process (serves every request; its CPU includes the probe's kernel work).
+    worker: u32,
+    dir: PathBuf,
+    _proc: Proc,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_nginx() -> Result<Nginx> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("hostlens-bench-nginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    std::fs::write(dir.join("www/index.html"), "<h1>hello from nginx</h1>\n")?;
+    let d = dir.display();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n sendfile on;\n\
+             keepalive_requests 10000000;\n client_body_temp_path {d}/tmp;\n\
+             proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp;\n\
+             scgi_temp_path {d}/tmp;\n server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (cargo xtask setup installs nginx-light)")?;
+    let proc_ = Proc(child);
+    wait_port(port)?;
+    let master = proc_.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .context("reading nginx's worker pid")?;
+    let worker = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("nginx has no worker process")?;
+    Ok(Nginx {
+        port,
+        worker,
+        dir,
+        _proc: proc_,
+    })
+}
+
+/// hostlens with only the http probe (`on`) or no probe at all (`off`).
+fn start_hostlens(bin: &Path, on: bool) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--web.listen-address", &addr, "--probe.disable-defaults"];
+    if on {
+        args.push("--probe.http");
+    }
+    let child = Command::new(bin)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting hostlens")?;
+    let p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(port, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if Instant::now() > deadline {
+            bail!("hostlens not ready after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((p, port))
+}
+
+struct Wrk {
+    rps: f64,
+    requests: f64,
+    p99_ms: f64,
+    /// nginx worker CPU seconds during the run.
+    nginx_cpu_s: f64,
+}
+
+fn parse_duration_ms(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1e3,
+        "ms" => v,
+        "s" => v * 1e3,
+        "m" => v * 60e3,
+        _ => return None,
+    })
+}
+
+fn wrk(nginx: &Nginx) -> Result<Wrk> {
+    let port = nginx.port;
+    let cpu0 = cpu_seconds(nginx.worker)?;
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c32",
+            &format!("-d{WRK_SECONDS}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}/index.html"),
+        ])
+        .output()
+        .context("running wrk (cargo xtask setup installs it)")?;
+    let nginx_cpu_s = cpu_seconds(nginx.worker)? - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .context("no request count in wrk output")?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| parse_duration_ms(v.trim()))
+        .context("no 99% latency in wrk output")?;
+    Ok(Wrk {
+        rps,
+        requests,
+        p99_ms,
+        nginx_cpu_s,
+    })
+}
+
+/// Keep-alive GETs paced to `rate` per second over 4 connections for `secs`. Returns the
+/// requests completed.
+fn paced(port: u16, rate: u32, secs: u64) -> Result<u64> {
+    let conns = 4u32;
+    let per = f64::from(rate / conns);
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<u64> {
+                let s = TcpStream::connect(("127.0.0.1", port))?;
+                s.set_nodelay(true)?;
+                let mut r = BufReader::new(s);
+                let start = Instant::now();
+                let mut n = 0u64;
+                let mut line = String::new();
+                while start.elapsed() < Duration::from_secs(secs) {
+                    let due = start + Duration::from_secs_f64(n as f64 / per);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    r.get_mut()
+                        .write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                    let mut len = 0usize;
+                    loop {
+                        line.clear();
+                        r.read_line(&mut line)?;
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse()?;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    Ok(total)
+}
+
+struct On {
+    wrk: Wrk,
+    cpu_s: f64,
+    lost: f64,
+    counted: f64,
+}
+
+pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
+    let nginx = start_nginx()?;
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for _ in 0..ROUNDS {
+        {
+            let (_hl, _) = start_hostlens(bin, false)?;
+            off.push(wrk(&nginx)?);
+        }
+        let (hl, port) = start_hostlens(bin, true)?;
+        let pid = hl.0.id();
+        let before = get(port, "/metrics")?;
+        let cpu0 = cpu_seconds(pid)?;
+        let w = wrk(&nginx)?;
+        let cpu_s = cpu_seconds(pid)? - cpu0;
+        std::thread::sleep(Duration::from_millis(500));
+        let after = get(port, "/metrics")?;
+        let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
+        let filter = format!("server_port=\"{}\"", nginx.port);
+        let count = "http_server_request_duration_seconds_count";
+        on.push(On {
+            wrk: w,
+            cpu_s,
+            lost: metric(&after, lost_series) - metric(&before, lost_series),
+            counted: metric_sum(&after, count, &filter) - metric_sum(&before, count, &filter),
+        });
+    }
+    // Fixed rate: hostlens CPU at 10k req/s.
+    let (hl, port) = start_hostlens(bin, true)?;
+    let pid = hl.0.id();
+    let before = get(port, "/metrics")?;
+    let cpu0 = cpu_seconds(pid)?;
+    let done = paced(nginx.port, FIXED_RATE, FIXED_SECONDS)?;
+    let fixed_cpu = cpu_seconds(pid)? - cpu0;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = get(port, "/metrics")?;
+    let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
+    let fixed_lost = metric(&after, lost_series) - metric(&before, lost_series);
+    drop(hl);
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // The machine is shared: each round's on/off pair ran back to back, so the median of the
+    // per-round ratios is steadier than the ratio of means.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rps_ratio = median(
+        off.iter()
+            .zip(&on)
+            .map(|(f, o)| o.wrk.rps / f.rps)
+            .collect(),
+    );
+    let p99_ratio = median(
+        off.iter()
+            .zip(&on)
+            .map(|(f, o)| o.wrk.p99_ms / f.p99_ms)
+            .collect(),
+    );
+    let off_rps = mean(&off.iter().map(|w| w.rps).collect::<Vec<_>>());
+    let on_rps = mean(&on.iter().map(|o| o.wrk.rps).collect::<Vec<_>>());
+    let off_p99 = mean(&off.iter().map(|w| w.p99_ms).collect::<Vec<_>>());
+    let on_p99 = mean(&on.iter().map(|o| o.wrk.p99_ms).collect::<Vec<_>>());
+    let on_requests: f64 = on.iter().map(|o| o.wrk.requests).sum();
+    let off_requests: f64 = off.iter().map(|w| w.requests).sum();
+    // CPU-bound estimate, insensitive to other load on the machine: nginx's CPU per request
+    // off / on (the probe's kernel work runs in nginx's syscalls and is charged to it).
+    let nginx_off = off.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / off_requests;
+    let nginx_on = on.iter().map(|o| o.wrk.nginx_cpu_s).sum::<f64>() / on_requests;
+    let on_cpu: f64 = on.iter().map(|o| o.cpu_s).sum();
+    let lost: f64 = on.iter().map(|o| o.lost).sum();
+    let counted: f64 = on.iter().map(|o| o.counted).sum();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut md = String::new();
+    writeln!(md, "{MARKER} ({date})\n")?;
+    writeln!(
+        md,
+        "`cargo xtask bench`: nginx (1 worker, static 26-byte file, keep-alive) on 127.0.0.1, \
+         `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, {ROUNDS} rounds alternating hostlens with no \
+         probe (off) and with only the `http` probe (on, default config: every process, so \
+         both nginx's server side and wrk's client side are decoded). CPU is hostlens's \
+         utime+stime during the on-rounds (10 ms ticks). Load average at the end: {}.\n",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )?;
+    writeln!(
+        md,
+        "| round | off req/s | on req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | nginx CPU µs/req on | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for (i, (f, o)) in off.iter().zip(&on).enumerate() {
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
+            i + 1,
+            f.rps,
+            o.wrk.rps,
+            f.p99_ms,
+            o.wrk.p99_ms,
+            f.nginx_cpu_s * 1e6 / f.requests,
+            o.wrk.nginx_cpu_s * 1e6 / o.wrk.requests,
+            o.cpu_s,
+            o.lost,
+            o.counted,
+            o.wrk.requests
+        )?;
+    }
+    writeln!(
+        md,
+        "\nThroughput on/off: median of the rounds' ratios **{:.2}×** (budget ≥ 0.90×), ratio of \
+         means {:.2}×; p99 latency on/off: median {:.2}×, of means {:.2}×; hostlens CPU \
+         **{:.2} ms per 1,000 requests**, events lost {:.0} (budget 0). Fixed rate: {} requests \
+         in {FIXED_SECONDS} s ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {:.2} s \
+         CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {:.0}. \
+         nginx worker CPU per request off/on: {:.1} µs / {:.1} µs, i.e. a CPU-bound nginx would \
+         keep **{:.2}×** its throughput (this figure does not depend on the other load on the \
+         machine; the req/s ratios above do).\n",
+        rps_ratio,
+        on_rps / off_rps,
+        p99_ratio,
+        on_p99 / off_p99,
+        on_cpu * 1e3 / (on_requests / 1e3),
+        lost,
+        done,
+        done as f64 / FIXED_SECONDS as f64,
+        fixed_cpu,
+        fixed_cpu * 100.0 / FIXED_SECONDS as f64,
+        fixed_cpu * 1e3 / (done as f64 / 1e3),
+        fixed_lost,
+        nginx_off * 1e6,
+        nginx_on * 1e6,
+        nginx_off / nginx_on,
+    )?;
+    let _ = counted;
+    print!("{md}");
+    if write {
+        let path = root.join("BENCHMARKS.md");
+        let mut doc = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(start) = doc.find(MARKER) {
+            let end = doc[start + MARKER.len()..]
+                .find("\n## ")
+                .map_or(doc.len(), |e| start + MARKER.len() + e + 1);
+            doc.replace_range(start..end, &md);
+        } else {
+            if !doc.ends_with('\n') {
+                doc.push('\n');
+            }
+            doc.push_str(&md);
+        }
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("==> BENCHMARKS.md updated (HTTP section)");
+    }
+    Ok(())
+}

@@ -59,6 +59,27 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Set all collectors to disabled by default"),
         )
+        .arg(setting_arg(
+            "collector.textfile.directory",
+            "DIR",
+            "Directory (or glob) to read *.prom text files with metrics from [default: \"\"]",
+        ))
+        .arg(setting_arg(
+            "collector.netclass.ignored-devices",
+            "REGEX",
+            "Regexp of net devices to ignore for netclass collector [default: ^$]",
+        ))
+        .arg(
+            Arg::new("collector.netclass.ignore-invalid-speed")
+                .long("collector.netclass.ignore-invalid-speed")
+                .action(ArgAction::SetTrue)
+                .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x"),
+        )
+        .arg(setting_arg(
+            "collector.powersupply.ignored-supplies",
+            "REGEX",
+            "Regexp of power supplies to ignore for powersupplyclass collector [default: ^$]",
+        ))
         .arg(
             Arg::new("probe.disable-defaults")
                 .long("probe.disable-defaults")
@@ -90,6 +111,10 @@ fn path_arg(name: &'static str, help: &'static str) -> Arg {
         .value_name("PATH")
         .value_parser(value_parser!(PathBuf))
         .help(help)
+}
+
+fn setting_arg(name: &'static str, value: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).long(name).value_name(value).help(help)
 }
 
 fn toggle_args(cmd: Command, kind: &str, name: &str, default: &str) -> Command {
@@ -170,6 +195,19 @@ impl Flags {
         }
         if let Some(v) = m.get_one::<PathBuf>("path.rootfs") {
             cfg.paths.rootfs = v.clone();
+        }
+        let settings = &mut cfg.collector_settings;
+        if let Some(v) = m.get_one::<String>("collector.textfile.directory") {
+            settings.textfile.directory = v.clone();
+        }
+        if let Some(v) = m.get_one::<String>("collector.netclass.ignored-devices") {
+            settings.netclass.ignored_devices = v.clone();
+        }
+        if m.get_flag("collector.netclass.ignore-invalid-speed") {
+            settings.netclass.ignore_invalid_speed = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.powersupply.ignored-supplies") {
+            settings.powersupplyclass.ignored_supplies = v.clone();
         }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;
@@ -258,6 +296,25 @@ mod tests {
         assert_eq!(c.web.listen_address, "127.0.0.1:1");
         assert!(c.collectors.enabled("loadavg"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn collector_setting_flags() {
+        let c = cfg(&[
+            "--collector.textfile.directory",
+            "/t",
+            "--collector.netclass.ignored-devices",
+            "^lo$",
+            "--collector.netclass.ignore-invalid-speed",
+        ])
+        .unwrap();
+        assert_eq!(c.collector_settings.textfile.directory, "/t");
+        assert_eq!(c.collector_settings.netclass.ignored_devices, "^lo$");
+        assert!(c.collector_settings.netclass.ignore_invalid_speed);
+        assert!(matches!(
+            cfg(&["--collector.netclass.ignored-devices", "("]),
+            Err(CliExit::Usage(_))
+        ));
     }
 
     #[test]

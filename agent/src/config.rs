@@ -20,6 +20,59 @@ pub struct Config {
     pub paths: PathsConfig,
     pub collectors: Toggles<CollectorKind>,
     pub probes: Toggles<ProbeKind>,
+    /// Per-collector settings (node_exporter's `--collector.<name>.<setting>` flags).
+    pub collector_settings: CollectorSettings,
+}
+
+/// `collector_settings:`: one sub-section per collector that has settings. Defaults are
+/// node_exporter 1.5.0's (upstream, not Debian's).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorSettings {
+    pub textfile: TextfileSettings,
+    pub netclass: NetclassSettings,
+    pub powersupplyclass: PowerSupplySettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextfileSettings {
+    /// Directory (or glob of directories) read for `*.prom` files; empty = none.
+    /// Flag: --collector.textfile.directory
+    pub directory: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetclassSettings {
+    /// Regexp of devices to ignore. Flag: --collector.netclass.ignored-devices
+    pub ignored_devices: String,
+    /// Ignore devices whose speed is invalid. Flag: --collector.netclass.ignore-invalid-speed
+    pub ignore_invalid_speed: bool,
+}
+
+impl Default for NetclassSettings {
+    fn default() -> Self {
+        Self {
+            ignored_devices: "^$".into(),
+            ignore_invalid_speed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerSupplySettings {
+    /// Regexp of power supplies to ignore. Flag: --collector.powersupply.ignored-supplies
+    pub ignored_supplies: String,
+}
+
+impl Default for PowerSupplySettings {
+    fn default() -> Self {
+        Self {
+            ignored_supplies: "^$".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -332,6 +385,18 @@ impl Config {
                 format!("{:?} is taken by another endpoint", self.web.telemetry_path),
             ));
         }
+        for (key, re) in [
+            (
+                "collector_settings.netclass.ignored_devices",
+                &self.collector_settings.netclass.ignored_devices,
+            ),
+            (
+                "collector_settings.powersupplyclass.ignored_supplies",
+                &self.collector_settings.powersupplyclass.ignored_supplies,
+            ),
+        ] {
+            regex::Regex::new(re).map_err(|e| invalid(key, format!("bad regexp {re:?}: {e}")))?;
+        }
         Ok(())
     }
 }
@@ -353,6 +418,7 @@ mod tests {
             (&shipped.web, &shipped.log, &shipped.paths),
             (&d.web, &d.log, &d.paths)
         );
+        assert_eq!(shipped.collector_settings, d.collector_settings);
         for e in COLLECTORS {
             assert_eq!(
                 shipped.collectors.explicit.get(e.name),
@@ -449,6 +515,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("/nonexistent/hostlens.yaml"), "{m}");
+    }
+
+    #[test]
+    fn collector_settings_are_typed_and_checked() {
+        let c = parse(
+            "collector_settings:\n  textfile:\n    directory: /x\n  netclass:\n    ignored_devices: \"^veth\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.collector_settings.textfile.directory, "/x");
+        assert_eq!(c.collector_settings.netclass.ignored_devices, "^veth");
+        let m = parse("collector_settings:\n  textfile:\n    dir: /x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("dir") && m.contains("line 3"), "{m}");
+        let m = parse("collector_settings:\n  netclass:\n    ignored_devices: \"(\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("collector_settings.netclass.ignored_devices"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -11,3 +11,4 @@ pub mod probes;
 pub mod selfmetrics;
 pub mod server;
 pub mod status;
+pub mod textparse;

@@ -17,8 +17,15 @@ use crate::{
     paths::Paths,
 };
 
+pub mod cpufreq;
+pub mod hwmon;
 pub mod loadavg;
 pub mod meminfo;
+pub mod netclass;
+pub mod powersupplyclass;
+pub mod sysfs;
+pub mod textfile;
+pub mod thermal_zone;
 pub mod uname;
 
 /// A collector reads its sources and writes its families, once per scrape.
@@ -30,6 +37,18 @@ pub trait NodeCollector: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone)]
 pub struct CollectorContext {
     pub paths: Paths,
+    /// `collector_settings:` / `--collector.<name>.<setting>` values.
+    pub settings: crate::config::CollectorSettings,
+}
+
+impl CollectorContext {
+    /// A context reading through `paths` with default settings (tests, fixtures).
+    pub fn with_paths(paths: Paths) -> Self {
+        Self {
+            paths,
+            settings: Default::default(),
+        }
+    }
 }
 
 type Constructor = fn(&CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError>;
@@ -60,6 +79,36 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "uname",
         default_enabled: true,
         new: uname::new,
+    },
+    CollectorEntry {
+        name: "textfile",
+        default_enabled: true,
+        new: textfile::new,
+    },
+    CollectorEntry {
+        name: "hwmon",
+        default_enabled: true,
+        new: hwmon::new,
+    },
+    CollectorEntry {
+        name: "thermal_zone",
+        default_enabled: true,
+        new: thermal_zone::new,
+    },
+    CollectorEntry {
+        name: "cpufreq",
+        default_enabled: true,
+        new: cpufreq::new,
+    },
+    CollectorEntry {
+        name: "powersupplyclass",
+        default_enabled: true,
+        new: powersupplyclass::new,
+    },
+    CollectorEntry {
+        name: "netclass",
+        default_enabled: true,
+        new: netclass::new,
     },
 ];
 

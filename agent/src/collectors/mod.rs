@@ -17,12 +17,18 @@ use crate::{
     paths::Paths,
 };
 
+pub mod bonding;
 pub mod cpufreq;
+pub mod dmi;
+pub mod edac;
 pub mod hwmon;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
+pub mod nvme;
 pub mod powersupplyclass;
+pub mod rapl;
 pub mod sysfs;
 pub mod textfile;
 pub mod thermal_zone;
@@ -109,6 +115,36 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "netclass",
         default_enabled: true,
         new: netclass::new,
+    },
+    CollectorEntry {
+        name: "nvme",
+        default_enabled: true,
+        new: nvme::new,
+    },
+    CollectorEntry {
+        name: "mdadm",
+        default_enabled: true,
+        new: mdadm::new,
+    },
+    CollectorEntry {
+        name: "bonding",
+        default_enabled: true,
+        new: bonding::new,
+    },
+    CollectorEntry {
+        name: "rapl",
+        default_enabled: true,
+        new: rapl::new,
+    },
+    CollectorEntry {
+        name: "edac",
+        default_enabled: true,
+        new: edac::new,
+    },
+    CollectorEntry {
+        name: "dmi",
+        default_enabled: true,
+        new: dmi::new,
     },
 ];
 

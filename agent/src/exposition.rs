@@ -209,7 +209,8 @@ fn sample_with(
             }
             out.push_str(k);
             out.push_str("=\"");
-            write_value(out, v)?;
+            // The bound is a label value: no line end (write_value would add one).
+            format_value(out, v)?;
             out.push('"');
         }
         out.push('}');

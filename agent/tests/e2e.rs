@@ -81,6 +81,10 @@ fn procfs_args(procfs: &Path) -> Vec<String> {
     vec![
         "--path.procfs".into(),
         procfs.to_str().unwrap().into(),
+        // A sysfs root next to the procfs one (absent for these trees): the sysfs collectors
+        // must not read this machine's /sys in a golden test.
+        "--path.sysfs".into(),
+        procfs.with_file_name("sys").to_str().unwrap().into(),
         "--probe.disable-defaults".into(),
     ]
 }

@@ -168,6 +168,8 @@ fn test(root: &Path) -> Result<()> {
             "--bins",
             "--test",
             "e2e",
+            "--test",
+            "hw_collectors",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.

@@ -170,6 +170,8 @@ fn test(root: &Path) -> Result<()> {
             "e2e",
             "--test",
             "hw_collectors",
+            "--test",
+            "fuzz_parsers",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.

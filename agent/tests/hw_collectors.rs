@@ -29,6 +29,9 @@ const COLLECTORS: &[&str] = &[
     "rapl",
     "edac",
     "dmi",
+    "infiniband",
+    "fibrechannel",
+    "tapestats",
 ];
 
 fn hw() -> PathBuf {

@@ -21,7 +21,9 @@ pub mod bonding;
 pub mod cpufreq;
 pub mod dmi;
 pub mod edac;
+pub mod fibrechannel;
 pub mod hwmon;
+pub mod infiniband;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
@@ -30,6 +32,7 @@ pub mod nvme;
 pub mod powersupplyclass;
 pub mod rapl;
 pub mod sysfs;
+pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod uname;
@@ -145,6 +148,21 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "dmi",
         default_enabled: true,
         new: dmi::new,
+    },
+    CollectorEntry {
+        name: "infiniband",
+        default_enabled: true,
+        new: infiniband::new,
+    },
+    CollectorEntry {
+        name: "fibrechannel",
+        default_enabled: true,
+        new: fibrechannel::new,
+    },
+    CollectorEntry {
+        name: "tapestats",
+        default_enabled: true,
+        new: tapestats::new,
     },
 ];
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use hostlens::{
     collectors::{
-        bonding, cpufreq, edac, hwmon, loadavg, mdadm, meminfo, netclass, powersupplyclass, rapl,
-        sysfs::Samples, textfile, thermal_zone,
+        bonding, cpufreq, edac, fibrechannel, hwmon, infiniband, loadavg, mdadm, meminfo, netclass,
+        nfs, nfsd, powersupplyclass, rapl, sysfs::Samples, tapestats, textfile, thermal_zone,
     },
     textparse::{self, Limits},
 };
@@ -22,6 +22,9 @@ const SEEDS: &[&str] = &[
     "temp1_crit_alarm",
     "0x1303",
     "1800000\n",
+    "net 18628 1 18627 6\nrpc 4329785 3 4338291\nproc2 3 1 2 3\nproc4 2 7 8\nrc 0 6 18622\nth 8 0 0.000\nra 32 0 0 0 0 0 0 0 0 0 0 5\nproc4ops 5 0 0 0 7 8\n",
+    "40 Gb/sec (4X QDR)",
+    "4: ACTIVE",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -102,6 +105,12 @@ proptest! {
     }
 
     #[test]
+    fn nfs_and_nfsd_never_panic(s in text()) {
+        let _ = nfs::metrics(&mut Samples::default(), &s);
+        let _ = nfsd::metrics(&mut Samples::default(), &s);
+    }
+
+    #[test]
     fn hwmon_never_panics(name in text(), value in text()) {
         let _ = hwmon::clean_name(&name);
         if let Some((ty, id, prop)) = hwmon::explode_filename(&name) {
@@ -119,6 +128,11 @@ proptest! {
         let _ = rapl::index_and_name(&Default::default(), &s);
         let _ = edac::count(&s);
         let _ = bonding::count(s.lines());
+        let _ = infiniband::state_id(&s);
+        let _ = infiniband::rate(&s);
+        let _ = infiniband::counter(&s);
+        let _ = fibrechannel::stat(&s);
+        let _ = tapestats::value(&s);
         let mut m = Samples::default();
         let _ = thermal_zone::zone(&mut m, "0", "t", &s);
         let _ = thermal_zone::cooling_device(&mut m, "0", "t", &s, &s);

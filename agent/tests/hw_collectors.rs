@@ -32,6 +32,8 @@ const COLLECTORS: &[&str] = &[
     "infiniband",
     "fibrechannel",
     "tapestats",
+    "nfs",
+    "nfsd",
 ];
 
 fn hw() -> PathBuf {

@@ -28,6 +28,8 @@ pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
 pub mod netclass;
+pub mod nfs;
+pub mod nfsd;
 pub mod nvme;
 pub mod powersupplyclass;
 pub mod rapl;
@@ -163,6 +165,16 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "tapestats",
         default_enabled: true,
         new: tapestats::new,
+    },
+    CollectorEntry {
+        name: "nfs",
+        default_enabled: true,
+        new: nfs::new,
+    },
+    CollectorEntry {
+        name: "nfsd",
+        default_enabled: true,
+        new: nfsd::new,
     },
 ];
 

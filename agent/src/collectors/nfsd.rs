@@ -281,6 +281,10 @@ mod tests {
             metrics(&mut Samples::default(), "io 1\nth x\n")
                 .unwrap_err()
                 .line,
+            2
+        );
+        assert_eq!(
+            metrics(&mut Samples::default(), "io 1\n").unwrap_err().line,
             1
         );
     }

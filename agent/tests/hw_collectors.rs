@@ -34,6 +34,7 @@ const COLLECTORS: &[&str] = &[
     "tapestats",
     "nfs",
     "nfsd",
+    "zfs",
 ];
 
 fn hw() -> PathBuf {

@@ -38,6 +38,7 @@ pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod uname;
+pub mod zfs;
 
 /// A collector reads its sources and writes its families, once per scrape.
 pub trait NodeCollector: fmt::Debug + Send + Sync {
@@ -175,6 +176,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "nfsd",
         default_enabled: true,
         new: nfsd::new,
+    },
+    CollectorEntry {
+        name: "zfs",
+        default_enabled: true,
+        new: zfs::new,
     },
 ];
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hostlens::{
     collectors::{
         bonding, cpufreq, edac, fibrechannel, hwmon, infiniband, loadavg, mdadm, meminfo, netclass,
-        nfs, nfsd, powersupplyclass, rapl, sysfs::Samples, tapestats, textfile, thermal_zone,
+        nfs, nfsd, powersupplyclass, rapl, sysfs::Samples, tapestats, textfile, thermal_zone, zfs,
     },
     textparse::{self, Limits},
 };

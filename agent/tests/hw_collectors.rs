@@ -35,6 +35,7 @@ const COLLECTORS: &[&str] = &[
     "nfs",
     "nfsd",
     "zfs",
+    "xfs",
 ];
 
 fn hw() -> PathBuf {

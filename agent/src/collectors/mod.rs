@@ -38,6 +38,7 @@ pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod uname;
+pub mod xfs;
 pub mod zfs;
 
 /// A collector reads its sources and writes its families, once per scrape.
@@ -181,6 +182,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "zfs",
         default_enabled: true,
         new: zfs::new,
+    },
+    CollectorEntry {
+        name: "xfs",
+        default_enabled: true,
+        new: xfs::new,
     },
 ];
 

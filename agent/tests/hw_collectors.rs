@@ -36,6 +36,7 @@ const COLLECTORS: &[&str] = &[
     "nfsd",
     "zfs",
     "xfs",
+    "ipvs",
 ];
 
 fn hw() -> PathBuf {

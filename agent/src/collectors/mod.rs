@@ -24,6 +24,7 @@ pub mod edac;
 pub mod fibrechannel;
 pub mod hwmon;
 pub mod infiniband;
+pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
@@ -187,6 +188,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "xfs",
         default_enabled: true,
         new: xfs::new,
+    },
+    CollectorEntry {
+        name: "ipvs",
+        default_enabled: true,
+        new: ipvs::new,
     },
 ];
 

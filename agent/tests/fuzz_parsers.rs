@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hostlens::{
     collectors::{
         bonding, cpufreq, edac, fibrechannel, hwmon, infiniband, ipvs, loadavg, mdadm, meminfo,
-        netclass, nfs, nfsd, powersupplyclass, rapl, sysfs::Samples, tapestats, textfile,
+        netclass, nfs, nfsd, powersupplyclass, rapl, selinux, sysfs::Samples, tapestats, textfile,
         thermal_zone, xfs, zfs,
     },
     textparse::{self, Limits},
@@ -115,6 +115,8 @@ proptest! {
         let _ = xfs::metrics(&mut Samples::default(), "sda", &s);
         let _ = ipvs::parse_stats(&s);
         let _ = ipvs::parse_backends(&s);
+        let _ = selinux::config_mode(&s);
+        let _ = selinux::current_mode(&s);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod nfsd;
 pub mod nvme;
 pub mod powersupplyclass;
 pub mod rapl;
+pub mod selinux;
 pub mod sysfs;
 pub mod tapestats;
 pub mod textfile;
@@ -193,6 +194,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "ipvs",
         default_enabled: true,
         new: ipvs::new,
+    },
+    CollectorEntry {
+        name: "selinux",
+        default_enabled: true,
+        new: selinux::new,
     },
 ];
 

@@ -38,6 +38,7 @@ const COLLECTORS: &[&str] = &[
     "xfs",
     "ipvs",
     "selinux",
+    "btrfs",
 ];
 
 /// Collectors left out of the side-by-side run, with the reason: node_exporter's selinux

@@ -18,6 +18,7 @@ use crate::{
 };
 
 pub mod bonding;
+pub mod btrfs;
 pub mod cpufreq;
 pub mod dmi;
 pub mod edac;
@@ -199,6 +200,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "selinux",
         default_enabled: true,
         new: selinux::new,
+    },
+    CollectorEntry {
+        name: "btrfs",
+        default_enabled: true,
+        new: btrfs::new,
     },
 ];
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use hostlens::{
     collectors::{
-        bonding, cpufreq, edac, fibrechannel, hwmon, infiniband, ipvs, loadavg, mdadm, meminfo,
-        netclass, nfs, nfsd, powersupplyclass, rapl, selinux, sysfs::Samples, tapestats, textfile,
-        thermal_zone, xfs, zfs,
+        bcache, bonding, btrfs, cpufreq, edac, fibrechannel, hwmon, infiniband, ipvs, loadavg,
+        mdadm, meminfo, netclass, nfs, nfsd, powersupplyclass, rapl, selinux, sysfs::Samples,
+        tapestats, textfile, thermal_zone, xfs, zfs,
     },
     textparse::{self, Limits},
 };
@@ -26,6 +26,7 @@ const SEEDS: &[&str] = &[
     "net 18628 1 18627 6\nrpc 4329785 3 4338291\nproc2 3 1 2 3\nproc4 2 7 8\nrc 0 6 18622\nth 8 0 0.000\nra 32 0 0 0 0 0 0 0 0 0 0 5\nproc4ops 5 0 0 0 7 8\n",
     "40 Gb/sec (4X QDR)",
     "4: ACTIVE",
+    "rate:\t\t1.1M/sec\ndirty:\t\t20.4G\ntarget:\t\t20.4G\nproportional:\t427.5k\nchange:\t\t-321.5k/sec\n",
     "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\nTCP  C0A80016:0CEA wlc\n  -> C0A85216:0CEA      Tunnel  100    248        2\nFWM  10001000 wlc\n  -> [2620:0000:0000:0000:0000:0000:0000:0002]:0050 Route 1 0 3\n",
     "extent_alloc 1 2 3 4\nabt 1 2 3 4\nrw 7 8\nvnodes 1 2 3 4 5 6 7 8\n",
     "6 1 0x01 91 4368 5266997922 97951858082072\nname type data\nhits 4 8772612\ndataset_name 7 p/d\nnread nwritten reads writes wtime wlentime wupdate rtime rlentime rupdate wcnt rcnt\n1 2 3 4 5 6 7 8 9 10 11 12\n",
@@ -117,6 +118,9 @@ proptest! {
         let _ = ipvs::parse_backends(&s);
         let _ = selinux::config_mode(&s);
         let _ = selinux::current_mode(&s);
+        let _ = bcache::dehumanize(&s);
+        let _ = bcache::writeback(&s);
+        let _ = btrfs::uint(&s);
     }
 
     #[test]

@@ -39,6 +39,7 @@ const COLLECTORS: &[&str] = &[
     "ipvs",
     "selinux",
     "btrfs",
+    "bcache",
 ];
 
 /// Collectors left out of the side-by-side run, with the reason: node_exporter's selinux

@@ -17,6 +17,7 @@ use crate::{
     paths::Paths,
 };
 
+pub mod bcache;
 pub mod bonding;
 pub mod btrfs;
 pub mod cpufreq;
@@ -205,6 +206,11 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "btrfs",
         default_enabled: true,
         new: btrfs::new,
+    },
+    CollectorEntry {
+        name: "bcache",
+        default_enabled: true,
+        new: bcache::new,
     },
 ];
 

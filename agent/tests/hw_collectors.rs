@@ -306,6 +306,11 @@ fn malformed_sources_fail_only_their_collector() {
     w("sys/class/net/eth9/operstate", "up\n");
     let tf = root.join("tf");
     w("tf/x.prom", "ok_metric 1\n");
+    // A file redefining a collector's family: merged once, the collector's series win.
+    w(
+        "tf/y.prom",
+        "# HELP node_network_mtu_bytes Network device property: mtu_bytes\n# TYPE node_network_mtu_bytes gauge\nnode_network_mtu_bytes{device=\"eth9\"} 9\nnode_network_mtu_bytes{device=\"eth8\"} 7\n",
+    );
     let agent = start_hostlens(&args(&root, &tf));
     let e = agent.scrape();
     let success = |c: &str| {
@@ -320,6 +325,13 @@ fn malformed_sources_fail_only_their_collector() {
     assert_eq!(
         e.get("node_network_mtu_bytes{device=\"eth9\"}"),
         Some(1500.0)
+    );
+    assert_eq!(e.get("node_network_mtu_bytes{device=\"eth8\"}"), Some(7.0));
+    assert_eq!(
+        e.text.matches("# TYPE node_network_mtu_bytes ").count(),
+        1,
+        "{}",
+        e.text
     );
     assert_eq!(e.get("ok_metric"), Some(1.0));
     assert_eq!(e.get("node_textfile_scrape_error"), Some(0.0));

@@ -98,11 +98,6 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         new: uname::new,
     },
     CollectorEntry {
-        name: "textfile",
-        default_enabled: true,
-        new: textfile::new,
-    },
-    CollectorEntry {
         name: "hwmon",
         default_enabled: true,
         new: hwmon::new,
@@ -211,6 +206,13 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "bcache",
         default_enabled: true,
         new: bcache::new,
+    },
+    // Last, so that a collector's own family wins over a `*.prom` file redefining it
+    // (exposition::merge_duplicate_families keeps the first).
+    CollectorEntry {
+        name: "textfile",
+        default_enabled: true,
+        new: textfile::new,
     },
 ];
 

@@ -56,12 +56,12 @@ fn uint(s: &str, line: usize, what: &str) -> Result<f64, LineError> {
         .map_err(|_| LineError::new(line, format!("{what}: {s:?} is not an unsigned integer")))
 }
 
+/// (kstat name, value) pairs.
+pub type Stats = Vec<(String, f64)>;
+
 /// Parses a `name type data` kstat table: the (stat, value) pairs of the 64-bit integer rows
 /// (`types` lists the accepted type codes). Returns the `dataset_name` row too, if any.
-pub fn parse_kstat(
-    text: &str,
-    types: &[&str],
-) -> Result<(Vec<(String, f64)>, Option<String>), LineError> {
+pub fn parse_kstat(text: &str, types: &[&str]) -> Result<(Stats, Option<String>), LineError> {
     let mut started = false;
     let mut out = Vec::new();
     let mut dataset = None;

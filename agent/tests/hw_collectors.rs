@@ -252,6 +252,39 @@ fn hw_fixture_matches_golden_exposition() {
 }
 
 #[test]
+fn promtool_accepts_the_hw_exposition() {
+    let root = hw();
+    let agent = start_hostlens(&args(&root, &root.join("textfile")));
+    let text = agent.get("/metrics").text();
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed by cargo xtask setup");
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+#[test]
 fn empty_root_is_no_data_for_every_collector() {
     let empty = tempdir("empty");
     let agent = start_hostlens(&args(&empty, &PathBuf::new()));

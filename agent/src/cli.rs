@@ -81,6 +81,28 @@ pub fn command() -> Command {
             "Regexp of power supplies to ignore for powersupplyclass collector [default: ^$]",
         ))
         .arg(
+            Arg::new("collector.bcache.priorityStats")
+                .long("collector.bcache.priorityStats")
+                .action(ArgAction::SetTrue)
+                .help("Expose expensive priority stats."),
+        )
+        .arg(setting_arg(
+            "collector.ipvs.backend-labels",
+            "LABELS",
+            "Comma separated list for IPVS backend stats labels [default: local_address,local_port,remote_address,remote_port,proto,local_mark]",
+        ))
+        .arg(
+            Arg::new("collector.rapl.enable-zone-label")
+                .long("collector.rapl.enable-zone-label")
+                .action(ArgAction::SetTrue)
+                .help("One node_rapl_joules_total family with a rapl_zone label instead of one family per zone"),
+        )
+        .arg(setting_arg(
+            "collector.tapestats.ignored-devices",
+            "REGEX",
+            "Regexp of devices to ignore for tapestats [default: ^$]",
+        ))
+        .arg(
             Arg::new("probe.disable-defaults")
                 .long("probe.disable-defaults")
                 .action(ArgAction::SetTrue)
@@ -209,6 +231,18 @@ impl Flags {
         if let Some(v) = m.get_one::<String>("collector.powersupply.ignored-supplies") {
             settings.powersupplyclass.ignored_supplies = v.clone();
         }
+        if m.get_flag("collector.bcache.priorityStats") {
+            settings.bcache.priority_stats = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.ipvs.backend-labels") {
+            settings.ipvs.backend_labels = v.clone();
+        }
+        if m.get_flag("collector.rapl.enable-zone-label") {
+            settings.rapl.enable_zone_label = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.tapestats.ignored-devices") {
+            settings.tapestats.ignored_devices = v.clone();
+        }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;
         }
@@ -314,6 +348,23 @@ mod tests {
         assert!(matches!(
             cfg(&["--collector.netclass.ignored-devices", "("]),
             Err(CliExit::Usage(_))
+        ));
+        let c = cfg(&[
+            "--collector.bcache.priorityStats",
+            "--collector.rapl.enable-zone-label",
+            "--collector.ipvs.backend-labels",
+            "proto,local_address",
+            "--collector.tapestats.ignored-devices",
+            "^st1$",
+        ])
+        .unwrap();
+        let s = &c.collector_settings;
+        assert!(s.bcache.priority_stats && s.rapl.enable_zone_label);
+        assert_eq!(s.ipvs.backend_labels, "proto,local_address");
+        assert_eq!(s.tapestats.ignored_devices, "^st1$");
+        assert!(matches!(
+            cfg(&["--collector.ipvs.backend-labels", "proto,port"]),
+            Err(CliExit::Usage(m)) if m.contains("port")
         ));
     }
 

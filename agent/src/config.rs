@@ -32,6 +32,60 @@ pub struct CollectorSettings {
     pub textfile: TextfileSettings,
     pub netclass: NetclassSettings,
     pub powersupplyclass: PowerSupplySettings,
+    pub bcache: BcacheSettings,
+    pub ipvs: IpvsSettings,
+    pub rapl: RaplSettings,
+    pub tapestats: TapestatsSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BcacheSettings {
+    /// Also read each cache's `priority_stats` (expensive). Flag: --collector.bcache.priorityStats
+    pub priority_stats: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpvsSettings {
+    /// Comma-separated labels of the backend series (a subset of the default; series that
+    /// become equal are summed). Flag: --collector.ipvs.backend-labels
+    pub backend_labels: String,
+}
+
+/// The labels `node_ipvs_backend_*` can carry, in node_exporter's default order.
+pub const IPVS_BACKEND_LABELS: &str =
+    "local_address,local_port,remote_address,remote_port,proto,local_mark";
+
+impl Default for IpvsSettings {
+    fn default() -> Self {
+        Self {
+            backend_labels: IPVS_BACKEND_LABELS.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaplSettings {
+    /// One `node_rapl_joules_total{rapl_zone}` family instead of one family per zone.
+    /// Flag: --collector.rapl.enable-zone-label
+    pub enable_zone_label: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TapestatsSettings {
+    /// Regexp of tape devices to ignore. Flag: --collector.tapestats.ignored-devices
+    pub ignored_devices: String,
+}
+
+impl Default for TapestatsSettings {
+    fn default() -> Self {
+        Self {
+            ignored_devices: "^$".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -394,8 +448,23 @@ impl Config {
                 "collector_settings.powersupplyclass.ignored_supplies",
                 &self.collector_settings.powersupplyclass.ignored_supplies,
             ),
+            (
+                "collector_settings.tapestats.ignored_devices",
+                &self.collector_settings.tapestats.ignored_devices,
+            ),
         ] {
             regex::Regex::new(re).map_err(|e| invalid(key, format!("bad regexp {re:?}: {e}")))?;
+        }
+        let labels = &self.collector_settings.ipvs.backend_labels;
+        for l in labels.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+            if !IPVS_BACKEND_LABELS.split(',').any(|k| k == l) {
+                return Err(invalid(
+                    "collector_settings.ipvs.backend_labels",
+                    format!(
+                        "unknown IPVS backend label {l:?}, expected some of {IPVS_BACKEND_LABELS}"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -120,6 +120,8 @@ proptest! {
         let _ = selinux::current_mode(&s);
         let _ = bcache::dehumanize(&s);
         let _ = bcache::writeback(&s);
+        let _ = bcache::priority_stats(&s);
+        let _ = ipvs::label_mask(&s);
         let _ = btrfs::uint(&s);
     }
 

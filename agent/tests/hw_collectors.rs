@@ -465,8 +465,28 @@ fn families(text: &str) -> (BTreeMap<String, (String, String)>, BTreeMap<String,
 
 #[test]
 fn hw_fixture_matches_node_exporter_side_by_side() {
+    side_by_side(&[]);
+}
+
+#[test]
+fn collector_settings_match_node_exporter() {
+    // Every per-collector flag, away from its default.
+    side_by_side(&[
+        "--collector.netclass.ignored-devices=^veth",
+        "--collector.netclass.ignore-invalid-speed",
+        "--collector.powersupply.ignored-supplies=^AC$",
+        "--collector.rapl.enable-zone-label",
+        "--collector.bcache.priorityStats",
+        "--collector.ipvs.backend-labels=local_address,proto",
+        "--collector.tapestats.ignored-devices=^st0$",
+    ]);
+}
+
+/// Runs hostlens and node_exporter over the fixture tree with the same flags and requires
+/// the same families (HELP, TYPE), series and values.
+fn side_by_side(extra: &[&str]) {
     let root = hw();
-    let a: Vec<String> = args(&root, &root.join("textfile"))
+    let mut a: Vec<String> = args(&root, &root.join("textfile"))
         .into_iter()
         .filter(|f| {
             !NOT_SIDE_BY_SIDE
@@ -474,6 +494,7 @@ fn hw_fixture_matches_node_exporter_side_by_side() {
                 .any(|c| *f == format!("--collector.{c}"))
         })
         .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
     let agent = start_hostlens(&a);
     let ne = NodeExporter::start(&a);
     let (ours_f, ours_s) = families(&agent.get("/metrics").text());

@@ -2,7 +2,8 @@
 //! `btree_cache_size`, `internal/*`, ...), each backing device `bdev<N>/` (`dirty_data`,
 //! `writeback_rate_debug`, `stats_total/*`) and cache device `cache<N>/` (`io_errors`,
 //! `metadata_written`, `written`); produces node_exporter 1.5's `node_bcache_*` families with
-//! labels `uuid`, `backing_device`, `cache_device`.
+//! labels `uuid`, `backing_device`, `cache_device`; with `--collector.bcache.priorityStats`
+//! also `node_bcache_priority_stats_{unused,metadata}_percent` from `cache<N>/priority_stats`.
 //!
 //! Values are printed by the kernel's `bch_hprint()` (drivers/md/bcache/util.c): `2.5M` is
 //! 2 MiB plus 5/10.24 of a MiB (the digit after the point counts 1/1024ths times 10), so it is
@@ -18,12 +19,37 @@ use crate::emit::{Kind, Out};
 #[derive(Debug)]
 pub struct Bcache {
     dir: PathBuf,
+    priority_stats: bool,
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
     Ok(Box::new(Bcache {
         dir: ctx.paths.sys("fs/bcache"),
+        priority_stats: ctx.settings.bcache.priority_stats,
     }))
+}
+
+/// `priority_stats`: (unused percent, metadata percent), from the `Unused:` and `Metadata:`
+/// lines (`99%`).
+pub fn priority_stats(text: &str) -> Result<[Option<f64>; 2], LineError> {
+    let mut out = [None; 2];
+    for (i, line) in text.lines().enumerate() {
+        let slot = if line.starts_with("Unused:") {
+            0
+        } else if line.starts_with("Metadata:") {
+            1
+        } else {
+            continue;
+        };
+        let raw = line.split_whitespace().last().unwrap_or("");
+        let v = raw.strip_suffix('%').unwrap_or(raw);
+        out[slot] = Some(
+            v.parse::<u64>()
+                .map(|v| v as f64)
+                .map_err(|_| LineError::new(i + 1, format!("{raw:?} is not a percentage")))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Decodes a `bch_hprint()` value (`12`, `2.5M`, `427.5k`); negative with a leading `-`.
@@ -248,7 +274,12 @@ fn numbered(name: &str, prefix: &str) -> bool {
         .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-fn cache_set(m: &mut Samples, uuid: &str, dir: &Path) -> Result<(), CollectorError> {
+fn cache_set(
+    m: &mut Samples,
+    uuid: &str,
+    dir: &Path,
+    with_priority: bool,
+) -> Result<(), CollectorError> {
     for (file, suffix, kind, mul, help) in SET {
         if let Some(v) = read(&dir.join(file))? {
             m.add(
@@ -293,6 +324,26 @@ fn cache_set(m: &mut Samples, uuid: &str, dir: &Path) -> Result<(), CollectorErr
                     m.add(&format!("node_bcache_{suffix}"), help, *kind, &l, v);
                 }
             }
+            let ppath = sub.join("priority_stats");
+            if with_priority && let Some(text) = attr(&ppath) {
+                let [unused, metadata] = priority_stats(&text).map_err(|e| e.at(&ppath))?;
+                if let Some(v) = unused {
+                    m.gauge(
+                        "node_bcache_priority_stats_unused_percent",
+                        "The percentage of the cache that doesn't contain any data.",
+                        &l,
+                        v,
+                    );
+                }
+                if let Some(v) = metadata {
+                    m.gauge(
+                        "node_bcache_priority_stats_metadata_percent",
+                        "Bcache's metadata overhead.",
+                        &l,
+                        v,
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -306,7 +357,7 @@ impl NodeCollector for Bcache {
             if !uuid.contains('-') || !self.dir.join(&uuid).is_dir() {
                 continue;
             }
-            cache_set(&mut m, &uuid, &self.dir.join(&uuid))?;
+            cache_set(&mut m, &uuid, &self.dir.join(&uuid), self.priority_stats)?;
         }
         m.emit(out)
     }
@@ -335,5 +386,8 @@ mod tests {
         assert_eq!(v[0], Some(1150976.0));
         assert_eq!(v[4], Some(-329204.0));
         assert_eq!(writeback("rate: lots\n").unwrap_err().line, 1);
+        let p = priority_stats("Unused:\t\t99%\nClean:\t\t1%\nMetadata:\t0%\n").unwrap();
+        assert_eq!(p, [Some(99.0), Some(0.0)]);
+        assert_eq!(priority_stats("x\nUnused: lots\n").unwrap_err().line, 2);
     }
 }

@@ -19,12 +19,45 @@ use crate::emit::{Kind, Out};
 pub struct Ipvs {
     stats: PathBuf,
     backends: PathBuf,
+    /// Which of [`LABELS`] the backend series carry (`--collector.ipvs.backend-labels`).
+    labels: [bool; 6],
+}
+
+/// The backend labels in node_exporter's order.
+pub const LABELS: [&str; 6] = [
+    "local_address",
+    "local_port",
+    "remote_address",
+    "remote_port",
+    "proto",
+    "local_mark",
+];
+
+/// Which labels a `--collector.ipvs.backend-labels` value keeps; an unknown name is an error.
+pub fn label_mask(spec: &str) -> Result<[bool; 6], String> {
+    let mut mask = [false; 6];
+    for l in spec.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        let i = LABELS
+            .iter()
+            .position(|k| *k == l)
+            .ok_or_else(|| format!("unknown IPVS backend label {l:?}"))?;
+        mask[i] = true;
+    }
+    Ok(mask)
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
+    let labels = label_mask(&ctx.settings.ipvs.backend_labels).map_err(|e| {
+        CollectorError::parse(
+            std::path::Path::new("--collector.ipvs.backend-labels"),
+            0,
+            e,
+        )
+    })?;
     Ok(Box::new(Ipvs {
         stats: ctx.paths.proc("net/ip_vs_stats"),
         backends: ctx.paths.proc("net/ip_vs"),
+        labels,
     }))
 }
 
@@ -145,7 +178,7 @@ pub fn parse_backends(text: &str) -> Result<Vec<Backend>, LineError> {
     Ok(out)
 }
 
-pub fn metrics(m: &mut Samples, stats: [f64; 5], backends: &[Backend]) {
+pub fn metrics(m: &mut Samples, stats: [f64; 5], backends: &[Backend], mask: [bool; 6]) {
     for (name, help, v) in [
         (
             "node_ipvs_connections_total",
@@ -185,20 +218,26 @@ pub fn metrics(m: &mut Samples, stats: [f64; 5], backends: &[Backend]) {
             b.proto.as_str(),
             b.local_mark.as_str(),
         ];
+        // Labels not selected become "" and are left out below; their series are summed.
+        let mut key = key;
+        for (k, keep) in key.iter_mut().zip(mask) {
+            if !keep {
+                *k = "";
+            }
+        }
         let s = sums.entry(key).or_default();
         s[0] += b.active;
         s[1] += b.inactive;
         s[2] += b.weight;
     }
     for (k, v) in sums {
-        let l = [
-            ("local_address", k[0]),
-            ("local_port", k[1]),
-            ("remote_address", k[2]),
-            ("remote_port", k[3]),
-            ("proto", k[4]),
-            ("local_mark", k[5]),
-        ];
+        let l: Vec<(&str, &str)> = LABELS
+            .iter()
+            .zip(k)
+            .zip(mask)
+            .filter(|(_, keep)| *keep)
+            .map(|((name, v), _)| (*name, v))
+            .collect();
         m.gauge(
             "node_ipvs_backend_connections_active",
             "The current active connections by local and remote address.",
@@ -227,7 +266,7 @@ impl NodeCollector for Ipvs {
         let text = read_file(&self.backends)?;
         let backends = parse_backends(&text).map_err(|e| e.at(&self.backends))?;
         let mut m = Samples::default();
-        metrics(&mut m, stats, &backends);
+        metrics(&mut m, stats, &backends, self.labels);
         m.emit(out)
     }
 }
@@ -261,5 +300,15 @@ mod tests {
             4
         );
         assert!(parse_stats("a\nb\n1 2 3\n").is_err());
+        // Backend labels reduced to proto: both backends sum into one series.
+        let mask = label_mask("proto").unwrap();
+        let mut m = Samples::default();
+        metrics(&mut m, s, &b[..1], mask);
+        metrics(&mut Samples::default(), s, &b, mask);
+        assert_eq!(
+            m.get("node_ipvs_backend_connections_active", &[("proto", "TCP")]),
+            Some(248.0)
+        );
+        assert!(label_mask("proto,port").is_err());
     }
 }

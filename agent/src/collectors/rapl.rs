@@ -2,6 +2,7 @@
 //! RAPL power zones); produces `node_rapl_<name>_joules_total{index,path}` counters, as
 //! node_exporter 1.5: `package-0` becomes name `package`, index `0`; a name without an index
 //! suffix gets the count of earlier zones of that name; `path` is the zone's sysfs path.
+//! With `--collector.rapl.enable-zone-label`: one `node_rapl_joules_total{index,path,rapl_zone}`.
 use std::{collections::HashMap, path::PathBuf};
 
 use super::{
@@ -13,11 +14,13 @@ use crate::emit::{Kind, Out};
 #[derive(Debug)]
 pub struct Rapl {
     class: PathBuf,
+    zone_label: bool,
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
     Ok(Box::new(Rapl {
         class: ctx.paths.sys("class/powercap"),
+        zone_label: ctx.settings.rapl.enable_zone_label,
     }))
 }
 
@@ -72,13 +75,27 @@ impl NodeCollector for Rapl {
             let part = metric_part(&name);
             let idx = index.to_string();
             let path = dir.display().to_string();
-            m.add(
-                &format!("node_rapl_{part}_joules_total"),
-                &format!("Current RAPL {name} value in joules"),
-                Kind::Counter,
-                &[("index", idx.as_str()), ("path", path.as_str())],
-                joules,
-            );
+            if self.zone_label {
+                m.add(
+                    "node_rapl_joules_total",
+                    "Current RAPL value in joules",
+                    Kind::Counter,
+                    &[
+                        ("index", idx.as_str()),
+                        ("path", path.as_str()),
+                        ("rapl_zone", name.as_str()),
+                    ],
+                    joules,
+                );
+            } else {
+                m.add(
+                    &format!("node_rapl_{part}_joules_total"),
+                    &format!("Current RAPL {name} value in joules"),
+                    Kind::Counter,
+                    &[("index", idx.as_str()), ("path", path.as_str())],
+                    joules,
+                );
+            }
         }
         m.emit(out)
     }

@@ -3,7 +3,8 @@
 //! `io_now`, `io_time_seconds_total`, `io_others_total`, `read_bytes_total`,
 //! `reads_completed_total`, `read_time_seconds_total`, `residual_total`,
 //! `written_bytes_total`, `writes_completed_total`, `write_time_seconds_total`. Only the
-//! rewinding devices `st<N>` are reported (`nst<N>`, `st<N>a`... are the same drive).
+//! rewinding devices `st<N>` are reported (`nst<N>`, `st<N>a`... are the same drive), less
+//! those matching `--collector.tapestats.ignored-devices`.
 use std::path::PathBuf;
 
 use super::{
@@ -15,11 +16,21 @@ use crate::emit::{Kind, Out};
 #[derive(Debug)]
 pub struct Tapestats {
     class: PathBuf,
+    ignored: regex::Regex,
 }
 
 pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError> {
+    let re = &ctx.settings.tapestats.ignored_devices;
+    let ignored = regex::Regex::new(re).map_err(|e| {
+        CollectorError::parse(
+            std::path::Path::new("--collector.tapestats.ignored-devices"),
+            0,
+            e.to_string(),
+        )
+    })?;
     Ok(Box::new(Tapestats {
         class: ctx.paths.sys("class/scsi_tape"),
+        ignored,
     }))
 }
 
@@ -115,7 +126,7 @@ impl NodeCollector for Tapestats {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
         for dev in list_dir(&self.class)? {
-            if !is_tape(&dev) {
+            if !is_tape(&dev) || self.ignored.is_match(&dev) {
                 continue;
             }
             let d = self.class.join(&dev).join("stats");

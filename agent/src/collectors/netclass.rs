@@ -62,6 +62,9 @@ const INTS: &[&str] = &[
     "type",
 ];
 
+/// Text attributes: labels of `node_network_info` and `operstate` for `node_network_up`.
+const STRINGS: &[&str] = &["address", "broadcast", "duplex", "operstate", "ifalias"];
+
 /// (attribute, property name, counter?) in node_exporter's order.
 const PROPS: &[(&str, &str, bool)] = &[
     ("addr_assign_type", "address_assign_type", false),
@@ -185,17 +188,13 @@ impl NodeCollector for Netclass {
             if !dir.is_dir() {
                 continue;
             }
-            let Ok(files) = list_dir(&dir) else { continue };
+            // Only the attributes exported are read: each sysfs read costs a driver call
+            // (`duplex` and `speed` ask the NIC through ethtool under the RTNL lock).
             let mut attrs = BTreeMap::new();
-            for f in files {
-                let p = dir.join(&f);
-                let is_file = fs::symlink_metadata(&p).is_ok_and(|md| md.file_type().is_file());
-                if !is_file {
-                    continue;
-                }
-                if let Ok(raw) = fs::read(&p) {
+            for f in INTS.iter().chain(STRINGS) {
+                if let Ok(raw) = fs::read(dir.join(f)) {
                     let text = String::from_utf8_lossy(&raw);
-                    attrs.insert(f, text.trim().to_string());
+                    attrs.insert(f.to_string(), text.trim().to_string());
                 }
             }
             device_metrics(&mut m, &device, &attrs, self.ignore_invalid_speed)

@@ -156,17 +156,20 @@ impl NodeCollector for PowerSupplyClass {
                 continue;
             }
             let dir = self.class.join(&name);
-            let Ok(files) = list_dir(&dir) else { continue };
+            if !dir.is_dir() {
+                continue;
+            }
+            // Only the attributes exported are read (each read is a driver call).
             let mut attrs = BTreeMap::new();
-            for f in files {
-                let p = dir.join(&f);
-                if !p.is_file() {
-                    continue;
-                }
+            for f in NUMERIC
+                .iter()
+                .map(|(f, _, _)| *f)
+                .chain(INFO.iter().copied())
+            {
                 // Unreadable attributes (EINVAL, ENODATA from the driver) are skipped.
-                if let Ok(raw) = fs::read(&p) {
+                if let Ok(raw) = fs::read(dir.join(f)) {
                     let text = String::from_utf8_lossy(&raw);
-                    attrs.insert(f, text.trim_end_matches(['\n', '\r']).trim().to_string());
+                    attrs.insert(f.to_string(), text.trim().to_string());
                 }
             }
             supply_metrics(&mut m, &name, &attrs).map_err(|(f, e)| e.at(&dir.join(f)))?;

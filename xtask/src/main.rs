@@ -188,6 +188,8 @@ fn test(root: &Path) -> Result<()> {
             "agent",
             "--test",
             "privileged",
+            "--test",
+            "hw_privileged",
             "--",
             "--test-threads=1",
         ],

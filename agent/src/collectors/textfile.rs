@@ -413,7 +413,15 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
             names.sort();
             next.extend(names.into_iter().map(|n| base.join(n)));
         }
-        next.truncate(MAX_GLOB_DIRS);
+        if next.len() > MAX_GLOB_DIRS {
+            tracing::warn!(
+                collector = "textfile",
+                pattern,
+                limit = MAX_GLOB_DIRS,
+                "textfile directory glob matches too many paths; the rest are ignored"
+            );
+            next.truncate(MAX_GLOB_DIRS);
+        }
         current = next;
     }
     if current.is_empty() {
@@ -722,6 +730,37 @@ mod tests {
         ] {
             assert_eq!(wildcard_match(p, n), ok, "{p} vs {n}");
         }
+    }
+
+    #[test]
+    fn oversized_and_overfull_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("hostlens-tf-big-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.prom");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let e = read_one(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than") && e.contains("limit"), "{e}");
+        let many = dir.join("many.prom");
+        let text: String = (0..=MAX_SAMPLES_PER_FILE)
+            .map(|i| format!("m{{i=\"{i}\"}} 1\n"))
+            .collect();
+        fs::write(&many, text).unwrap();
+        let e = read_one(&many).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("line {}", MAX_SAMPLES_PER_FILE + 1)) && e.contains("limit"),
+            "{e}"
+        );
+        let bin = dir.join("bin.prom");
+        fs::write(&bin, b"a 1\nb\xff 2\n").unwrap();
+        assert_eq!(
+            read_one(&bin).unwrap_err().to_string(),
+            "not UTF-8 at line 2"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

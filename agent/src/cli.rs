@@ -70,6 +70,49 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Set all collectors to disabled by default"),
         )
+        .arg(setting_arg(
+            "collector.textfile.directory",
+            "DIR",
+            "Directory (or glob) to read *.prom text files with metrics from [default: \"\"]",
+        ))
+        .arg(setting_arg(
+            "collector.netclass.ignored-devices",
+            "REGEX",
+            "Regexp of net devices to ignore for netclass collector [default: ^$]",
+        ))
+        .arg(
+            Arg::new("collector.netclass.ignore-invalid-speed")
+                .long("collector.netclass.ignore-invalid-speed")
+                .action(ArgAction::SetTrue)
+                .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x"),
+        )
+        .arg(setting_arg(
+            "collector.powersupply.ignored-supplies",
+            "REGEX",
+            "Regexp of power supplies to ignore for powersupplyclass collector [default: ^$]",
+        ))
+        .arg(
+            Arg::new("collector.bcache.priorityStats")
+                .long("collector.bcache.priorityStats")
+                .action(ArgAction::SetTrue)
+                .help("Expose expensive priority stats."),
+        )
+        .arg(setting_arg(
+            "collector.ipvs.backend-labels",
+            "LABELS",
+            "Comma separated list for IPVS backend stats labels [default: local_address,local_port,remote_address,remote_port,proto,local_mark]",
+        ))
+        .arg(
+            Arg::new("collector.rapl.enable-zone-label")
+                .long("collector.rapl.enable-zone-label")
+                .action(ArgAction::SetTrue)
+                .help("One node_rapl_joules_total family with a rapl_zone label instead of one family per zone"),
+        )
+        .arg(setting_arg(
+            "collector.tapestats.ignored-devices",
+            "REGEX",
+            "Regexp of devices to ignore for tapestats [default: ^$]",
+        ))
         .arg(
             Arg::new("probe.disable-defaults")
                 .long("probe.disable-defaults")
@@ -188,6 +231,10 @@ fn path_arg(name: &'static str, help: &'static str) -> Arg {
         .value_name("PATH")
         .value_parser(value_parser!(PathBuf))
         .help(help)
+}
+
+fn setting_arg(name: &'static str, value: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).long(name).value_name(value).help(help)
 }
 
 fn toggle_args(cmd: Command, kind: &str, name: &str, default: &str) -> Command {
@@ -321,6 +368,31 @@ impl Flags {
         if let Some(on) = toggle(m, "collector", "netdev.netlink") {
             cs.netdev.netlink = on;
         }
+        let settings = &mut cfg.collector_settings;
+        if let Some(v) = m.get_one::<String>("collector.textfile.directory") {
+            settings.textfile.directory = v.clone();
+        }
+        if let Some(v) = m.get_one::<String>("collector.netclass.ignored-devices") {
+            settings.netclass.ignored_devices = v.clone();
+        }
+        if m.get_flag("collector.netclass.ignore-invalid-speed") {
+            settings.netclass.ignore_invalid_speed = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.powersupply.ignored-supplies") {
+            settings.powersupplyclass.ignored_supplies = v.clone();
+        }
+        if m.get_flag("collector.bcache.priorityStats") {
+            settings.bcache.priority_stats = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.ipvs.backend-labels") {
+            settings.ipvs.backend_labels = v.clone();
+        }
+        if m.get_flag("collector.rapl.enable-zone-label") {
+            settings.rapl.enable_zone_label = true;
+        }
+        if let Some(v) = m.get_one::<String>("collector.tapestats.ignored-devices") {
+            settings.tapestats.ignored_devices = v.clone();
+        }
         if m.get_flag("collector.disable-defaults") {
             cfg.collectors.disable_defaults = true;
         }
@@ -430,6 +502,42 @@ mod tests {
             Err(CliExit::Usage(m)) if m.contains("collector_settings.vmstat.fields")
         ));
         assert!(cfg(&["--collector.filesystem.mount-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn hardware_collector_setting_flags() {
+        let c = cfg(&[
+            "--collector.textfile.directory",
+            "/t",
+            "--collector.netclass.ignored-devices",
+            "^lo$",
+            "--collector.netclass.ignore-invalid-speed",
+        ])
+        .unwrap();
+        assert_eq!(c.collector_settings.textfile.directory, "/t");
+        assert_eq!(c.collector_settings.netclass.ignored_devices, "^lo$");
+        assert!(c.collector_settings.netclass.ignore_invalid_speed);
+        assert!(matches!(
+            cfg(&["--collector.netclass.ignored-devices", "("]),
+            Err(CliExit::Usage(_))
+        ));
+        let c = cfg(&[
+            "--collector.bcache.priorityStats",
+            "--collector.rapl.enable-zone-label",
+            "--collector.ipvs.backend-labels",
+            "proto,local_address",
+            "--collector.tapestats.ignored-devices",
+            "^st1$",
+        ])
+        .unwrap();
+        let s = &c.collector_settings;
+        assert!(s.bcache.priority_stats && s.rapl.enable_zone_label);
+        assert_eq!(s.ipvs.backend_labels, "proto,local_address");
+        assert_eq!(s.tapestats.ignored_devices, "^st1$");
+        assert!(matches!(
+            cfg(&["--collector.ipvs.backend-labels", "proto,port"]),
+            Err(CliExit::Usage(m)) if m.contains("port")
+        ));
     }
 
     #[test]

@@ -39,6 +39,13 @@ pub struct CollectorSettings {
     pub netstat: NetstatSettings,
     pub stat: StatSettings,
     pub vmstat: VmstatSettings,
+    pub textfile: TextfileSettings,
+    pub netclass: NetclassSettings,
+    pub powersupplyclass: PowerSupplySettings,
+    pub bcache: BcacheSettings,
+    pub ipvs: IpvsSettings,
+    pub rapl: RaplSettings,
+    pub tapestats: TapestatsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -201,6 +208,97 @@ impl Default for VmstatSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BcacheSettings {
+    /// Also read each cache's `priority_stats` (expensive). Flag: --collector.bcache.priorityStats
+    pub priority_stats: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpvsSettings {
+    /// Comma-separated labels of the backend series (a subset of the default; series that
+    /// become equal are summed). Flag: --collector.ipvs.backend-labels
+    pub backend_labels: String,
+}
+
+/// The labels `node_ipvs_backend_*` can carry, in node_exporter's default order.
+pub const IPVS_BACKEND_LABELS: &str =
+    "local_address,local_port,remote_address,remote_port,proto,local_mark";
+
+impl Default for IpvsSettings {
+    fn default() -> Self {
+        Self {
+            backend_labels: IPVS_BACKEND_LABELS.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaplSettings {
+    /// One `node_rapl_joules_total{rapl_zone}` family instead of one family per zone.
+    /// Flag: --collector.rapl.enable-zone-label
+    pub enable_zone_label: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TapestatsSettings {
+    /// Regexp of tape devices to ignore. Flag: --collector.tapestats.ignored-devices
+    pub ignored_devices: String,
+}
+
+impl Default for TapestatsSettings {
+    fn default() -> Self {
+        Self {
+            ignored_devices: "^$".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextfileSettings {
+    /// Directory (or glob of directories) read for `*.prom` files; empty = none.
+    /// Flag: --collector.textfile.directory
+    pub directory: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetclassSettings {
+    /// Regexp of devices to ignore. Flag: --collector.netclass.ignored-devices
+    pub ignored_devices: String,
+    /// Ignore devices whose speed is invalid. Flag: --collector.netclass.ignore-invalid-speed
+    pub ignore_invalid_speed: bool,
+}
+
+impl Default for NetclassSettings {
+    fn default() -> Self {
+        Self {
+            ignored_devices: "^$".into(),
+            ignore_invalid_speed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerSupplySettings {
+    /// Regexp of power supplies to ignore. Flag: --collector.powersupply.ignored-supplies
+    pub ignored_supplies: String,
+}
+
+impl Default for PowerSupplySettings {
+    fn default() -> Self {
+        Self {
+            ignored_supplies: "^$".into(),
+        }
+    }
+}
+
 impl CollectorSettings {
     /// Every regexp setting as (dotted key, value), for validation.
     pub fn regexes(&self) -> Vec<(&'static str, &str)> {
@@ -247,6 +345,18 @@ impl CollectorSettings {
             ),
             ("collector_settings.netstat.fields", &self.netstat.fields),
             ("collector_settings.vmstat.fields", &self.vmstat.fields),
+            (
+                "collector_settings.netclass.ignored_devices",
+                &self.netclass.ignored_devices,
+            ),
+            (
+                "collector_settings.powersupplyclass.ignored_supplies",
+                &self.powersupplyclass.ignored_supplies,
+            ),
+            (
+                "collector_settings.tapestats.ignored_devices",
+                &self.tapestats.ignored_devices,
+            ),
         ]
     }
 }
@@ -574,6 +684,17 @@ impl Config {
                 format!("{t} must be a positive number of seconds"),
             ));
         }
+        let labels = &self.collector_settings.ipvs.backend_labels;
+        for l in labels.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+            if !IPVS_BACKEND_LABELS.split(',').any(|k| k == l) {
+                return Err(invalid(
+                    "collector_settings.ipvs.backend_labels",
+                    format!(
+                        "unknown IPVS backend label {l:?}, expected some of {IPVS_BACKEND_LABELS}"
+                    ),
+                ));
+            }
+        }
         if let Err((key, msg)) = self.http.validate() {
             return Err(invalid(&key, msg));
         }
@@ -717,6 +838,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("device_exclud") && m.contains("line 3"), "{m}");
+    }
+
+    #[test]
+    fn collector_settings_are_typed_and_checked() {
+        let c = parse(
+            "collector_settings:\n  textfile:\n    directory: /x\n  netclass:\n    ignored_devices: \"^veth\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.collector_settings.textfile.directory, "/x");
+        assert_eq!(c.collector_settings.netclass.ignored_devices, "^veth");
+        let m = parse("collector_settings:\n  textfile:\n    dir: /x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("dir") && m.contains("line 3"), "{m}");
+        let m = parse("collector_settings:\n  netclass:\n    ignored_devices: \"(\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("collector_settings.netclass.ignored_devices"),
+            "{m}"
+        );
     }
 
     #[test]

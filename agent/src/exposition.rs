@@ -106,7 +106,45 @@ pub fn gather(registry: &Registry) -> Result<Vec<pb::MetricFamily>, fmt::Error> 
             }
         }
     }
-    Ok(families)
+    Ok(merge_duplicate_families(families))
+}
+
+/// A family name may come twice when a textfile `*.prom` file defines a family a collector
+/// also produces. Like node_exporter's registry, keep one family per name: the first one,
+/// plus the other's series it lacks when TYPE and HELP agree; anything else is dropped with
+/// a warning, never written twice.
+pub fn merge_duplicate_families(families: Vec<pb::MetricFamily>) -> Vec<pb::MetricFamily> {
+    fn key(m: &pb::Metric) -> Vec<(&str, &str)> {
+        let mut k: Vec<(&str, &str)> = m
+            .label
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        k.sort_unstable();
+        k
+    }
+    let mut out: Vec<pb::MetricFamily> = Vec::with_capacity(families.len());
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for f in families {
+        let Some(&i) = index.get(&f.name) else {
+            index.insert(f.name.clone(), out.len());
+            out.push(f);
+            continue;
+        };
+        let first = &mut out[i];
+        if first.r#type != f.r#type || first.help != f.help {
+            tracing::warn!(family = %f.name, "family produced twice with another TYPE or HELP; the second one is dropped");
+            continue;
+        }
+        for m in f.metric {
+            if first.metric.iter().any(|e| key(e) == key(&m)) {
+                tracing::warn!(family = %f.name, "series produced twice; the second one is dropped");
+            } else {
+                first.metric.push(m);
+            }
+        }
+    }
+    out
 }
 
 /// Writes families in the Prometheus text format 0.0.4. Families without samples are left
@@ -290,6 +328,41 @@ mod tests {
             Format::negotiate(Some("application/openmetrics-text;q=0")),
             Format::Text004
         );
+    }
+
+    #[test]
+    fn duplicate_families_are_merged_once() {
+        let fam = |help: &str, t: pb::MetricType, labels: &[&str]| pb::MetricFamily {
+            name: "x".into(),
+            help: help.into(),
+            r#type: t as i32,
+            metric: labels
+                .iter()
+                .map(|v| pb::Metric {
+                    label: vec![pb::LabelPair {
+                        name: "l".into(),
+                        value: v.to_string(),
+                    }],
+                    gauge: Some(pb::Gauge { value: 1.0 }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let g = pb::MetricType::Gauge;
+        let merged = merge_duplicate_families(vec![
+            fam("h", g, &["a"]),
+            fam("h", g, &["a", "b"]),
+            fam("other", g, &["c"]),
+            fam("h", pb::MetricType::Counter, &["d"]),
+        ]);
+        assert_eq!(merged.len(), 1);
+        let vals: Vec<&str> = merged[0]
+            .metric
+            .iter()
+            .map(|m| m.label[0].value.as_str())
+            .collect();
+        assert_eq!(vals, ["a", "b"]);
     }
 
     #[test]

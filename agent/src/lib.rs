@@ -14,4 +14,5 @@ pub mod sdnotify;
 pub mod selfmetrics;
 pub mod server;
 pub mod status;
+pub mod textparse;
 pub mod webconfig;

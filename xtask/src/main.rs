@@ -192,6 +192,10 @@ fn test(root: &Path) -> Result<()> {
             // Side by side with node_exporter 1.5.0 (unprivileged).
             "--test",
             "node_exporter_peer",
+            "--test",
+            "hw_collectors",
+            "--test",
+            "fuzz_parsers",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.
@@ -214,6 +218,8 @@ fn test(root: &Path) -> Result<()> {
             "deploy",
             "--test",
             "hung_mount",
+            "--test",
+            "hw_privileged",
             "--",
             "--test-threads=1",
         ],

@@ -32,6 +32,8 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 
 /// Packages the tests and benchmarks use: real peers and real clients.
 const PEER_PACKAGES: &[&str] = &[
+    // mkfs.btrfs: the btrfs collector's privileged test (agent/tests/hw_privileged.rs).
+    "btrfs-progs",
     "bpftool",
     "curl",
     "nginx-light",

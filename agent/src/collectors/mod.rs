@@ -13,36 +13,59 @@ use std::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use crate::{
-    config::CollectorSettings,
     emit::{Kind, Out},
     paths::Paths,
 };
 
 pub mod arp;
+pub mod bcache;
+pub mod bonding;
+pub mod btrfs;
 pub mod conntrack;
 pub mod cpu;
+pub mod cpufreq;
 pub mod diskstats;
+pub mod dmi;
+pub mod edac;
 pub mod entropy;
+pub mod fibrechannel;
 pub mod filefd;
 pub mod filesystem;
+pub mod hwmon;
+pub mod infiniband;
 pub mod interrupts;
+pub mod ipvs;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
+pub mod netclass;
 pub mod netdev;
 pub mod netstat;
+pub mod nfs;
+pub mod nfsd;
+pub mod nvme;
 pub mod os;
+pub mod powersupplyclass;
 pub mod pressure;
 pub mod processes;
+pub mod rapl;
 pub mod schedstat;
+pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
+pub mod sysfs;
+pub mod tapestats;
 pub mod tcpstat;
+pub mod textfile;
+pub mod thermal_zone;
 pub mod time;
 pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod xfs;
+pub mod zfs;
 
 /// A collector reads its sources and writes its families, once per scrape.
 pub trait NodeCollector: fmt::Debug + Send + Sync {
@@ -53,8 +76,18 @@ pub trait NodeCollector: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone)]
 pub struct CollectorContext {
     pub paths: Paths,
-    /// `collector_settings:` (node_exporter's `--collector.<name>.<setting>` flags).
-    pub settings: CollectorSettings,
+    /// `collector_settings:` / `--collector.<name>.<setting>` values.
+    pub settings: crate::config::CollectorSettings,
+}
+
+impl CollectorContext {
+    /// A context reading through `paths` with default settings (tests, fixtures).
+    pub fn with_paths(paths: Paths) -> Self {
+        Self {
+            paths,
+            settings: Default::default(),
+        }
+    }
 }
 
 type Constructor = fn(&CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError>;
@@ -195,6 +228,123 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "vmstat",
         default_enabled: true,
         new: vmstat::new,
+    },
+    CollectorEntry {
+        name: "hwmon",
+        default_enabled: true,
+        new: hwmon::new,
+    },
+    CollectorEntry {
+        name: "thermal_zone",
+        default_enabled: true,
+        new: thermal_zone::new,
+    },
+    CollectorEntry {
+        name: "cpufreq",
+        default_enabled: true,
+        new: cpufreq::new,
+    },
+    CollectorEntry {
+        name: "powersupplyclass",
+        default_enabled: true,
+        new: powersupplyclass::new,
+    },
+    CollectorEntry {
+        name: "netclass",
+        default_enabled: true,
+        new: netclass::new,
+    },
+    CollectorEntry {
+        name: "nvme",
+        default_enabled: true,
+        new: nvme::new,
+    },
+    CollectorEntry {
+        name: "mdadm",
+        default_enabled: true,
+        new: mdadm::new,
+    },
+    CollectorEntry {
+        name: "bonding",
+        default_enabled: true,
+        new: bonding::new,
+    },
+    CollectorEntry {
+        name: "rapl",
+        default_enabled: true,
+        new: rapl::new,
+    },
+    CollectorEntry {
+        name: "edac",
+        default_enabled: true,
+        new: edac::new,
+    },
+    CollectorEntry {
+        name: "dmi",
+        default_enabled: true,
+        new: dmi::new,
+    },
+    CollectorEntry {
+        name: "infiniband",
+        default_enabled: true,
+        new: infiniband::new,
+    },
+    CollectorEntry {
+        name: "fibrechannel",
+        default_enabled: true,
+        new: fibrechannel::new,
+    },
+    CollectorEntry {
+        name: "tapestats",
+        default_enabled: true,
+        new: tapestats::new,
+    },
+    CollectorEntry {
+        name: "nfs",
+        default_enabled: true,
+        new: nfs::new,
+    },
+    CollectorEntry {
+        name: "nfsd",
+        default_enabled: true,
+        new: nfsd::new,
+    },
+    CollectorEntry {
+        name: "zfs",
+        default_enabled: true,
+        new: zfs::new,
+    },
+    CollectorEntry {
+        name: "xfs",
+        default_enabled: true,
+        new: xfs::new,
+    },
+    CollectorEntry {
+        name: "ipvs",
+        default_enabled: true,
+        new: ipvs::new,
+    },
+    CollectorEntry {
+        name: "selinux",
+        default_enabled: true,
+        new: selinux::new,
+    },
+    CollectorEntry {
+        name: "btrfs",
+        default_enabled: true,
+        new: btrfs::new,
+    },
+    CollectorEntry {
+        name: "bcache",
+        default_enabled: true,
+        new: bcache::new,
+    },
+    // Last, so that a collector's own family wins over a `*.prom` file redefining it
+    // (exposition::merge_duplicate_families keeps the first).
+    CollectorEntry {
+        name: "textfile",
+        default_enabled: true,
+        new: textfile::new,
     },
 ];
 

@@ -81,7 +81,7 @@ pub async fn run(cfg: Config) -> u8 {
     let init_cfg = cfg.clone();
     let init = tokio::task::spawn_blocking(move || {
         let (collectors, collector_states) = build_collectors(&init_cfg);
-        let probes = Probes::load(&init_cfg.probes, init_cfg.log.level);
+        let probes = Probes::load(&init_cfg);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(collectors));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));

@@ -20,6 +20,56 @@ pub struct Config {
     pub paths: PathsConfig,
     pub collectors: Toggles<CollectorKind>,
     pub probes: Toggles<ProbeKind>,
+    pub process_names: ProcessNamesConfig,
+    pub syscalls: SyscallsConfig,
+}
+
+/// `process_names:` how the eBPF probes bound their `process_name` label (see procnames.rs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessNamesConfig {
+    /// Process groups per probe that keep their own name; the rest are `other`.
+    pub top_k: usize,
+    /// Seconds a process group must be idle before its series and kernel map entries go.
+    pub grace_period_seconds: u64,
+}
+
+impl Default for ProcessNamesConfig {
+    fn default() -> Self {
+        let d = crate::procnames::NameLimits::default();
+        Self {
+            top_k: d.top_k,
+            grace_period_seconds: d.grace.as_secs(),
+        }
+    }
+}
+
+impl ProcessNamesConfig {
+    pub fn limits(&self) -> crate::procnames::NameLimits {
+        crate::procnames::NameLimits {
+            top_k: self.top_k,
+            grace: std::time::Duration::from_secs(self.grace_period_seconds),
+        }
+    }
+}
+
+/// `syscalls:` sizes of the `syscalls` probe's kernel maps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallsConfig {
+    /// Distinct (comm, syscall) pairs counted in the kernel; more are counted as lost.
+    pub max_series: u32,
+    /// Threads tracked inside a syscall at once (LRU: the least recently used is evicted).
+    pub max_threads: u32,
+}
+
+impl Default for SyscallsConfig {
+    fn default() -> Self {
+        Self {
+            max_series: agent_common::syscalls::DEFAULT_MAX_STATS,
+            max_threads: agent_common::syscalls::DEFAULT_MAX_THREADS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -326,6 +376,14 @@ impl Config {
                 format!("{:?} must start with '/'", self.web.telemetry_path),
             ));
         }
+        for (key, v) in [
+            ("syscalls.max_series", self.syscalls.max_series),
+            ("syscalls.max_threads", self.syscalls.max_threads),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if ["/", "/healthz", "/readyz"].contains(&self.web.telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
@@ -352,6 +410,10 @@ mod tests {
         assert_eq!(
             (&shipped.web, &shipped.log, &shipped.paths),
             (&d.web, &d.log, &d.paths)
+        );
+        assert_eq!(
+            (&shipped.process_names, &shipped.syscalls),
+            (&d.process_names, &d.syscalls)
         );
         for e in COLLECTORS {
             assert_eq!(
@@ -441,6 +503,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("web.telemetry_path"), "{m}");
+    }
+
+    #[test]
+    fn zero_map_size_is_rejected_with_key() {
+        let m = parse("syscalls:\n  max_series: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("syscalls.max_series"), "{m}");
+        let m = parse("process_names:\n  top_k: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("process_names.top_k"), "{m}");
     }
 
     #[test]

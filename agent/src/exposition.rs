@@ -209,7 +209,7 @@ fn sample_with(
             }
             out.push_str(k);
             out.push_str("=\"");
-            write_value(out, v)?;
+            format_value(out, v)?;
             out.push('"');
         }
         out.push('}');

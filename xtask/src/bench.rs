@@ -19,10 +19,10 @@ const COLLECTORS: &[&str] = &["loadavg", "meminfo", "uname"];
 const WARMUP: usize = 50;
 const SCRAPES: usize = 500;
 
-struct Proc {
-    name: &'static str,
-    child: Child,
-    port: u16,
+pub(crate) struct Proc {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Proc {
@@ -32,13 +32,13 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_ready(port: u16, path: &str) -> Result<()> {
+pub(crate) fn wait_ready(port: u16, path: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -300,6 +300,11 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         ratio(hl.rss_mb + hl.bpf_maps_mb, ne.rss_mb),
     )?;
     print!("{md}");
+    // The syscall section needs the machine without any probe attached for its "off" rounds.
+    drop(hostlens);
+    drop(node_exporter);
+    let sys_md = crate::bench_syscalls::run(&bin, &date)?;
+    print!("{sys_md}");
     if write {
         let path = root.join("BENCHMARKS.md");
         let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -307,18 +312,26 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
              first. Figures are ratios against the real peer measured in the same run.\n\n"
                 .to_string()
         });
-        let marker = "## Scrape cost and memory: hostlens vs node_exporter";
-        // Keep one section per benchmark: replace the previous run's.
-        if let Some(start) = doc.find(marker) {
-            let end = doc[start + marker.len()..]
-                .find("\n## ")
-                .map_or(doc.len(), |e| start + marker.len() + e + 1);
-            doc.replace_range(start..end, &md);
-        } else {
-            doc.push_str(&md);
-        }
+        replace_section(
+            &mut doc,
+            "## Scrape cost and memory: hostlens vs node_exporter",
+            &md,
+        );
+        replace_section(&mut doc, "## Syscall probe cost per syscall", &sys_md);
         std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> BENCHMARKS.md updated");
     }
     Ok(())
+}
+
+/// Keeps one section per benchmark: replaces the previous run's, or appends.
+fn replace_section(doc: &mut String, marker: &str, md: &str) {
+    if let Some(start) = doc.find(marker) {
+        let end = doc[start + marker.len()..]
+            .find("\n## ")
+            .map_or(doc.len(), |e| start + marker.len() + e + 1);
+        doc.replace_range(start..end, md);
+    } else {
+        doc.push_str(md);
+    }
 }

@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_syscalls;
 mod setup;
 
 #[derive(Parser)]
@@ -184,6 +185,8 @@ fn test(root: &Path) -> Result<()> {
             "agent",
             "--test",
             "privileged",
+            "--test",
+            "privileged_process",
             "--",
             "--test-threads=1",
         ],

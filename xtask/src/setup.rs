@@ -33,6 +33,10 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 /// Packages the tests and benchmarks use: real peers and real clients.
 const PEER_PACKAGES: &[&str] = &[
     "bpftool",
+    // syscall-probe bench peer; process-group and TCP tests
+    "bpftrace",
+    "iproute2",
+    "nftables",
     "curl",
     "prometheus",
     "prometheus-node-exporter",

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod syscalls;
+mod tcp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -22,6 +22,30 @@ pub struct Config {
     pub probes: Toggles<ProbeKind>,
     pub process_names: ProcessNamesConfig,
     pub syscalls: SyscallsConfig,
+    pub tcp: TcpConfig,
+}
+
+/// `tcp:` sizes of the `tcp` probe's kernel maps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Sockets whose owner is tracked at once; more are counted as lost.
+    pub max_sockets: u32,
+    /// Listening ports whose owner is tracked.
+    pub max_listeners: u32,
+    /// Distinct process groups counted in the kernel.
+    pub max_series: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        use agent_common::tcp::*;
+        Self {
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            max_listeners: DEFAULT_MAX_LISTENERS,
+            max_series: DEFAULT_MAX_SERIES,
+        }
+    }
 }
 
 /// `process_names:` how the eBPF probes bound their `process_name` label (see procnames.rs).
@@ -379,6 +403,9 @@ impl Config {
         for (key, v) in [
             ("syscalls.max_series", self.syscalls.max_series),
             ("syscalls.max_threads", self.syscalls.max_threads),
+            ("tcp.max_sockets", self.tcp.max_sockets),
+            ("tcp.max_listeners", self.tcp.max_listeners),
+            ("tcp.max_series", self.tcp.max_series),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -412,8 +439,8 @@ mod tests {
             (&d.web, &d.log, &d.paths)
         );
         assert_eq!(
-            (&shipped.process_names, &shipped.syscalls),
-            (&d.process_names, &d.syscalls)
+            (&shipped.process_names, &shipped.syscalls, &shipped.tcp),
+            (&d.process_names, &d.syscalls, &d.tcp)
         );
         for e in COLLECTORS {
             assert_eq!(

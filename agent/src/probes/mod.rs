@@ -18,6 +18,7 @@ use crate::{
 pub mod batch;
 pub mod syscall_names;
 pub mod syscalls;
+pub mod tcp;
 
 /// The compiled kernel programs, built by `agent/build.rs`. Empty when the build skipped the
 /// eBPF step (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
@@ -52,12 +53,21 @@ pub struct ProbeEntry {
 }
 
 /// The registration table. Adding a probe adds one line here.
-pub static PROBES: &[ProbeEntry] = &[ProbeEntry {
-    name: "syscalls",
-    default_enabled: true,
-    hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit",
-    attach: syscalls::attach,
-}];
+pub static PROBES: &[ProbeEntry] = &[
+    ProbeEntry {
+        name: "syscalls",
+        default_enabled: true,
+        hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit",
+        attach: syscalls::attach,
+    },
+    ProbeEntry {
+        name: "tcp",
+        default_enabled: true,
+        hooks: "tracepoint/sock:inet_sock_set_state, tcp:tcp_retransmit_skb, tcp:tcp_send_reset, \
+            tcp:tcp_receive_reset, tcp:tcp_probe, sock:sock_send_length, sock:sock_recv_length",
+        attach: tcp::attach,
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -199,7 +209,9 @@ impl Probes {
 
 /// Map sizes the configuration sets, per probe.
 fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
-    syscalls::max_entries(ctx)
+    let mut v = syscalls::max_entries(ctx);
+    v.extend(tcp::max_entries(ctx));
+    v
 }
 
 fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {

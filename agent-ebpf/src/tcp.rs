@@ -19,9 +19,9 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 #[map(name = "TCP_SOCKS")]
@@ -222,25 +222,31 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
-pub fn tcp_on_retransmit(ctx: TracePointContext) -> u32 {
-    let sk: u64 = field(&ctx, off::RETRANSMIT_SKADDR);
+// Retransmits and resets arrive in softirq context, often interrupting another tracing
+// program on the same CPU. A classic tracepoint program is skipped then (the kernel's
+// per-CPU bpf_prog_active guard, counted only in its recursion_misses); a raw tracepoint is
+// guarded per program, so these are raw tracepoints. They only need the socket pointer, which
+// is the first TP_PROTO argument of each (include/trace/events/tcp.h).
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_on_retransmit(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
     stat(&owner_of(sk), RETRANS, 1);
     0
 }
 
-#[tracepoint(category = "tcp", name = "tcp_send_reset")]
-pub fn tcp_on_send_reset(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_on_send_reset(ctx: RawTracePointContext) -> i32 {
     // No socket: the kernel answers a segment for which no socket exists.
-    let sk: u64 = field(&ctx, off::SEND_RESET_SKADDR);
+    let sk: u64 = ctx.arg(0);
     let key = if sk == 0 { UNKNOWN } else { owner_of(sk) };
     stat(&key, RST_SENT, 1);
     0
 }
 
-#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
-pub fn tcp_on_receive_reset(ctx: TracePointContext) -> u32 {
-    let sk: u64 = field(&ctx, off::RECEIVE_RESET_SKADDR);
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_on_receive_reset(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
     stat(&owner_of(sk), RST_RECV, 1);
     0
 }

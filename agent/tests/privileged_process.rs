@@ -171,3 +171,332 @@ fn process_name_is_bounded_to_top_k_plus_other() {
     // Nothing is lost by the bound: the 20 children's exit_group calls are all counted.
     assert!(e.sum("syscalls_total", &[("syscall", "exit_group")]) >= 20.0);
 }
+
+/// Python that serves `n` connections on 127.0.0.1 (port printed on stdout): from each it
+/// reads exactly `up` bytes, answers `down` bytes, and closes.
+fn listener_script(n: u32, up: usize, down: usize) -> String {
+    format!(
+        "import socket, sys\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', 0))\n\
+         s.listen(128)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         for _ in range({n}):\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   got = 0\n\
+         \x20   while got < {up}:\n\
+         \x20       b = c.recv(65536)\n\
+         \x20       assert b\n\
+         \x20       got += len(b)\n\
+         \x20   c.sendall(b'y' * {down})\n\
+         \x20   c.close()\n\
+         s.close()\n"
+    )
+}
+
+/// Python that makes `n` connections to `port`, sends `up` bytes on each and reads the
+/// answer to its end; then `refused` connects to `closed_port`, each refused.
+fn client_script(port: u16, n: u32, up: usize, closed_port: u16, refused: u32) -> String {
+    format!(
+        "import socket\n\
+         for _ in range({n}):\n\
+         \x20   c = socket.create_connection(('127.0.0.1', {port}))\n\
+         \x20   c.sendall(b'x' * {up})\n\
+         \x20   while c.recv(65536):\n\
+         \x20       pass\n\
+         \x20   c.close()\n\
+         for _ in range({refused}):\n\
+         \x20   c = socket.socket()\n\
+         \x20   try:\n\
+         \x20       c.connect(('127.0.0.1', {closed_port}))\n\
+         \x20       raise SystemExit('connected to a closed port')\n\
+         \x20   except ConnectionRefusedError:\n\
+         \x20       pass\n\
+         \x20   c.close()\n"
+    )
+}
+
+/// A loopback port nobody listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn by_name(e: &Exposition, family: &str, name: &str, direction: Option<&str>) -> f64 {
+    match direction {
+        Some(d) => e.sum(family, &[("process_name", name), ("direction", d)]),
+        None => e.sum(family, &[("process_name", name)]),
+    }
+}
+
+/// Scrapes until `done` holds (connections close asynchronously), at most 10 s.
+fn scrape_until(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let e = agent.scrape();
+        if done(&e) || std::time::Instant::now() > deadline {
+            return e;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn start_tcp_agent(cfg: &Path) -> Agent {
+    let agent = Agent::start(&[
+        "--config.file",
+        cfg.to_str().unwrap(),
+        "--collector.disable-defaults",
+        "--probe.disable-defaults",
+        "--probe.tcp",
+    ]);
+    assert_eq!(
+        agent.scrape().get("hostlens_probe_attached{probe=\"tcp\"}"),
+        Some(1.0),
+        "{}",
+        agent.log()
+    );
+    agent
+}
+
+#[test]
+fn tcp_connections_failures_resets_and_bytes_per_process_are_exact() {
+    if !privileged("tcp_connections_failures_resets_and_bytes_per_process_are_exact") {
+        return;
+    }
+    let dir = TempDir::new("tcp");
+    let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
+    let agent = start_tcp_agent(&cfg);
+    let (lname, cname) = (unique("hltl"), unique("hltc"));
+    let (lpy, cpy) = (python_named(&dir.0, &lname), python_named(&dir.0, &cname));
+    const N: u32 = 200;
+    const UP: usize = 10_000;
+    const DOWN: usize = 70_000;
+    let before = agent.scrape();
+    let unknown_rst_before = by_name(&before, "tcp_resets_total", "unknown", Some("sent"));
+    let mut listener = Command::new(&lpy)
+        .args(["-c", &listener_script(N, UP, DOWN)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    run_ok(Command::new(&cpy).args(["-c", &client_script(port, N, UP, closed_port(), N)]));
+    assert!(listener.wait().unwrap().success());
+    let n = f64::from(N);
+    let e = scrape_until(&agent, |e| {
+        by_name(e, "tcp_connections_closed_total", &cname, Some("outbound")) >= n
+            && by_name(e, "tcp_connections_closed_total", &lname, Some("inbound")) >= n
+    });
+    let get = |f: &str, name: &str, d: Option<&str>| by_name(&e, f, name, d);
+    assert_eq!(
+        get("tcp_connections_opened_total", &cname, Some("outbound")),
+        n
+    );
+    assert_eq!(
+        get("tcp_connections_opened_total", &cname, Some("inbound")),
+        0.0
+    );
+    assert_eq!(
+        get("tcp_connections_opened_total", &lname, Some("inbound")),
+        n
+    );
+    assert_eq!(
+        get("tcp_connections_opened_total", &lname, Some("outbound")),
+        0.0
+    );
+    assert_eq!(
+        get("tcp_connections_closed_total", &cname, Some("outbound")),
+        n
+    );
+    assert_eq!(
+        get("tcp_connections_closed_total", &lname, Some("inbound")),
+        n
+    );
+    assert_eq!(get("tcp_connect_failures_total", &cname, None), n);
+    assert_eq!(get("tcp_connect_failures_total", &lname, None), 0.0);
+    // Each refused connect is a RST received by the client, sent by the kernel for a port
+    // without a socket (owner unknown; other hosts' traffic may add to that one).
+    assert_eq!(get("tcp_resets_total", &cname, Some("received")), n);
+    assert!(get("tcp_resets_total", "unknown", Some("sent")) - unknown_rst_before >= n);
+    // Bytes are sendmsg/recvmsg return values: exactly the payload, no headers.
+    let (up, down) = (n * UP as f64, n * DOWN as f64);
+    assert_eq!(
+        get("process_network_transmit_bytes_total", &cname, None),
+        up
+    );
+    assert_eq!(get("process_network_receive_bytes_total", &lname, None), up);
+    assert_eq!(
+        get("process_network_transmit_bytes_total", &lname, None),
+        down
+    );
+    assert_eq!(
+        get("process_network_receive_bytes_total", &cname, None),
+        down
+    );
+    // Every connection lived and closed while the probe ran; loopback RTTs were sampled.
+    assert!(e.get("tcp_connection_duration_seconds_count").unwrap() >= 2.0 * n);
+    assert!(e.get("tcp_rtt_seconds_count").unwrap() > 0.0);
+    assert_eq!(
+        e.get("hostlens_probe_events_lost_total{probe=\"tcp\"}"),
+        Some(0.0)
+    );
+}
+
+/// Two network namespaces joined by a veth pair (10.206.<x>.1 in `a`, .2 in `b`); deleted on
+/// drop, which also removes the veth pair and any nftables rules inside.
+struct NetPair {
+    a: String,
+    b: String,
+}
+
+impl NetPair {
+    fn new() -> NetPair {
+        let id = std::process::id() % 100_000;
+        let pair = NetPair {
+            a: format!("hl6a{id}"),
+            b: format!("hl6b{id}"),
+        };
+        let _ = Command::new("ip").args(["netns", "del", &pair.a]).output();
+        let _ = Command::new("ip").args(["netns", "del", &pair.b]).output();
+        for ns in [&pair.a, &pair.b] {
+            run_ok(Command::new("ip").args(["netns", "add", ns]));
+        }
+        run_ok(Command::new("ip").args([
+            "link", "add", "veth0", "netns", &pair.a, "type", "veth", "peer", "name", "veth0",
+            "netns", &pair.b,
+        ]));
+        for (ns, addr) in [(&pair.a, "10.206.0.1/24"), (&pair.b, "10.206.0.2/24")] {
+            run_ok(Command::new("ip").args(["-n", ns, "addr", "add", addr, "dev", "veth0"]));
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", "veth0", "up"]));
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+            // One segment per skb, so that per-skb events and per-segment MIB counters agree.
+            run_ok(
+                pair.exec(ns)
+                    .args(["ethtool", "-K", "veth0", "tso", "off", "gso", "off"]),
+            );
+        }
+        pair
+    }
+
+    fn exec(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).output();
+    }
+}
+
+/// `RetransSegs` of the `Tcp:` lines of /proc/net/snmp as seen inside namespace `ns`.
+fn retrans_segs(pair: &NetPair, ns: &str) -> f64 {
+    let snmp = run_ok(pair.exec(ns).args(["cat", "/proc/net/snmp"]));
+    let tcp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    let names: Vec<&str> = tcp[0].split_whitespace().collect();
+    let values: Vec<&str> = tcp[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RetransSegs").unwrap();
+    values[i].parse().unwrap()
+}
+
+#[test]
+fn tcp_retransmits_under_injected_loss_match_the_kernel() {
+    if !privileged("tcp_retransmits_under_injected_loss_match_the_kernel") {
+        return;
+    }
+    let dir = TempDir::new("retx");
+    let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
+    let agent = start_tcp_agent(&cfg);
+    let pair = NetPair::new();
+    // Drop 10% of what arrives at the server's port in its namespace (this kernel has no
+    // netem). Dropping on the sender's own output would not do: TCP sees that local drop as a
+    // failed send and sends the segment again as new data, not as a retransmission.
+    let rules = "table inet hostlens_test {\n chain in {\n  type filter hook input priority 0;\n  \
+                 tcp dport 5001 numgen random mod 100 < 10 drop\n }\n}\n";
+    let rules_file = dir.0.join("loss.nft");
+    std::fs::write(&rules_file, rules).unwrap();
+    run_ok(
+        pair.exec(&pair.b)
+            .args(["nft", "-f", rules_file.to_str().unwrap()]),
+    );
+    // Tail loss probes retransmit through __tcp_retransmit_skb directly, which counts in
+    // TcpRetransSegs but does not pass tcp:tcp_retransmit_skb (see README); turn them off in
+    // the client's namespace so that both count the same retransmissions.
+    run_ok(
+        pair.exec(&pair.a)
+            .args(["sysctl", "-q", "-w", "net.ipv4.tcp_early_retrans=0"]),
+    );
+    let (sname, cname) = (unique("hlrs"), unique("hlrc"));
+    let (spy, cpy) = (python_named(&dir.0, &sname), python_named(&dir.0, &cname));
+    const BYTES: usize = 400_000;
+    let server = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('10.206.0.2', 5001))\ns.listen(1)\nprint('ready', flush=True)\n\
+         c, _ = s.accept()\ngot = 0\nwhile True:\n    b = c.recv(65536)\n    if not b:\n        break\n\
+         \x20   got += len(b)\nc.sendall(str(got).encode())\nc.close()\n"
+    );
+    let mut srv = pair
+        .exec(&pair.b)
+        .arg(&spy)
+        .args(["-c", &server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let client = format!(
+        "import socket\nc = socket.create_connection(('10.206.0.2', 5001), timeout=60)\n\
+         for _ in range({}):\n    c.sendall(b'z' * 1000)\nc.shutdown(socket.SHUT_WR)\n\
+         print(c.recv(100).decode())\n",
+        BYTES / 1000
+    );
+    let got = run_ok(pair.exec(&pair.a).arg(&cpy).args(["-c", &client]));
+    assert_eq!(
+        got.trim(),
+        BYTES.to_string(),
+        "the server received everything"
+    );
+    assert!(srv.wait().unwrap().success());
+    let kernel = retrans_segs(&pair, &pair.a);
+    let e = agent.scrape();
+    let ours = by_name(&e, "tcp_retransmits_total", &cname, None);
+    eprintln!(
+        "retransmits: hostlens {ours} (client {cname}), kernel TcpRetransSegs {kernel}; all: {:?}",
+        e.matching("tcp_retransmits_total", &[]).collect::<Vec<_>>()
+    );
+    assert!(kernel > 0.0, "10% loss produced no retransmission");
+    assert!(
+        ours > 0.0,
+        "kernel retransmitted {kernel} segments, hostlens saw none"
+    );
+    // The tracepoint fires once per retransmitted skb and the MIB counts segments; with
+    // segmentation offload off on the veth pair every skb is one segment. Runs here agree
+    // within a few segments (the MIB is a little ahead: see README, tcp probe limits), never
+    // with hostlens ahead.
+    assert!(ours <= kernel, "hostlens {ours} > kernel {kernel}");
+    assert!(
+        ours >= 0.8 * kernel,
+        "hostlens {ours} is far below the kernel's TcpRetransSegs {kernel}"
+    );
+    assert_eq!(
+        by_name(&e, "tcp_connections_opened_total", &cname, Some("outbound")),
+        1.0
+    );
+    assert_eq!(
+        by_name(&e, "process_network_transmit_bytes_total", &cname, None),
+        BYTES as f64
+    );
+}

@@ -35,6 +35,7 @@ const PEER_PACKAGES: &[&str] = &[
     "bpftool",
     // syscall-probe bench peer; process-group and TCP tests
     "bpftrace",
+    "ethtool",
     "iproute2",
     "nftables",
     "curl",

@@ -63,8 +63,9 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "tcp",
         default_enabled: true,
-        hooks: "tracepoint/sock:inet_sock_set_state, tcp:tcp_retransmit_skb, tcp:tcp_send_reset, \
-            tcp:tcp_receive_reset, tcp:tcp_probe, sock:sock_send_length, sock:sock_recv_length",
+        hooks: "tracepoint/sock:inet_sock_set_state, tcp:tcp_probe, sock:sock_send_length, \
+            sock:sock_recv_length; raw_tracepoint/tcp_retransmit_skb, tcp_send_reset, \
+            tcp_receive_reset",
         attach: tcp::attach,
     },
 ];

@@ -17,7 +17,7 @@ use agent_common::tcp::{
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 
 use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscalls::comm_str};
@@ -26,15 +26,19 @@ use crate::{
     procnames::{GroupCounters, Reading},
 };
 
-/// (program, category, tracepoint)
-const PROGRAMS: [(&str, &str, &str); 7] = [
+/// (program, category, tracepoint): classic tracepoints.
+const TRACEPOINTS: [(&str, &str, &str); 4] = [
     ("tcp_on_set_state", "sock", "inet_sock_set_state"),
-    ("tcp_on_retransmit", "tcp", "tcp_retransmit_skb"),
-    ("tcp_on_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_on_receive_reset", "tcp", "tcp_receive_reset"),
     ("tcp_on_probe", "tcp", "tcp_probe"),
     ("tcp_on_send_length", "sock", "sock_send_length"),
     ("tcp_on_recv_length", "sock", "sock_recv_length"),
+];
+
+/// (program, tracepoint): raw tracepoints (softirq-context events, see the kernel half).
+const RAW_TRACEPOINTS: [(&str, &str); 3] = [
+    ("tcp_on_retransmit", "tcp_retransmit_skb"),
+    ("tcp_on_send_reset", "tcp_send_reset"),
+    ("tcp_on_receive_reset", "tcp_receive_reset"),
 ];
 
 /// `process_name` of events whose socket had no known owner (e.g. a reset the kernel sends
@@ -76,7 +80,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
 }
 
 pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
-    for (name, category, tp) in PROGRAMS {
+    for (name, category, tp) in TRACEPOINTS {
         let prog_err = |source| ProbeError::Program {
             program: name,
             source,
@@ -88,6 +92,19 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
             .map_err(prog_err)?;
         program.load().map_err(prog_err)?;
         program.attach(category, tp).map_err(prog_err)?;
+    }
+    for (name, tp) in RAW_TRACEPOINTS {
+        let prog_err = |source| ProbeError::Program {
+            program: name,
+            source,
+        };
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        program.attach(tp).map_err(prog_err)?;
     }
     let take = |ebpf: &mut Ebpf, name: &'static str| {
         ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))

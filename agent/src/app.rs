@@ -17,6 +17,7 @@ use crate::{
 pub fn build_collectors(cfg: &Config) -> (NodeCollectors, Vec<(&'static str, State)>) {
     let ctx = CollectorContext {
         paths: cfg.paths.paths(),
+        process_groups: cfg.process_groups.clone(),
     };
     let mut active = Vec::new();
     let mut states = Vec::new();

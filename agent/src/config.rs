@@ -23,6 +23,7 @@ pub struct Config {
     pub process_names: ProcessNamesConfig,
     pub syscalls: SyscallsConfig,
     pub tcp: TcpConfig,
+    pub process_groups: crate::collectors::process_groups::ProcessGroupsConfig,
 }
 
 /// `tcp:` sizes of the `tcp` probe's kernel maps.
@@ -411,6 +412,9 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        self.process_groups
+            .validate()
+            .map_err(|(key, msg)| invalid(&format!("process_groups.{key}"), msg))?;
         if ["/", "/healthz", "/readyz"].contains(&self.web.telemetry_path.as_str()) {
             return Err(invalid(
                 "web.telemetry_path",
@@ -439,8 +443,13 @@ mod tests {
             (&d.web, &d.log, &d.paths)
         );
         assert_eq!(
-            (&shipped.process_names, &shipped.syscalls, &shipped.tcp),
-            (&d.process_names, &d.syscalls, &d.tcp)
+            (
+                &shipped.process_names,
+                &shipped.syscalls,
+                &shipped.tcp,
+                &shipped.process_groups
+            ),
+            (&d.process_names, &d.syscalls, &d.tcp, &d.process_groups)
         );
         for e in COLLECTORS {
             assert_eq!(
@@ -542,6 +551,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("process_names.top_k"), "{m}");
+    }
+
+    #[test]
+    fn bad_process_group_matcher_names_its_key() {
+        let m = parse("process_groups:\n  matchers:\n  - cmdline: ['(']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("process_groups.matchers[0].cmdline[0]"), "{m}");
+        let m = parse("process_groups:\n  matchers:\n  - comm: [a]\n    pid: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("pid") && m.contains("line 4"), "{m}");
     }
 
     #[test]

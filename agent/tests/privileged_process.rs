@@ -437,16 +437,14 @@ fn tcp_retransmits_under_injected_loss_match_the_kernel() {
     let (sname, cname) = (unique("hlrs"), unique("hlrc"));
     let (spy, cpy) = (python_named(&dir.0, &sname), python_named(&dir.0, &cname));
     const BYTES: usize = 400_000;
-    let server = format!(
-        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+    let server = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
          s.bind(('10.206.0.2', 5001))\ns.listen(1)\nprint('ready', flush=True)\n\
          c, _ = s.accept()\ngot = 0\nwhile True:\n    b = c.recv(65536)\n    if not b:\n        break\n\
-         \x20   got += len(b)\nc.sendall(str(got).encode())\nc.close()\n"
-    );
+         \x20   got += len(b)\nc.sendall(str(got).encode())\nc.close()\n";
     let mut srv = pair
         .exec(&pair.b)
         .arg(&spy)
-        .args(["-c", &server])
+        .args(["-c", server])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -19,6 +19,7 @@ use crate::{
 
 pub mod loadavg;
 pub mod meminfo;
+pub mod process_groups;
 pub mod uname;
 
 /// A collector reads its sources and writes its families, once per scrape.
@@ -30,6 +31,8 @@ pub trait NodeCollector: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone)]
 pub struct CollectorContext {
     pub paths: Paths,
+    /// `process_groups:` matchers of the `process_groups` collector.
+    pub process_groups: process_groups::ProcessGroupsConfig,
 }
 
 type Constructor = fn(&CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorError>;
@@ -60,6 +63,12 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "uname",
         default_enabled: true,
         new: uname::new,
+    },
+    // Not in node_exporter: process-exporter's namedprocess_namegroup_* families.
+    CollectorEntry {
+        name: "process_groups",
+        default_enabled: false,
+        new: process_groups::new,
     },
 ];
 

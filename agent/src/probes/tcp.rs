@@ -41,6 +41,13 @@ const RAW_TRACEPOINTS: [(&str, &str); 3] = [
     ("tcp_on_receive_reset", "tcp_receive_reset"),
 ];
 
+/// A counter family: name, help, and its series as (`direction` label, stats index).
+type CounterFamily = (
+    &'static str,
+    &'static str,
+    &'static [(Option<&'static str>, usize)],
+);
+
 /// `process_name` of events whose socket had no known owner (e.g. a reset the kernel sends
 /// for a port nobody listens on).
 pub const UNKNOWN_NAME: &str = "unknown";
@@ -195,7 +202,7 @@ impl ProbeCollector for TcpProbe {
         Self::refresh(&mut state)?;
         let series = state.counters.series();
         // (family, help, [(direction label, stats index)])
-        let families: [(&str, &str, &[(Option<&str>, usize)]); 7] = [
+        let families: [CounterFamily; 7] = [
             (
                 "tcp_connections_opened_total",
                 "TCP connections established: inbound = accepted, outbound = connected.",
@@ -297,7 +304,10 @@ mod tests {
         let log2: Vec<u64> = (0..HIST_BUCKETS as u64).collect();
         for bounds in [&RTT_BOUNDS_LOG2_US[..], &DURATION_BOUNDS_LOG2_US[..]] {
             let out = export_buckets(&log2, bounds);
-            assert_eq!(out.iter().map(|(_, n)| n).sum::<u64>(), log2.iter().sum());
+            assert_eq!(
+                out.iter().map(|(_, n)| n).sum::<u64>(),
+                log2.iter().sum::<u64>()
+            );
             assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
         }
     }

@@ -498,3 +498,252 @@ fn tcp_retransmits_under_injected_loss_match_the_kernel() {
         BYTES as f64
     );
 }
+
+/// Sum of a `Key: value` field of /proc/<pid>/status over `pids` (kB fields in bytes).
+fn status_sum(pids: &[u32], key: &str) -> f64 {
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+            let v = s
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .unwrap_or_else(|| panic!("no {key} in /proc/{p}/status"))
+                .trim();
+            match v.strip_suffix(" kB") {
+                Some(kb) => kb.trim().parse::<f64>().unwrap() * 1024.0,
+                None => v.parse::<f64>().unwrap(),
+            }
+        })
+        .sum()
+}
+
+/// Field `n` (1-based, as proc(5)) of /proc/<pid>/stat.
+fn stat_field(pid: u32, n: usize) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap()
+}
+
+fn io_sum(pids: &[u32], key: &str) -> f64 {
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/io")).unwrap();
+            s.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .unwrap()
+                .trim()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn process_groups_agree_with_proc_of_the_tests_children() {
+    if !privileged("process_groups_agree_with_proc_of_the_tests_children") {
+        return;
+    }
+    let dir = TempDir::new("pg");
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.process_groups",
+        "--probe.disable-defaults",
+    ]);
+    let name = unique("hlpg");
+    let py = python_named(&dir.0, &name);
+    // Each child opens files, writes and reads some data, touches memory, then blocks on stdin
+    // (so every value is stable while the test compares).
+    let script = format!(
+        "import os, sys\n\
+         fs = [open('{d}/f%d-%d' % (os.getpid(), i), 'w+b') for i in range(7)]\n\
+         fs[0].write(b'q' * 1000000); fs[0].flush(); os.fsync(fs[0].fileno())\n\
+         fs[0].seek(0); fs[0].read()\n\
+         buf = bytearray(8 * 1024 * 1024)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.read()\n",
+        d = dir.0.display()
+    );
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            Command::new(&py)
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in &mut children {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    // Let the children reach their blocking read.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let fds: f64 = pids
+        .iter()
+        .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).unwrap().count() as f64)
+        .sum();
+    let ticks = 100.0; // USER_HZ on Linux x86_64
+    let btime: f64 = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let oldest = pids
+        .iter()
+        .map(|p| stat_field(*p, 22))
+        .fold(f64::MAX, f64::min);
+    let sum_stat = |n: usize| pids.iter().map(|p| stat_field(*p, n)).sum::<f64>();
+    let e = agent.scrape();
+    let g = |family: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("groupname", name.as_str())];
+        labels.extend_from_slice(extra);
+        let v: Vec<f64> = e.matching(family, &labels).map(|(_, v)| v).collect();
+        assert_eq!(v.len(), 1, "{family} {labels:?}: {v:?}");
+        v[0]
+    };
+    assert_eq!(g("namedprocess_namegroup_num_procs", &[]), 3.0);
+    assert_eq!(
+        g("namedprocess_namegroup_num_threads", &[]),
+        status_sum(&pids, "Threads")
+    );
+    assert_eq!(g("namedprocess_namegroup_open_filedesc", &[]), fds);
+    assert_eq!(
+        g(
+            "namedprocess_namegroup_memory_bytes",
+            &[("memtype", "resident")]
+        ),
+        status_sum(&pids, "VmRSS")
+    );
+    assert_eq!(
+        g(
+            "namedprocess_namegroup_memory_bytes",
+            &[("memtype", "virtual")]
+        ),
+        status_sum(&pids, "VmSize")
+    );
+    assert_eq!(
+        g(
+            "namedprocess_namegroup_memory_bytes",
+            &[("memtype", "swapped")]
+        ),
+        status_sum(&pids, "VmSwap")
+    );
+    assert!(
+        g(
+            "namedprocess_namegroup_memory_bytes",
+            &[("memtype", "proportionalResident")]
+        ) > 0.0
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_read_bytes_total", &[]),
+        io_sum(&pids, "read_bytes")
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_write_bytes_total", &[]),
+        io_sum(&pids, "write_bytes")
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_minor_page_faults_total", &[]),
+        sum_stat(10)
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_major_page_faults_total", &[]),
+        sum_stat(12)
+    );
+    let user = g(
+        "namedprocess_namegroup_cpu_seconds_total",
+        &[("mode", "user")],
+    );
+    let system = g(
+        "namedprocess_namegroup_cpu_seconds_total",
+        &[("mode", "system")],
+    );
+    assert!((user - sum_stat(14) / ticks).abs() < 1e-9, "{user}");
+    assert!((system - sum_stat(15) / ticks).abs() < 1e-9, "{system}");
+    let vol = g(
+        "namedprocess_namegroup_context_switches_total",
+        &[("ctxswitchtype", "voluntary")],
+    );
+    assert_eq!(vol, status_sum(&pids, "voluntary_ctxt_switches"));
+    assert_eq!(
+        g("namedprocess_namegroup_oldest_start_time_seconds", &[]),
+        btime + oldest / ticks
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_states", &[("state", "Sleeping")]),
+        3.0
+    );
+    assert_eq!(
+        g("namedprocess_namegroup_states", &[("state", "Running")]),
+        0.0
+    );
+    let soft: f64 = std::fs::read_to_string(format!("/proc/{}/limits", pids[0]))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let worst = g("namedprocess_namegroup_worst_fd_ratio", &[]);
+    let max_fds = pids
+        .iter()
+        .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).unwrap().count() as f64)
+        .fold(0.0, f64::max);
+    assert!((worst - max_fds / soft).abs() < 1e-12, "{worst}");
+
+    // A member exits: the group's counters keep its last values (never go backwards).
+    let mut gone = children.remove(0);
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    let after = agent.scrape();
+    let g2 = |family: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("groupname", name.as_str())];
+        labels.extend_from_slice(extra);
+        after.sum(family, &labels)
+    };
+    assert_eq!(g2("namedprocess_namegroup_num_procs", &[]), 2.0);
+    for (family, extra) in [
+        (
+            "namedprocess_namegroup_cpu_seconds_total",
+            &[("mode", "user")][..],
+        ),
+        (
+            "namedprocess_namegroup_cpu_seconds_total",
+            &[("mode", "system")][..],
+        ),
+        ("namedprocess_namegroup_read_bytes_total", &[][..]),
+        ("namedprocess_namegroup_write_bytes_total", &[][..]),
+        ("namedprocess_namegroup_minor_page_faults_total", &[][..]),
+        (
+            "namedprocess_namegroup_context_switches_total",
+            &[("ctxswitchtype", "voluntary")][..],
+        ),
+    ] {
+        let before = e.sum(
+            family,
+            &[&[("groupname", name.as_str())][..], extra].concat(),
+        );
+        assert_eq!(
+            g2(family, extra),
+            before,
+            "{family}{extra:?} after a member exited"
+        );
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

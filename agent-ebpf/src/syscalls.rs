@@ -129,7 +129,7 @@ fn count(nr: u32, error: bool) {
     };
     let key = SyscallKey { comm, nr, pad: 0 };
     let errors = u64::from(error);
-    match SYSCALL_STATS.get_ptr_mut(&key) {
+    match SYSCALL_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it during this run.
         Some(s) => unsafe {
             (*s).calls += 1;
@@ -138,8 +138,8 @@ fn count(nr: u32, error: bool) {
         None => {
             let v = SyscallStats { calls: 1, errors };
             // Another CPU may create the key at the same moment: then add to its entry.
-            if SYSCALL_STATS.insert(&key, &v, BPF_NOEXIST.into()).is_err() {
-                match SYSCALL_STATS.get_ptr_mut(&key) {
+            if SYSCALL_STATS.insert(key, v, BPF_NOEXIST.into()).is_err() {
+                match SYSCALL_STATS.get_ptr_mut(key) {
                     // SAFETY: as above.
                     Some(s) => unsafe {
                         (*s).calls += 1;

@@ -79,7 +79,7 @@ fn stat(key: &CommKey, idx: usize, n: u64) {
     }
     let mut v = TcpStats::default();
     v.v[idx] = n;
-    if TCP_STATS.insert(key, &v, BPF_NOEXIST.into()).is_err() {
+    if TCP_STATS.insert(key, v, BPF_NOEXIST.into()).is_err() {
         // Another CPU created it meanwhile: add to that entry.
         match TCP_STATS.get_ptr_mut(key) {
             // SAFETY: as above.

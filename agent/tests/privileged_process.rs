@@ -230,7 +230,7 @@ fn by_name(e: &Exposition, family: &str, name: &str, direction: Option<&str>) ->
 }
 
 /// Scrapes until `done` holds (connections close asynchronously), at most 10 s.
-fn scrape_until(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
+fn scrape_until(agent: &Agent, mut done: impl FnMut(&Exposition) -> bool) -> Exposition {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let e = agent.scrape();
@@ -468,25 +468,34 @@ fn tcp_retransmits_under_injected_loss_match_the_kernel() {
         "the server received everything"
     );
     assert!(srv.wait().unwrap().success());
-    let kernel = retrans_segs(&pair, &pair.a);
-    let e = agent.scrape();
-    let ours = by_name(&e, "tcp_retransmits_total", &cname, None);
+    // Retransmissions of the closing socket (its FIN) may still be under way: wait until both
+    // counts stop moving (or 10 s), then compare.
+    let mut last = (-1.0, -1.0);
+    let e = scrape_until(&agent, |e| {
+        let now = (
+            retrans_segs(&pair, &pair.a),
+            by_name(e, "tcp_retransmits_total", &cname, None),
+        );
+        let settled = now == last;
+        last = now;
+        settled
+    });
+    let (kernel, ours) = last;
     eprintln!(
         "retransmits: hostlens {ours} (client {cname}), kernel TcpRetransSegs {kernel}; all: {:?}",
         e.matching("tcp_retransmits_total", &[]).collect::<Vec<_>>()
     );
     assert!(kernel > 0.0, "10% loss produced no retransmission");
+    // The tracepoint fires once per retransmitted skb, the MIB adds the skb's segment count.
+    // With segmentation offload off on the veth pair nearly every skb is one segment; runs
+    // here agree exactly or hostlens is a few short (README: tcp probe, limits), never ahead.
     assert!(
         ours > 0.0,
-        "kernel retransmitted {kernel} segments, hostlens saw none"
+        "the kernel retransmitted {kernel} segments, hostlens saw none"
     );
-    // The tracepoint fires once per retransmitted skb and the MIB counts segments; with
-    // segmentation offload off on the veth pair every skb is one segment. Runs here agree
-    // within a few segments (the MIB is a little ahead: see README, tcp probe limits), never
-    // with hostlens ahead.
     assert!(ours <= kernel, "hostlens {ours} > kernel {kernel}");
     assert!(
-        ours >= 0.8 * kernel,
+        ours >= 0.85 * kernel,
         "hostlens {ours} is far below the kernel's TcpRetransSegs {kernel}"
     );
     assert_eq!(

@@ -756,3 +756,93 @@ fn process_groups_agree_with_proc_of_the_tests_children() {
         let _ = c.wait();
     }
 }
+
+#[test]
+fn bounded_maps_count_overflow_and_idle_series_expire() {
+    if !privileged("bounded_maps_count_overflow_and_idle_series_expire") {
+        return;
+    }
+    let dir = TempDir::new("load");
+    let cfg = config(
+        &dir.0,
+        "process_names:\n  top_k: 1000\n  grace_period_seconds: 2\n\
+         syscalls:\n  max_series: 64\n  max_threads: 128\n\
+         tcp:\n  max_sockets: 32\n  max_series: 16\n",
+    );
+    let agent = Agent::start(&[
+        "--config.file",
+        cfg.to_str().unwrap(),
+        "--collector.disable-defaults",
+        "--probe.disable-defaults",
+        "--probe.syscalls",
+        "--probe.tcp",
+    ]);
+    // A process that is seen once and then goes idle: its series disappear after the grace
+    // period (and its kernel entries are deleted).
+    let idle = unique("hlidle");
+    let py = python_named(&dir.0, &idle);
+    run_ok(Command::new(&py).args(["-c", "pass"]));
+    assert!(
+        agent
+            .scrape()
+            .sum("syscalls_total", &[("process_name", &idle)])
+            > 0.0,
+        "{idle} counted"
+    );
+    // Hundreds of short-lived processes with distinct names (and reused pids) overflow the
+    // 64-entry (comm, syscall) map: the overflow is counted, the agent keeps serving.
+    let t = std::fs::canonicalize("/bin/true").unwrap();
+    for i in 0..300 {
+        let exe = dir.0.join(format!("hll{i}"));
+        std::fs::copy(&t, &exe).unwrap();
+        run_ok(&mut Command::new(&exe));
+    }
+    // More sockets open at once than the 32-entry owner map holds.
+    let script = "import socket\nl = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen(512)\n\
+                  p = l.getsockname()[1]\ncs = [socket.create_connection(('127.0.0.1', p)) for _ in range(100)]\n\
+                  ss = [l.accept()[0] for _ in range(100)]\n[c.close() for c in cs + ss]\n";
+    run_ok(Command::new(&py).args(["-c", script]));
+    let e = agent.scrape();
+    let lost_sys = e
+        .get("hostlens_probe_events_lost_total{probe=\"syscalls\"}")
+        .unwrap();
+    let lost_tcp = e
+        .get("hostlens_probe_events_lost_total{probe=\"tcp\"}")
+        .unwrap();
+    assert!(lost_sys > 0.0, "overflow of the syscalls map is counted");
+    assert!(
+        lost_tcp > 0.0,
+        "overflow of the socket owner map is counted"
+    );
+    let names = |e: &Exposition| -> std::collections::BTreeSet<String> {
+        e.matching("syscalls_total", &[])
+            .map(|(k, _)| {
+                k.split("process_name=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert!(names(&e).contains(&idle));
+    // After the grace period, the idle groups' series are gone.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    agent.scrape();
+    let later = agent.scrape();
+    let stale: Vec<String> = names(&later)
+        .into_iter()
+        .filter(|n| *n == idle || n.starts_with("hll"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "series of exited processes remain: {stale:?}"
+    );
+    assert!(
+        agent.log().lines().all(|l| !l.contains("panicked")),
+        "{}",
+        agent.log()
+    );
+}

@@ -16,9 +16,9 @@ pub const MAP_HIST: &str = "SYSCALL_HIST";
 pub const MAP_LOST: &str = "SYSCALL_LOST";
 
 /// Default size of [`MAP_STATS`] (distinct `(comm, syscall)` pairs); `syscalls.max_series`.
-pub const DEFAULT_MAX_STATS: u32 = 16384;
+pub const DEFAULT_MAX_STATS: u32 = 4096;
 /// Default size of [`MAP_START`] (threads inside a syscall at once); `syscalls.max_threads`.
-pub const DEFAULT_MAX_THREADS: u32 = 32768;
+pub const DEFAULT_MAX_THREADS: u32 = 8192;
 
 /// Syscall numbers are table indices; x86_64 uses fewer than 470 today. Ids at or above this
 /// (and the `-1` the kernel reports for some ptrace cases) land in [`OVERFLOW_SLOT`].

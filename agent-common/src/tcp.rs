@@ -18,9 +18,9 @@ pub const MAP_HIST: &str = "TCP_HIST";
 /// Per-CPU array, one [`TcpLost`].
 pub const MAP_LOST: &str = "TCP_LOST";
 
-pub const DEFAULT_MAX_SOCKETS: u32 = 65536;
-pub const DEFAULT_MAX_LISTENERS: u32 = 4096;
-pub const DEFAULT_MAX_SERIES: u32 = 4096;
+pub const DEFAULT_MAX_SOCKETS: u32 = 16384;
+pub const DEFAULT_MAX_LISTENERS: u32 = 1024;
+pub const DEFAULT_MAX_SERIES: u32 = 1024;
 
 /// Index in [`MAP_HIST`]: smoothed RTT samples from `tcp:tcp_probe`, in µs.
 pub const HIST_RTT: u32 = 0;

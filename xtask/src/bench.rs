@@ -213,7 +213,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         .collect();
     hl_args.extend(flags.iter().map(String::as_str));
     let hostlens = Proc {
-        name: "hostlens (+ syscalls probe)",
+        name: "hostlens (+ syscalls, tcp probes)",
         child: Command::new(&bin)
             .args(&hl_args)
             .stdout(Stdio::null())
@@ -262,8 +262,8 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     writeln!(
         md,
         "`cargo xtask bench` on this project's 2-core machine. Both serve the collectors \
-         {} (`--collector.disable-defaults` plus those); hostlens also runs its `syscalls` \
-         eBPF probe. {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
+         {} (`--collector.disable-defaults` plus those); hostlens also runs its default eBPF \
+         probes (`syscalls` per process with latency histograms, `tcp`). {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
          with `Accept-Encoding: gzip`. CPU is the process's utime+stime over the {SCRAPES} \
          scrapes (10 ms tick resolution); memory is VmRSS, plus the kernel memory of the \
          agent's BPF maps (fdinfo `memlock`).\n",

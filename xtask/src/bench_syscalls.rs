@@ -49,8 +49,9 @@ const BPFTRACE_HIST: &str = "tracepoint:raw_syscalls:sys_enter { @s[tid] = nsecs
 
 /// Runs `bpftrace -e prog` and waits for it to attach; measures; stops it.
 fn with_bpftrace(prog: &str) -> Result<f64> {
+    // `-B line`: bpftrace block-buffers a piped stdout, which would hide "Attaching".
     let mut child = Command::new("bpftrace")
-        .args(["-e", prog])
+        .args(["-B", "line", "-e", prog])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

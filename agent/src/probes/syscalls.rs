@@ -99,11 +99,11 @@ pub fn comm_str(comm: &[u8]) -> String {
 }
 
 /// The `syscall` label of a table slot.
-fn syscall_label(nr: usize) -> String {
+fn syscall_label(nr: usize) -> std::borrow::Cow<'static, str> {
     match syscall_names::name(nr) {
-        Some(n) => n.to_string(),
-        None if nr == OVERFLOW_SLOT => "unknown".to_string(),
-        None => format!("syscall_{nr}"),
+        Some(n) => n.into(),
+        None if nr == OVERFLOW_SLOT => "unknown".into(),
+        None => format!("syscall_{nr}").into(),
     }
 }
 
@@ -192,7 +192,7 @@ impl ProbeCollector for SyscallsProbe {
         for ((name, nr), [calls, _]) in series {
             let label = syscall_label(*nr as usize);
             fam.sample(
-                &[("process_name", name.as_str()), ("syscall", &label)],
+                &[("process_name", name.as_str()), ("syscall", label.as_ref())],
                 *calls as f64,
             )?;
         }
@@ -205,7 +205,7 @@ impl ProbeCollector for SyscallsProbe {
         for ((name, nr), [_, errors]) in series.iter().filter(|(_, v)| v[1] > 0) {
             let label = syscall_label(*nr as usize);
             fam.sample(
-                &[("process_name", name.as_str()), ("syscall", &label)],
+                &[("process_name", name.as_str()), ("syscall", label.as_ref())],
                 *errors as f64,
             )?;
         }
@@ -224,7 +224,7 @@ impl ProbeCollector for SyscallsProbe {
             }
             let label = syscall_label(nr as usize);
             fam.histogram(
-                &[("syscall", label.as_str())],
+                &[("syscall", label.as_ref())],
                 h[HIST_BUCKETS] as f64 / 1e9,
                 count,
                 &export_buckets(&log2),

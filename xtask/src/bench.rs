@@ -128,7 +128,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-fn rss_bytes(pid: u32) -> Result<f64> {
+pub(crate) fn rss_bytes(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
@@ -141,7 +141,7 @@ fn rss_bytes(pid: u32) -> Result<f64> {
 }
 
 /// Kernel memory charged to the BPF maps `pid` holds (`memlock:` in each map fd's fdinfo).
-fn bpf_map_bytes(pid: u32) -> f64 {
+pub(crate) fn bpf_map_bytes(pid: u32) -> f64 {
     let mut total = 0.0;
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return 0.0;
@@ -305,6 +305,8 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     drop(node_exporter);
     let sys_md = crate::bench_syscalls::run(&bin, &date)?;
     print!("{sys_md}");
+    let tcp_md = crate::bench_tcp::run(&bin, &date)?;
+    print!("{tcp_md}");
     if write {
         let path = root.join("BENCHMARKS.md");
         let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -318,6 +320,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
             &md,
         );
         replace_section(&mut doc, "## Syscall probe cost per syscall", &sys_md);
+        replace_section(&mut doc, "## TCP probe: connection rate and cost", &tcp_md);
         std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> BENCHMARKS.md updated");
     }

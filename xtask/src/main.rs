@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_syscalls;
+mod bench_tcp;
 mod setup;
 
 #[derive(Parser)]

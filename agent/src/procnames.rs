@@ -2,10 +2,12 @@
 //!
 //! A process group is what the kernel side keys by (the thread's `comm`). Each probe keeps a
 //! [`ProcessNames`]: the K most active groups keep their own name, every other group is
-//! counted under [`OTHER`]. A name slot is sticky (given by activity when a slot is free, kept
-//! until the group has been idle for the grace period), so every exported counter stays
-//! monotonic: a group's deltas always go to the one label it holds at that moment, and a
-//! label's series is only ever removed, never decreased.
+//! counted under [`OTHER`]. A free slot goes to the most active unnamed group; a slot is kept
+//! until its group has been idle for the grace period, or until an unnamed group becomes more
+//! than twice as active (moving average over scrapes) as the least active named one, which then
+//! hands its slot over. Every exported counter stays monotonic: a group's deltas always go to
+//! the one label it holds at that moment, and a label's series is only ever removed (when its
+//! group expires or loses its name), never decreased.
 //!
 //! [`GroupCounters`] turns the kernel's raw cumulative counters per `(group, sub-key)` into the
 //! exported `(process_name, sub-key)` counters: raw sources that restart (deleted and
@@ -49,6 +51,8 @@ struct Group {
     last_active: Instant,
     /// Activity recorded in the current round.
     round: u64,
+    /// Exponential moving average of the per-round activity (weight 1/2 per round).
+    ema: f64,
 }
 
 /// Which process groups keep their name.
@@ -85,24 +89,30 @@ impl ProcessNames {
                         named: false,
                         last_active: now,
                         round: activity,
+                        ema: 0.0,
                     },
                 );
             }
         }
     }
 
-    /// Ends a round: forgets groups idle for longer than the grace period (returned, so their
-    /// named series can be removed), then gives the free named slots to the most active groups
-    /// without one.
+    /// Ends a round: forgets groups idle for longer than the grace period, gives the free
+    /// named slots to the most active groups without one, and hands a slot over when an
+    /// unnamed group has become clearly (more than twice) more active, on average, than the
+    /// least active named one. Returns the groups that lost their name (expired or
+    /// displaced), so that their named series can be removed.
     pub fn end_round(&mut self, now: Instant) -> Vec<String> {
         let grace = self.limits.grace;
-        let expired: Vec<String> = self
+        for g in self.groups.values_mut() {
+            g.ema = g.ema * 0.5 + g.round as f64 * 0.5;
+        }
+        let mut lost: Vec<String> = self
             .groups
             .iter()
             .filter(|(_, g)| now.saturating_duration_since(g.last_active) > grace)
             .map(|(n, _)| n.clone())
             .collect();
-        for n in &expired {
+        for n in &lost {
             if let Some(g) = self.groups.remove(n)
                 && g.named
             {
@@ -131,10 +141,37 @@ impl ProcessNames {
                 }
             }
         }
+        // Displacement, at most K per round; the factor 2 keeps names from flapping.
+        for _ in 0..self.limits.top_k {
+            let best = self
+                .groups
+                .iter()
+                .filter(|(_, g)| !g.named)
+                .max_by(|a, b| a.1.ema.total_cmp(&b.1.ema).then_with(|| b.0.cmp(a.0)));
+            let worst = self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.named)
+                .min_by(|a, b| a.1.ema.total_cmp(&b.1.ema).then_with(|| b.0.cmp(a.0)));
+            let (Some((b, bg)), Some((w, wg))) = (best, worst) else {
+                break;
+            };
+            if bg.ema <= 2.0 * wg.ema + 1.0 {
+                break;
+            }
+            let (b, w) = (b.clone(), w.clone());
+            if let Some(g) = self.groups.get_mut(&b) {
+                g.named = true;
+            }
+            if let Some(g) = self.groups.get_mut(&w) {
+                g.named = false;
+            }
+            lost.push(w);
+        }
         for g in self.groups.values_mut() {
             g.round = 0;
         }
-        expired
+        lost
     }
 
     /// The label value of `group`: its own name when it holds a slot, else [`OTHER`].
@@ -296,14 +333,41 @@ mod tests {
         let mut c = GroupCounters::<&str, 1>::new(limits(1, 60));
         let t0 = Instant::now();
         c.update(vec![r("a", "x", 5), r("b", "x", 1)], t0);
-        // b becomes far more active, but a keeps its slot: b's deltas go to other.
+        // b becomes somewhat more active, not clearly: a keeps its slot, b's deltas go to other.
         c.update(
-            vec![r("a", "x", 6), r("b", "x", 1000)],
+            vec![r("a", "x", 6), r("b", "x", 4)],
             t0 + Duration::from_secs(1),
         );
         let s = c.series();
         assert_eq!(s.get(&("a".into(), "x")), Some(&[6]));
-        assert_eq!(s.get(&("other".into(), "x")), Some(&[1000]));
+        assert_eq!(s.get(&("other".into(), "x")), Some(&[4]));
+    }
+
+    #[test]
+    fn a_clearly_busier_group_takes_over_the_least_active_slot() {
+        let mut c = GroupCounters::<&str, 1>::new(limits(1, 600));
+        let t0 = Instant::now();
+        c.update(vec![r("a", "x", 10), r("b", "x", 1)], t0);
+        assert!(c.series().contains_key(&("a".into(), "x")));
+        // a stays mildly active, b becomes 100 times busier: after a few rounds b is named,
+        // a's series is removed and a counts under other from then on.
+        let mut a = 10;
+        let mut b = 1;
+        for i in 1..6 {
+            a += 1;
+            b += 100;
+            c.update(
+                vec![r("a", "x", a), r("b", "x", b)],
+                t0 + Duration::from_secs(i),
+            );
+        }
+        let s = c.series();
+        assert!(s.contains_key(&("b".into(), "x")), "{s:?}");
+        assert!(!s.contains_key(&("a".into(), "x")), "{s:?}");
+        // other only grows: b's first increment, then a's after it lost its name.
+        let other = s.get(&("other".into(), "x")).unwrap()[0];
+        assert!(other >= 2, "{s:?}");
+        assert!(b > a);
     }
 
     #[test]

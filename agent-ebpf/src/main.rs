@@ -5,6 +5,7 @@
 
 mod http;
 mod syscalls;
+mod tcp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -20,6 +20,7 @@ pub fn build_collectors(cfg: &Config) -> (NodeCollectors, Vec<(&'static str, Sta
     let ctx = CollectorContext {
         paths: cfg.paths.paths(),
         settings: cfg.collector_settings.clone(),
+        process_groups: cfg.process_groups.clone(),
     };
     let mut active = Vec::new();
     let mut states = Vec::new();
@@ -111,8 +112,7 @@ pub async fn run_with(
         let (collectors, collector_states) = build_collectors(&init_cfg);
         init_node.set(collectors);
         crate::probes::http::configure(init_cfg.http.clone(), init_cfg.paths.procfs.clone());
-        let probes =
-            preloaded.unwrap_or_else(|| Probes::load(&init_cfg.probes, init_cfg.log.level));
+        let probes = preloaded.unwrap_or_else(|| Probes::load(&init_cfg));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(init_node));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));

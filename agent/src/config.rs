@@ -24,6 +24,81 @@ pub struct Config {
     pub collector_settings: CollectorSettings,
     /// Settings of the `http` probe.
     pub http: crate::probes::http::HttpConfig,
+    pub process_names: ProcessNamesConfig,
+    pub syscalls: SyscallsConfig,
+    pub tcp: TcpConfig,
+    pub process_groups: crate::collectors::process_groups::ProcessGroupsConfig,
+}
+
+/// `tcp:` sizes of the `tcp` probe's kernel maps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Sockets whose owner is tracked at once; more are counted as lost.
+    pub max_sockets: u32,
+    /// Listening ports whose owner is tracked.
+    pub max_listeners: u32,
+    /// Distinct process groups counted in the kernel.
+    pub max_series: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        use agent_common::tcp::*;
+        Self {
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            max_listeners: DEFAULT_MAX_LISTENERS,
+            max_series: DEFAULT_MAX_SERIES,
+        }
+    }
+}
+
+/// `process_names:` how the eBPF probes bound their `process_name` label (see procnames.rs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessNamesConfig {
+    /// Process groups per probe that keep their own name; the rest are `other`.
+    pub top_k: usize,
+    /// Seconds a process group must be idle before its series and kernel map entries go.
+    pub grace_period_seconds: u64,
+}
+
+impl Default for ProcessNamesConfig {
+    fn default() -> Self {
+        let d = crate::procnames::NameLimits::default();
+        Self {
+            top_k: d.top_k,
+            grace_period_seconds: d.grace.as_secs(),
+        }
+    }
+}
+
+impl ProcessNamesConfig {
+    pub fn limits(&self) -> crate::procnames::NameLimits {
+        crate::procnames::NameLimits {
+            top_k: self.top_k,
+            grace: std::time::Duration::from_secs(self.grace_period_seconds),
+        }
+    }
+}
+
+/// `syscalls:` sizes of the `syscalls` probe's kernel maps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallsConfig {
+    /// Distinct (comm, syscall) pairs counted in the kernel; more are counted as lost.
+    pub max_series: u32,
+    /// Threads tracked inside a syscall at once (LRU: the least recently used is evicted).
+    pub max_threads: u32,
+}
+
+impl Default for SyscallsConfig {
+    fn default() -> Self {
+        Self {
+            max_series: agent_common::syscalls::DEFAULT_MAX_STATS,
+            max_threads: agent_common::syscalls::DEFAULT_MAX_THREADS,
+        }
+    }
 }
 
 /// `collector_settings:`: one sub-section per collector that takes settings. Defaults are
@@ -695,6 +770,20 @@ impl Config {
                 ));
             }
         }
+        for (key, v) in [
+            ("syscalls.max_series", self.syscalls.max_series),
+            ("syscalls.max_threads", self.syscalls.max_threads),
+            ("tcp.max_sockets", self.tcp.max_sockets),
+            ("tcp.max_listeners", self.tcp.max_listeners),
+            ("tcp.max_series", self.tcp.max_series),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        self.process_groups
+            .validate()
+            .map_err(|(key, msg)| invalid(&format!("process_groups.{key}"), msg))?;
         if let Err((key, msg)) = self.http.validate() {
             return Err(invalid(&key, msg));
         }
@@ -726,6 +815,15 @@ mod tests {
             (&d.web, &d.log, &d.paths)
         );
         assert_eq!(shipped.collector_settings, d.collector_settings);
+        assert_eq!(
+            (
+                &shipped.process_names,
+                &shipped.syscalls,
+                &shipped.tcp,
+                &shipped.process_groups
+            ),
+            (&d.process_names, &d.syscalls, &d.tcp, &d.process_groups)
+        );
         assert_eq!(shipped.http, d.http, "config/hostlens.yaml http: section");
         for e in COLLECTORS {
             assert_eq!(
@@ -815,6 +913,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("web.telemetry_path"), "{m}");
+    }
+
+    #[test]
+    fn zero_map_size_is_rejected_with_key() {
+        let m = parse("syscalls:\n  max_series: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("syscalls.max_series"), "{m}");
+        let m = parse("process_names:\n  top_k: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("process_names.top_k"), "{m}");
+    }
+
+    #[test]
+    fn bad_process_group_matcher_names_its_key() {
+        let m = parse("process_groups:\n  matchers:\n  - cmdline: ['(']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("process_groups.matchers[0].cmdline[0]"), "{m}");
+        let m = parse("process_groups:\n  matchers:\n  - comm: [a]\n    pid: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("pid") && m.contains("line 4"), "{m}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub enum Kind {
     Gauge,
     Counter,
     Untyped,
+    /// Samples are written with [`Family::histogram`].
+    Histogram,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Gauge => MetricType::Gauge,
             Kind::Counter => MetricType::Counter,
             Kind::Untyped => MetricType::Unknown,
+            Kind::Histogram => MetricType::Histogram,
         }
     }
 }
@@ -48,7 +51,7 @@ impl<'a, 'e> Out<'a, 'e> {
         let registered = match kind {
             // prometheus-client appends `_total` to counters; give it the stem.
             Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
-            Kind::Gauge | Kind::Untyped => name,
+            Kind::Gauge | Kind::Untyped | Kind::Histogram => name,
         };
         let enc = self
             .enc
@@ -79,6 +82,8 @@ impl<'a, 'e> Out<'a, 'e> {
     }
 }
 
+type NoExemplar = [(&'static str, &'static str); 0];
+
 /// An empty label set.
 pub const NO_LABELS: [(&str, &str); 0] = [];
 
@@ -95,7 +100,21 @@ impl Family<'_> {
             Kind::Counter => ConstCounter::new(value).encode(enc),
             // Untyped values travel as gauges inside prometheus-client; the exposition layer
             // moves them to the untyped field (see exposition.rs).
-            Kind::Gauge | Kind::Untyped => ConstGauge::new(value).encode(enc),
+            Kind::Gauge | Kind::Untyped | Kind::Histogram => ConstGauge::new(value).encode(enc),
         }
+    }
+
+    /// One histogram series of a [`Kind::Histogram`] family. `buckets` are `(upper bound,
+    /// count in that bucket alone)`, ascending, ending with `+Inf`; the encoders make them
+    /// cumulative.
+    pub fn histogram(
+        &mut self,
+        labels: &impl EncodeLabelSet,
+        sum: f64,
+        count: u64,
+        buckets: &[(f64, u64)],
+    ) -> fmt::Result {
+        let mut enc = self.enc.encode_family(labels)?;
+        enc.encode_histogram::<NoExemplar>(sum, count, buckets, None)
     }
 }

@@ -9,6 +9,7 @@ pub mod emit;
 pub mod exposition;
 pub mod paths;
 pub mod probes;
+pub mod procnames;
 pub mod reload;
 pub mod sdnotify;
 pub mod selfmetrics;

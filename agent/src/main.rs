@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     // Attach the probes while the process has one thread, then drop every capability that
     // scraping does not need: threads created later inherit the reduced sets.
     hostlens::probes::http::configure(cfg.http.clone(), cfg.paths.procfs.clone());
-    let probes = hostlens::probes::Probes::load(&cfg.probes, cfg.log.level);
+    let probes = hostlens::probes::Probes::load(&cfg);
     match hostlens::caps::drop_to_scrape_set() {
         Ok(kept) => {
             tracing::info!(kept = %kept.join(","), "capabilities dropped after attaching the probes")

@@ -17,9 +17,9 @@ use common::{Agent, Exposition, bin, privileged, run_ok};
 /// x86_64 syscall number of personality(2), which almost nothing on a host calls.
 const SYS_PERSONALITY: u32 = 135;
 
+/// Node-wide personality(2) count: the sum over every `process_name`.
 fn personality_total(e: &Exposition) -> f64 {
-    e.get("syscalls_total{syscall=\"personality\"}")
-        .unwrap_or(0.0)
+    e.sum("syscalls_total", &[("syscall", "personality")])
 }
 
 /// A child process that makes `n` personality(0xffffffff) calls (a query that changes
@@ -61,13 +61,7 @@ fn syscalls_total_counts_a_controlled_workload() {
         N + 50
     );
     // Counts are node-wide and always grow: read(2) is the most common syscall.
-    assert!(
-        agent
-            .scrape()
-            .get("syscalls_total{syscall=\"read\"}")
-            .unwrap_or(0.0)
-            > 0.0
-    );
+    assert!(agent.scrape().sum("syscalls_total", &[("syscall", "read")]) > 0.0);
 }
 
 /// Ids of the BPF programs `pid` holds open, from the `prog_id:` lines of its fds' fdinfo

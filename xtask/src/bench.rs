@@ -50,10 +50,10 @@ const NE_UPSTREAM_DEFAULTS: &[&str] = &[
 const WARMUP: usize = 50;
 const SCRAPES: usize = 500;
 
-struct Proc {
-    name: &'static str,
-    child: Child,
-    port: u16,
+pub(crate) struct Proc {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Proc {
@@ -63,13 +63,13 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_ready(port: u16, path: &str) -> Result<()> {
+pub(crate) fn wait_ready(port: u16, path: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -159,7 +159,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-fn rss_bytes(pid: u32) -> Result<f64> {
+pub(crate) fn rss_bytes(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
@@ -172,7 +172,7 @@ fn rss_bytes(pid: u32) -> Result<f64> {
 }
 
 /// Kernel memory charged to the BPF maps `pid` holds (`memlock:` in each map fd's fdinfo).
-fn bpf_map_bytes(pid: u32) -> f64 {
+pub(crate) fn bpf_map_bytes(pid: u32) -> f64 {
     let mut total = 0.0;
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return 0.0;
@@ -244,7 +244,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         .collect();
     hl_args.extend(flags.iter().map(String::as_str));
     let hostlens = Proc {
-        name: "hostlens (+ syscalls probe)",
+        name: "hostlens (+ syscalls, tcp probes)",
         child: Command::new(&bin)
             .args(&hl_args)
             .stdout(Stdio::null())
@@ -295,8 +295,8 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         md,
         "`cargo xtask bench` on this project's 2-core machine. Both serve the collectors \
          {} (`--collector.disable-defaults` plus those; node_exporter with Debian's changed \
-         netdev and filesystem defaults set back to upstream's); hostlens also runs its `syscalls` \
-         eBPF probe. {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
+         netdev and filesystem defaults set back to upstream's); hostlens also runs its default eBPF \
+         probes (`syscalls` per process with latency histograms, `tcp`, `http`). {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
          with `Accept-Encoding: gzip`. CPU is the process's utime+stime over the {SCRAPES} \
          scrapes (10 ms tick resolution); memory is VmRSS, plus the kernel memory of the \
          agent's BPF maps (fdinfo `memlock`).\n",
@@ -333,6 +333,13 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         ratio(hl.rss_mb + hl.bpf_maps_mb, ne.rss_mb),
     )?;
     print!("{md}");
+    // The syscall section needs the machine without any probe attached for its "off" rounds.
+    drop(hostlens);
+    drop(node_exporter);
+    let sys_md = crate::bench_syscalls::run(&bin, &date)?;
+    print!("{sys_md}");
+    let tcp_md = crate::bench_tcp::run(&bin, &date)?;
+    print!("{tcp_md}");
     if write {
         let path = root.join("BENCHMARKS.md");
         let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -340,19 +347,27 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
              first. Figures are ratios against the real peer measured in the same run.\n\n"
                 .to_string()
         });
-        let marker = "## Scrape cost and memory: hostlens vs node_exporter";
-        // Keep one section per benchmark: replace the previous run's.
-        if let Some(start) = doc.find(marker) {
-            let end = doc[start + marker.len()..]
-                .find("\n## ")
-                .map_or(doc.len(), |e| start + marker.len() + e + 1);
-            doc.replace_range(start..end, &md);
-        } else {
-            doc.push_str(&md);
-        }
+        replace_section(
+            &mut doc,
+            "## Scrape cost and memory: hostlens vs node_exporter",
+            &md,
+        );
+        replace_section(&mut doc, "## Syscall probe cost per syscall", &sys_md);
+        replace_section(&mut doc, "## TCP probe: connection rate and cost", &tcp_md);
         std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> BENCHMARKS.md updated");
     }
-    drop((hostlens, node_exporter));
     crate::bench_http::run(root, &bin, write)
+}
+
+/// Keeps one section per benchmark: replaces the previous run's, or appends.
+fn replace_section(doc: &mut String, marker: &str, md: &str) {
+    if let Some(start) = doc.find(marker) {
+        let end = doc[start + marker.len()..]
+            .find("\n## ")
+            .map_or(doc.len(), |e| start + marker.len() + e + 1);
+        doc.replace_range(start..end, md);
+    } else {
+        doc.push_str(md);
+    }
 }

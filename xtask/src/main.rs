@@ -17,6 +17,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod bench_syscalls;
+mod bench_tcp;
 mod dist;
 mod setup;
 
@@ -220,6 +222,8 @@ fn test(root: &Path) -> Result<()> {
             "hung_mount",
             "--test",
             "hw_privileged",
+            "--test",
+            "privileged_process",
             "--",
             "--test-threads=1",
         ],

@@ -35,6 +35,11 @@ const PEER_PACKAGES: &[&str] = &[
     // mkfs.btrfs: the btrfs collector's privileged test (agent/tests/hw_privileged.rs).
     "btrfs-progs",
     "bpftool",
+    // syscall-probe bench peer; process-group and TCP tests
+    "bpftrace",
+    "ethtool",
+    "iproute2",
+    "nftables",
     "curl",
     "nginx-light",
     "prometheus",

@@ -47,6 +47,7 @@ pub mod nvme;
 pub mod os;
 pub mod powersupplyclass;
 pub mod pressure;
+pub mod process_groups;
 pub mod processes;
 pub mod rapl;
 pub mod schedstat;
@@ -78,6 +79,8 @@ pub struct CollectorContext {
     pub paths: Paths,
     /// `collector_settings:` / `--collector.<name>.<setting>` values.
     pub settings: crate::config::CollectorSettings,
+    /// `process_groups:` matchers of the `process_groups` collector.
+    pub process_groups: process_groups::ProcessGroupsConfig,
 }
 
 impl CollectorContext {
@@ -86,6 +89,7 @@ impl CollectorContext {
         Self {
             paths,
             settings: Default::default(),
+            process_groups: Default::default(),
         }
     }
 }
@@ -338,6 +342,12 @@ pub static COLLECTORS: &[CollectorEntry] = &[
         name: "bcache",
         default_enabled: true,
         new: bcache::new,
+    },
+    // Not in node_exporter: process-exporter's namedprocess_namegroup_* families.
+    CollectorEntry {
+        name: "process_groups",
+        default_enabled: false,
+        new: process_groups::new,
     },
     // Last, so that a collector's own family wins over a `*.prom` file redefining it
     // (exposition::merge_duplicate_families keeps the first).

@@ -168,7 +168,10 @@ pub fn loader_globals() -> (u32, u32) {
 /// The one program, on `raw_tracepoint/sys_exit`.
 const PROGRAM: &str = "http_sys_exit";
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    _ctx: &super::ProbeContext,
+) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
     let prog_err = |source| ProbeError::Program {
         program: PROGRAM,
@@ -775,8 +778,9 @@ impl std::fmt::Debug for HttpProbe {
 }
 
 impl ProbeCollector for HttpProbe {
-    fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
-        let lost: u64 = self
+    /// Records the ring buffer had no room for (`hostlens_probe_events_lost_total`).
+    fn events_lost(&self) -> Result<u64, ProbeError> {
+        Ok(self
             .lost
             .get(&0, 0)
             .map_err(|source| ProbeError::Map {
@@ -784,13 +788,10 @@ impl ProbeCollector for HttpProbe {
                 source,
             })?
             .iter()
-            .sum();
-        out.family(
-            "hostlens_probe_events_lost_total",
-            "Events an eBPF probe could not hand to the agent (ring buffer full).",
-            Kind::Counter,
-        )?
-        .sample(&[("probe", "http")], lost as f64)?;
+            .sum())
+    }
+
+    fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
         let store = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let mut fam = out.family(
             "hostlens_series_dropped_total",

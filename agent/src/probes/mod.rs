@@ -10,14 +10,16 @@ use aya::{Ebpf, EbpfLoader};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use crate::{
-    config::{LogLevel, ProbeKind, Toggles},
+    config::{Config, LogLevel},
     emit::{Kind, Out},
     status::State,
 };
 
+pub mod batch;
 pub mod http;
 pub mod syscall_names;
 pub mod syscalls;
+pub mod tcp;
 
 /// The compiled kernel programs, built by `agent/build.rs`. Empty when the build skipped the
 /// eBPF step (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
@@ -26,9 +28,21 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The user half of an attached probe: reads its maps at scrape time.
 pub trait ProbeCollector: fmt::Debug + Send + Sync {
     fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError>;
+
+    /// Events the probe's bounded kernel maps could not take so far
+    /// (`hostlens_probe_events_lost_total{probe}`).
+    fn events_lost(&self) -> Result<u64, ProbeError> {
+        Ok(0)
+    }
 }
 
-type Attach = fn(&mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError>;
+/// What a probe is attached with: the configuration (name limits, map sizes).
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeContext<'a> {
+    pub config: &'a Config,
+}
+
+type Attach = fn(&mut Ebpf, &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError>;
 
 pub struct ProbeEntry {
     /// snake_case name: flag `--probe.<name>`, YAML `probes.<name>`, label `probe`.
@@ -44,8 +58,16 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "syscalls",
         default_enabled: true,
-        hooks: "raw_tracepoint/sys_enter",
+        hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit",
         attach: syscalls::attach,
+    },
+    ProbeEntry {
+        name: "tcp",
+        default_enabled: true,
+        hooks: "tracepoint/sock:inet_sock_set_state, tcp:tcp_probe, sock:sock_send_length, \
+            sock:sock_recv_length; raw_tracepoint/tcp_retransmit_skb, tcp_send_reset, \
+            tcp_receive_reset",
+        attach: tcp::attach,
     },
     ProbeEntry {
         name: "http",
@@ -72,6 +94,12 @@ pub enum ProbeError {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("map {map}: batch lookup: {source}")]
+    Batch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("encoding metrics: {0}")]
     Encode(#[from] fmt::Error),
@@ -119,7 +147,9 @@ pub struct Probes {
 
 impl Probes {
     /// Loads the eBPF object and attaches every enabled probe, each on its own.
-    pub fn load(toggles: &Toggles<ProbeKind>, log_level: LogLevel) -> Probes {
+    pub fn load(config: &Config) -> Probes {
+        let toggles = &config.probes;
+        let ctx = ProbeContext { config };
         let enabled: Vec<&ProbeEntry> = PROBES.iter().filter(|p| toggles.enabled(p.name)).collect();
         let mut states: Vec<(&'static str, State)> = PROBES
             .iter()
@@ -129,10 +159,10 @@ impl Probes {
         let mut active = Vec::new();
         let mut ebpf = None;
         if !enabled.is_empty() {
-            match load_object(log_level) {
+            match load_object(&ctx) {
                 Ok(mut obj) => {
                     for p in &enabled {
-                        match (p.attach)(&mut obj) {
+                        match (p.attach)(&mut obj, &ctx) {
                             Ok(c) => {
                                 tracing::info!(probe = p.name, hooks = p.hooks, "probe attached");
                                 states.push((p.name, State::Active));
@@ -185,34 +215,43 @@ impl Probes {
     }
 }
 
-fn load_object(log_level: LogLevel) -> Result<Ebpf, String> {
+/// Map sizes the configuration sets, per probe.
+fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
+    let mut v = syscalls::max_entries(ctx);
+    v.extend(tcp::max_entries(ctx));
+    v
+}
+
+fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
     if EBPF_OBJECT.is_empty() {
         return Err(
             "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
         );
     }
     // aya-log-ebpf's level filter: records below the agent's log level are never written.
-    let level: u8 = match log_level {
+    let level: u8 = match ctx.config.log.level {
         LogLevel::Error => 1,
         LogLevel::Warn => 2,
         LogLevel::Info => 3,
         LogLevel::Debug => 4,
     };
     let (http_self_tgid, http_capture) = http::loader_globals();
-    EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, false)
-        .override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false)
-        .override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false)
-        .load(EBPF_OBJECT)
-        .map_err(|e| {
-            let mut reason = format!("loading the eBPF object: {}", error_chain(&e));
-            if !is_root() {
-                reason.push_str(
-                    " (not running as root: eBPF needs CAP_BPF and CAP_PERFMON, see README)",
-                );
-            }
+    let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, false);
+    loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false);
+    loader.override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false);
+    let sizes = max_entries(ctx);
+    for (map, n) in &sizes {
+        loader.map_max_entries(map, *n);
+    }
+    loader.load(EBPF_OBJECT).map_err(|e| {
+        let mut reason = format!("loading the eBPF object: {}", error_chain(&e));
+        if !is_root() {
             reason
-        })
+                .push_str(" (not running as root: eBPF needs CAP_BPF and CAP_PERFMON, see README)");
+        }
+        reason
+    })
 }
 
 fn is_root() -> bool {
@@ -230,6 +269,20 @@ pub struct ProbeMetrics {
 impl Collector for ProbeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let mut out = Out::new(&mut encoder);
+        let mut fam = out.family(
+            "hostlens_probe_events_lost_total",
+            "Events an eBPF probe could not record because a bounded kernel map was full.",
+            Kind::Counter,
+        )?;
+        for (name, probe) in &self.active {
+            match probe.events_lost() {
+                Ok(n) => fam.sample(&[("probe", *name)], n as f64)?,
+                Err(e) => {
+                    tracing::warn!(probe = name, error = %error_chain(&e), "reading lost events failed")
+                }
+            }
+        }
+        drop(fam);
         let mut fam = out.family(
             "hostlens_probe_attached",
             "Whether the eBPF probe is loaded and attached (1) or not (0).",

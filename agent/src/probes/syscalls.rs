@@ -1,19 +1,55 @@
-//! `syscalls` probe, user half: attaches `raw_tracepoint/sys_enter` and, at scrape time, sums
-//! the per-CPU counters of `SYSCALL_COUNTS` into `syscalls_total{syscall}` (node-wide).
-use agent_common::syscalls::{MAP_COUNTS, MAX_SYSCALLS, OVERFLOW_SLOT, SyscallCounts};
+//! `syscalls` probe, user half: attaches `raw_tracepoint/sys_enter` and `sys_exit` and, at
+//! scrape time, reads the kernel's aggregates into
+//! - `syscalls_total{process_name,syscall}`, `syscall_errors_total{process_name,syscall}`
+//!   (from the per-CPU hash `(comm, nr)`; `process_name` bounded by [`crate::procnames`]);
+//! - `syscall_duration_seconds{syscall}` (histogram from the per-CPU log2 arrays, exported with
+//!   the fixed bounds [`BOUNDS_LOG2_NS`]);
+//! - events the bounded maps refused, for `hostlens_probe_events_lost_total{probe="syscalls"}`.
+use std::{sync::Mutex, time::Instant};
+
+use agent_common::syscalls::{
+    HIST_BUCKETS, MAP_HIST, MAP_LOST, MAP_START, MAP_STATS, OVERFLOW_SLOT, SyscallHist, SyscallKey,
+    SyscallLost, SyscallStats,
+};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::RawTracePoint,
 };
 
-use super::{ProbeCollector, ProbeError, syscall_names};
-use crate::emit::{Kind, Out};
+use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscall_names};
+use crate::{
+    emit::{Kind, Out},
+    procnames::{GroupCounters, Reading},
+};
 
-const PROGRAM: &str = "syscalls_sys_enter";
+const PROGRAMS: [(&str, &str); 2] = [
+    ("syscalls_sys_enter", "sys_enter"),
+    ("syscalls_sys_exit", "sys_exit"),
+];
+
+/// Exported histogram bounds, as powers of two in ns: 2^10 ns (~1 µs) to 2^34 ns (~17 s), a
+/// factor 4 apart. They coincide with bounds of the kernel's log2 buckets, so every exported
+/// cumulative count is exact (a duration of exactly 2^k ns counts in the next bucket).
+pub const BOUNDS_LOG2_NS: [usize; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
+
+/// Map sizes from the configuration, applied before the object is loaded.
+pub fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
+    vec![
+        (MAP_STATS, ctx.config.syscalls.max_series),
+        (MAP_START, ctx.config.syscalls.max_threads),
+    ]
+}
+
+struct State {
+    stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    counters: GroupCounters<u32, 2>,
+}
 
 pub struct SyscallsProbe {
-    counts: PerCpuArray<MapData, SyscallCounts>,
+    state: Mutex<State>,
+    hist: PerCpuArray<MapData, SyscallHist>,
+    lost: PerCpuArray<MapData, SyscallLost>,
 }
 
 impl std::fmt::Debug for SyscallsProbe {
@@ -22,67 +58,211 @@ impl std::fmt::Debug for SyscallsProbe {
     }
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<Box<dyn ProbeCollector>, ProbeError> {
-    let prog_err = |source| ProbeError::Program {
-        program: PROGRAM,
-        source,
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
+}
+
+pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
+    for (name, tp) in PROGRAMS {
+        let prog_err = |source| ProbeError::Program {
+            program: name,
+            source,
+        };
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        program.attach(tp).map_err(prog_err)?;
+    }
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
     };
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(ProbeError::MissingProgram(PROGRAM))?
-        .try_into()
-        .map_err(prog_err)?;
-    program.load().map_err(prog_err)?;
-    program.attach("sys_enter").map_err(prog_err)?;
-    let map = ebpf
-        .take_map(MAP_COUNTS)
-        .ok_or(ProbeError::MissingMap(MAP_COUNTS))?;
-    let counts = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
-        map: MAP_COUNTS,
-        source,
-    })?;
-    Ok(Box::new(SyscallsProbe { counts }))
+    let stats = PerCpuHashMap::try_from(take(ebpf, MAP_STATS)?).map_err(map_err(MAP_STATS))?;
+    let hist = PerCpuArray::try_from(take(ebpf, MAP_HIST)?).map_err(map_err(MAP_HIST))?;
+    let lost = PerCpuArray::try_from(take(ebpf, MAP_LOST)?).map_err(map_err(MAP_LOST))?;
+    Ok(Box::new(SyscallsProbe {
+        state: Mutex::new(State {
+            stats,
+            counters: GroupCounters::new(ctx.config.process_names.limits()),
+        }),
+        hist,
+        lost,
+    }))
+}
+
+/// `comm` bytes up to the first NUL, as text.
+pub fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// The `syscall` label of a table slot.
+fn syscall_label(nr: usize) -> std::borrow::Cow<'static, str> {
+    match syscall_names::name(nr) {
+        Some(n) => n.into(),
+        None if nr == OVERFLOW_SLOT => "unknown".into(),
+        None => format!("syscall_{nr}").into(),
+    }
+}
+
+/// Folds the kernel's log2 buckets into the exported ones: `(upper bound s, count in it)`.
+pub fn export_buckets(log2: &[u64; HIST_BUCKETS]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(BOUNDS_LOG2_NS.len() + 1);
+    let mut from = 0;
+    for k in BOUNDS_LOG2_NS {
+        let n = log2[from..k].iter().sum();
+        out.push(((1u64 << k) as f64 / 1e9, n));
+        from = k;
+    }
+    out.push((f64::INFINITY, log2[from..].iter().sum()));
+    out
 }
 
 impl SyscallsProbe {
-    /// Node-wide totals per syscall number (summed over CPUs).
-    pub fn totals(&self) -> Result<Vec<u64>, ProbeError> {
-        let per_cpu = self.counts.get(&0, 0).map_err(|source| ProbeError::Map {
-            map: MAP_COUNTS,
-            source,
-        })?;
-        let mut totals = vec![0u64; MAX_SYSCALLS];
-        for cpu in per_cpu.iter() {
-            for (t, c) in totals.iter_mut().zip(cpu.count.iter()) {
-                *t = t.wrapping_add(*c);
+    /// Reads the per-CPU stats map into the exported counters; deletes idle entries.
+    fn refresh(&self, state: &mut State) -> Result<(), ProbeError> {
+        let mut readings: Vec<Reading<u32, 2>> = Vec::new();
+        let entries = batch::per_cpu_entries::<_, SyscallKey, SyscallStats, _>(&state.stats)
+            .map_err(|e| ProbeError::Batch {
+                map: MAP_STATS,
+                source: e,
+            })?;
+        for (key, per_cpu) in entries {
+            let (mut calls, mut errors) = (0u64, 0u64);
+            for v in per_cpu.iter() {
+                calls = calls.wrapping_add(v.calls);
+                errors = errors.wrapping_add(v.errors);
+            }
+            readings.push((comm_str(&key.comm), key.nr, [calls, errors]));
+        }
+        let stale = state.counters.update(readings, Instant::now());
+        for (comm, nr) in stale {
+            let mut key = SyscallKey {
+                comm: [0; 16],
+                nr,
+                pad: 0,
+            };
+            let b = comm.as_bytes();
+            let n = b.len().min(15);
+            key.comm[..n].copy_from_slice(&b[..n]);
+            // Already gone is fine: the entry is what we wanted removed.
+            let _ = state.stats.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Every syscall's histogram summed over CPUs: log2 buckets, then the sum in ns.
+    fn histograms(&self) -> Result<Vec<(u32, [u64; HIST_BUCKETS + 1])>, ProbeError> {
+        let entries =
+            batch::per_cpu_entries::<_, u32, SyscallHist, _>(&self.hist).map_err(|e| {
+                ProbeError::Batch {
+                    map: MAP_HIST,
+                    source: e,
+                }
+            })?;
+        let mut out = Vec::new();
+        for (nr, per_cpu) in entries {
+            let mut h = [0u64; HIST_BUCKETS + 1];
+            for cpu in &per_cpu {
+                for (t, c) in h.iter_mut().zip(cpu.buckets.iter()) {
+                    *t = t.wrapping_add(*c);
+                }
+                h[HIST_BUCKETS] = h[HIST_BUCKETS].wrapping_add(cpu.sum_ns);
+            }
+            if h[..HIST_BUCKETS].iter().any(|c| *c > 0) {
+                out.push((nr, h));
             }
         }
-        Ok(totals)
+        Ok(out)
     }
 }
 
 impl ProbeCollector for SyscallsProbe {
     fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
-        let totals = self.totals()?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut state)?;
+        let series = state.counters.series();
         let mut fam = out.family(
             "syscalls_total",
-            "System calls entered on this node, by syscall (x86_64 names).",
+            "System calls made, by process group (comm) and syscall (x86_64 names).",
             Kind::Counter,
         )?;
-        let mut unnamed = String::new();
-        for (nr, count) in totals.iter().enumerate().filter(|(_, c)| **c > 0) {
-            let label = match syscall_names::name(nr) {
-                Some(n) => n,
-                None if nr == OVERFLOW_SLOT => "unknown",
-                None => {
-                    unnamed.clear();
-                    unnamed.push_str("syscall_");
-                    unnamed.push_str(&nr.to_string());
-                    &unnamed
-                }
-            };
-            fam.sample(&[("syscall", label)], *count as f64)?;
+        for ((name, nr), [calls, _]) in series {
+            let label = syscall_label(*nr as usize);
+            fam.sample(
+                &[("process_name", name.as_str()), ("syscall", label.as_ref())],
+                *calls as f64,
+            )?;
+        }
+        drop(fam);
+        let mut fam = out.family(
+            "syscall_errors_total",
+            "System calls that returned an error (return value < 0), by process group and syscall.",
+            Kind::Counter,
+        )?;
+        for ((name, nr), [_, errors]) in series.iter().filter(|(_, v)| v[1] > 0) {
+            let label = syscall_label(*nr as usize);
+            fam.sample(
+                &[("process_name", name.as_str()), ("syscall", label.as_ref())],
+                *errors as f64,
+            )?;
+        }
+        drop(fam);
+        let mut fam = out.family(
+            "syscall_duration_seconds",
+            "Time from syscall entry to return, by syscall (kernel log2 buckets).",
+            Kind::Histogram,
+        )?;
+        for (nr, h) in self.histograms()? {
+            let mut log2 = [0u64; HIST_BUCKETS];
+            log2.copy_from_slice(&h[..HIST_BUCKETS]);
+            let count: u64 = log2.iter().sum();
+            if count == 0 {
+                continue;
+            }
+            let label = syscall_label(nr as usize);
+            fam.histogram(
+                &[("syscall", label.as_ref())],
+                h[HIST_BUCKETS] as f64 / 1e9,
+                count,
+                &export_buckets(&log2),
+            )?;
         }
         Ok(())
+    }
+
+    fn events_lost(&self) -> Result<u64, ProbeError> {
+        let per_cpu = self.lost.get(&0, 0).map_err(map_err(MAP_LOST))?;
+        Ok(per_cpu.iter().fold(0u64, |a, l| {
+            a.wrapping_add(l.stats_full).wrapping_add(l.start_full)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_buckets_partition_the_log2_buckets() {
+        let mut log2 = [0u64; HIST_BUCKETS];
+        for (i, b) in log2.iter_mut().enumerate() {
+            *b = i as u64 + 1;
+        }
+        let out = export_buckets(&log2);
+        assert_eq!(out.len(), BOUNDS_LOG2_NS.len() + 1);
+        let total: u64 = out.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, log2.iter().sum::<u64>());
+        // le = 2^10 ns holds buckets 0..10 (durations < 1024 ns).
+        assert_eq!(out[0], (1024.0 / 1e9, (1..=10).sum()));
+        assert_eq!(out.last().unwrap().0, f64::INFINITY);
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        assert_eq!(comm_str(b"python3\0\0\0\0\0\0\0\0\0"), "python3");
+        assert_eq!(comm_str(b"0123456789abcdef"), "0123456789abcdef");
     }
 }

@@ -295,6 +295,29 @@ impl Exposition {
     pub fn get(&self, series: &str) -> Option<f64> {
         self.samples.get(series).copied()
     }
+
+    /// Sum of every series of `family` carrying all of `labels` (other labels free).
+    pub fn sum(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(family, labels).map(|(_, v)| v).sum()
+    }
+
+    /// Series of `family` carrying all of `labels`.
+    pub fn matching<'a>(
+        &'a self,
+        family: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        self.samples.iter().filter_map(move |(k, v)| {
+            let rest = k.strip_prefix(family)?;
+            if !(rest.is_empty() || rest.starts_with('{')) {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(n, val)| rest.contains(&format!("{n}=\"{val}\"")))
+                .then_some((k.as_str(), *v))
+        })
+    }
 }
 
 pub fn is_root() -> bool {

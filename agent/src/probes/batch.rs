@@ -1,0 +1,111 @@
+//! Whole-map reads with `BPF_MAP_LOOKUP_BATCH` (kernel ≥ 5.6), which aya 0.14 does not wrap.
+//!
+//! Reading a hash map key by key costs two `bpf(2)` calls per entry; with thousands of
+//! `(process, syscall)` entries that dominated the scrape (and every one of those syscalls
+//! passes through the syscall probe itself). One batch call returns up to [`CHUNK`] entries.
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
+
+use aya::{
+    Pod,
+    maps::{IterableMap, MapData},
+};
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call.
+const CHUNK: u32 = 1024;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn map_fd<M: IterableMap<K, V>, K: Pod, V>(map: &M) -> u32 {
+    let data: &MapData = map.map();
+    data.fd().as_fd().as_raw_fd() as u32
+}
+
+/// Every entry of a per-CPU map: the key and one value per possible CPU.
+pub fn per_cpu_entries<M, K, V, R>(map: &M) -> io::Result<Vec<(K, Vec<V>)>>
+where
+    M: IterableMap<K, R>,
+    K: Pod,
+    V: Pod,
+{
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    // Per-CPU values are laid out 8-byte aligned, one after another (bpf_map_lookup_elem(2)).
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    let fd = map_fd(map);
+    let mut keys = vec![0u8; CHUNK as usize * size_of::<K>()];
+    let mut values = vec![0u8; CHUNK as usize * cpus * stride];
+    // The batch token of hash maps is a bucket index (u32); arrays use a key. 8 bytes fit both.
+    let mut token_in = [0u8; 8];
+    let mut token_out = [0u8; 8];
+    let mut first = true;
+    let mut out = Vec::new();
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in.as_mut_ptr() as u64
+            },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK,
+            map_fd: fd,
+            ..Default::default()
+        };
+        // SAFETY: `attr` points at buffers sized for CHUNK keys and CHUNK × cpus values, and
+        // the kernel writes at most `count` entries; the attr size is passed.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = if ret < 0 {
+            Some(io::Error::last_os_error())
+        } else {
+            None
+        };
+        let done = matches!(&err, Some(e) if e.raw_os_error() == Some(libc::ENOENT));
+        if let Some(e) = err
+            && !done
+        {
+            return Err(e);
+        }
+        for i in 0..attr.count as usize {
+            // SAFETY: the kernel wrote `count` keys and values; reads are unaligned-safe.
+            let key =
+                unsafe { (keys.as_ptr().add(i * size_of::<K>()) as *const K).read_unaligned() };
+            let base = i * cpus * stride;
+            let per_cpu = (0..cpus)
+                .map(|c| unsafe {
+                    (values.as_ptr().add(base + c * stride) as *const V).read_unaligned()
+                })
+                .collect();
+            out.push((key, per_cpu));
+        }
+        if done {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}

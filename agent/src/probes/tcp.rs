@@ -1,0 +1,319 @@
+//! `tcp` probe, user half: attaches the tracepoints `sock:inet_sock_set_state`,
+//! `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset`, `tcp:tcp_receive_reset`, `tcp:tcp_probe`,
+//! `sock:sock_send_length`, `sock:sock_recv_length` and, at scrape time, reads the kernel's
+//! per-process-group counters into
+//! `tcp_connections_opened_total{process_name,direction}`,
+//! `tcp_connections_closed_total{process_name,direction}`, `tcp_connect_failures_total`,
+//! `tcp_retransmits_total`, `tcp_resets_total{process_name,direction}`,
+//! `process_network_{transmit,receive}_bytes_total{process_name}`, and the histograms
+//! `tcp_rtt_seconds` and `tcp_connection_duration_seconds`.
+use std::{sync::Mutex, time::Instant};
+
+use agent_common::tcp::{
+    CLOSE_IN, CLOSE_OUT, CONNECT_FAIL, CommKey, HIST_BUCKETS, HIST_DURATION, HIST_RTT, MAP_HIST,
+    MAP_LISTENERS, MAP_LOST, MAP_SOCKS, MAP_STATS, NSTATS, OPEN_IN, OPEN_OUT, RETRANS, RST_RECV,
+    RST_SENT, RX_BYTES, TX_BYTES, TcpHist, TcpLost, TcpStats,
+};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    programs::{RawTracePoint, TracePoint},
+};
+
+use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscalls::comm_str};
+use crate::{
+    emit::{Kind, Out},
+    procnames::{GroupCounters, Reading},
+};
+
+/// (program, category, tracepoint): classic tracepoints.
+const TRACEPOINTS: [(&str, &str, &str); 4] = [
+    ("tcp_on_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_on_probe", "tcp", "tcp_probe"),
+    ("tcp_on_send_length", "sock", "sock_send_length"),
+    ("tcp_on_recv_length", "sock", "sock_recv_length"),
+];
+
+/// (program, tracepoint): raw tracepoints (softirq-context events, see the kernel half).
+const RAW_TRACEPOINTS: [(&str, &str); 3] = [
+    ("tcp_on_retransmit", "tcp_retransmit_skb"),
+    ("tcp_on_send_reset", "tcp_send_reset"),
+    ("tcp_on_receive_reset", "tcp_receive_reset"),
+];
+
+/// A counter family: name, help, and its series as (`direction` label, stats index).
+type CounterFamily = (
+    &'static str,
+    &'static str,
+    &'static [(Option<&'static str>, usize)],
+);
+
+/// `process_name` of events whose socket had no known owner (e.g. a reset the kernel sends
+/// for a port nobody listens on).
+pub const UNKNOWN_NAME: &str = "unknown";
+
+/// Exported bounds (powers of two µs): RTT 16 µs .. ~4.2 s; durations ~1 ms .. ~4.8 h.
+const RTT_BOUNDS_LOG2_US: [usize; 10] = [4, 6, 8, 10, 12, 14, 16, 18, 20, 22];
+const DURATION_BOUNDS_LOG2_US: [usize; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34];
+
+pub fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
+    let c = &ctx.config.tcp;
+    vec![
+        (MAP_SOCKS, c.max_sockets),
+        (MAP_LISTENERS, c.max_listeners),
+        (MAP_STATS, c.max_series),
+    ]
+}
+
+struct State {
+    stats: PerCpuHashMap<MapData, CommKey, TcpStats>,
+    counters: GroupCounters<(), NSTATS>,
+}
+
+pub struct TcpProbe {
+    state: Mutex<State>,
+    hist: PerCpuArray<MapData, TcpHist>,
+    lost: PerCpuArray<MapData, TcpLost>,
+}
+
+impl std::fmt::Debug for TcpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TcpProbe")
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
+}
+
+pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
+    for (name, category, tp) in TRACEPOINTS {
+        let prog_err = |source| ProbeError::Program {
+            program: name,
+            source,
+        };
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        program.attach(category, tp).map_err(prog_err)?;
+    }
+    for (name, tp) in RAW_TRACEPOINTS {
+        let prog_err = |source| ProbeError::Program {
+            program: name,
+            source,
+        };
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(prog_err)?;
+        program.load().map_err(prog_err)?;
+        program.attach(tp).map_err(prog_err)?;
+    }
+    let take = |ebpf: &mut Ebpf, name: &'static str| {
+        ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+    };
+    let stats = PerCpuHashMap::try_from(take(ebpf, MAP_STATS)?).map_err(map_err(MAP_STATS))?;
+    let hist = PerCpuArray::try_from(take(ebpf, MAP_HIST)?).map_err(map_err(MAP_HIST))?;
+    let lost = PerCpuArray::try_from(take(ebpf, MAP_LOST)?).map_err(map_err(MAP_LOST))?;
+    Ok(Box::new(TcpProbe {
+        state: Mutex::new(State {
+            stats,
+            counters: GroupCounters::new(ctx.config.process_names.limits()),
+        }),
+        hist,
+        lost,
+    }))
+}
+
+fn group_name(comm: &[u8; 16]) -> String {
+    let s = comm_str(comm);
+    if s.is_empty() {
+        UNKNOWN_NAME.to_string()
+    } else {
+        s
+    }
+}
+
+/// Folds log2 µs buckets into the exported bounds: `(upper bound s, count in it)`.
+fn export_buckets(log2: &[u64], bounds: &[usize]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(bounds.len() + 1);
+    let mut from = 0;
+    for &k in bounds {
+        out.push(((1u64 << k) as f64 / 1e6, log2[from..k].iter().sum()));
+        from = k;
+    }
+    out.push((f64::INFINITY, log2[from..].iter().sum()));
+    out
+}
+
+impl TcpProbe {
+    fn refresh(state: &mut State) -> Result<(), ProbeError> {
+        let entries =
+            batch::per_cpu_entries::<_, CommKey, TcpStats, _>(&state.stats).map_err(|e| {
+                ProbeError::Batch {
+                    map: MAP_STATS,
+                    source: e,
+                }
+            })?;
+        let mut readings: Vec<Reading<(), NSTATS>> = Vec::with_capacity(entries.len());
+        for (key, per_cpu) in entries {
+            let mut v = [0u64; NSTATS];
+            for cpu in &per_cpu {
+                for (t, c) in v.iter_mut().zip(cpu.v.iter()) {
+                    *t = t.wrapping_add(*c);
+                }
+            }
+            readings.push((group_name(&key.comm), (), v));
+        }
+        let stale = state.counters.update(readings, Instant::now());
+        for (name, ()) in stale {
+            let mut key = CommKey { comm: [0; 16] };
+            if name != UNKNOWN_NAME {
+                let b = name.as_bytes();
+                let n = b.len().min(15);
+                key.comm[..n].copy_from_slice(&b[..n]);
+            }
+            let _ = state.stats.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn histogram(&self, index: u32) -> Result<([u64; HIST_BUCKETS], u64), ProbeError> {
+        let per_cpu = self.hist.get(&index, 0).map_err(map_err(MAP_HIST))?;
+        let mut b = [0u64; HIST_BUCKETS];
+        let mut sum = 0u64;
+        for cpu in per_cpu.iter() {
+            for (t, c) in b.iter_mut().zip(cpu.buckets.iter()) {
+                *t = t.wrapping_add(*c);
+            }
+            sum = sum.wrapping_add(cpu.sum_us);
+        }
+        Ok((b, sum))
+    }
+}
+
+impl ProbeCollector for TcpProbe {
+    fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::refresh(&mut state)?;
+        let series = state.counters.series();
+        // (family, help, [(direction label, stats index)])
+        let families: [CounterFamily; 7] = [
+            (
+                "tcp_connections_opened_total",
+                "TCP connections established: inbound = accepted, outbound = connected.",
+                &[(Some("inbound"), OPEN_IN), (Some("outbound"), OPEN_OUT)],
+            ),
+            (
+                "tcp_connections_closed_total",
+                "TCP connections closed that were established while the probe ran.",
+                &[(Some("inbound"), CLOSE_IN), (Some("outbound"), CLOSE_OUT)],
+            ),
+            (
+                "tcp_connect_failures_total",
+                "Outbound TCP connections that closed before being established.",
+                &[(None, CONNECT_FAIL)],
+            ),
+            (
+                "tcp_retransmits_total",
+                "TCP segments retransmitted (tcp:tcp_retransmit_skb), by socket owner.",
+                &[(None, RETRANS)],
+            ),
+            (
+                "tcp_resets_total",
+                "TCP resets sent and received, by socket owner.",
+                &[(Some("sent"), RST_SENT), (Some("received"), RST_RECV)],
+            ),
+            (
+                "process_network_transmit_bytes_total",
+                "Bytes sent on TCP sockets (sendmsg return values), by sending process group.",
+                &[(None, TX_BYTES)],
+            ),
+            (
+                "process_network_receive_bytes_total",
+                "Bytes received on TCP sockets (recvmsg return values), by receiving process group.",
+                &[(None, RX_BYTES)],
+            ),
+        ];
+        for (name, help, parts) in families {
+            let mut fam = out.family(name, help, Kind::Counter)?;
+            for ((pname, ()), v) in series {
+                for (direction, idx) in parts {
+                    // Omit series that never counted anything, as the kernel map does.
+                    if v[*idx] == 0 {
+                        continue;
+                    }
+                    match direction {
+                        Some(d) => fam.sample(
+                            &[("process_name", pname.as_str()), ("direction", d)],
+                            v[*idx] as f64,
+                        )?,
+                        None => fam.sample(&[("process_name", pname.as_str())], v[*idx] as f64)?,
+                    }
+                }
+            }
+        }
+        for (name, help, index, bounds) in [
+            (
+                "tcp_rtt_seconds",
+                "Smoothed round-trip time of TCP sockets, sampled at every incoming segment \
+                 (tcp:tcp_probe).",
+                HIST_RTT,
+                &RTT_BOUNDS_LOG2_US[..],
+            ),
+            (
+                "tcp_connection_duration_seconds",
+                "Lifetime of TCP connections from established to closed.",
+                HIST_DURATION,
+                &DURATION_BOUNDS_LOG2_US[..],
+            ),
+        ] {
+            let (b, sum) = self.histogram(index)?;
+            let count: u64 = b.iter().sum();
+            let mut fam = out.family(name, help, Kind::Histogram)?;
+            fam.histogram(
+                &crate::emit::NO_LABELS,
+                sum as f64 / 1e6,
+                count,
+                &export_buckets(&b, bounds),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn events_lost(&self) -> Result<u64, ProbeError> {
+        let per_cpu = self.lost.get(&0, 0).map_err(map_err(MAP_LOST))?;
+        Ok(per_cpu.iter().fold(0u64, |a, l| {
+            a.wrapping_add(l.socks_full)
+                .wrapping_add(l.stats_full)
+                .wrapping_add(l.listeners_full)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_partition_every_bucket() {
+        let log2: Vec<u64> = (0..HIST_BUCKETS as u64).collect();
+        for bounds in [&RTT_BOUNDS_LOG2_US[..], &DURATION_BOUNDS_LOG2_US[..]] {
+            let out = export_buckets(&log2, bounds);
+            assert_eq!(
+                out.iter().map(|(_, n)| n).sum::<u64>(),
+                log2.iter().sum::<u64>()
+            );
+            assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+        }
+    }
+
+    #[test]
+    fn empty_comm_is_unknown() {
+        assert_eq!(group_name(&[0; 16]), "unknown");
+    }
+}

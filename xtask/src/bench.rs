@@ -14,41 +14,19 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::setup::BuildEnv;
 
-/// The collectors both agents run: every node_exporter default collector hostlens ships
-/// today (the sysfs/hardware ones and textfile are still to come).
-const COLLECTORS: &[&str] = &[
-    "arp",
-    "conntrack",
-    "cpu",
-    "diskstats",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "netstat",
-    "os",
-    "pressure",
-    "schedstat",
-    "sockstat",
-    "softnet",
-    "stat",
-    "time",
-    "timex",
-    "udp_queues",
-    "uname",
-    "vmstat",
-];
-
 /// node_exporter flags that set Debian's changed defaults back to upstream's, so that both
 /// agents do the same work.
 const NE_UPSTREAM_DEFAULTS: &[&str] = &[
+    "--no-collector.systemd",
+    "--collector.textfile.directory=",
     "--collector.netdev.device-exclude=^$",
     "--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)",
 ];
 const WARMUP: usize = 50;
 const SCRAPES: usize = 500;
+/// Concurrent keep-alive scrapers and how long they run, for the throughput figure.
+const SCRAPERS: usize = 8;
+const THROUGHPUT_SECS: u64 = 20;
 
 pub(crate) struct Proc {
     pub(crate) name: &'static str,
@@ -227,40 +205,64 @@ fn measure(p: &Proc) -> Result<Result1> {
     })
 }
 
-pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
-    crate::sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
-    let bin = root.join("target/release/hostlens");
-
-    let hl_port = free_port()?;
-    let hl_addr = format!("127.0.0.1:{hl_port}");
-    let mut hl_args = vec![
-        "--web.listen-address",
-        &hl_addr,
-        "--collector.disable-defaults",
-    ];
-    let flags: Vec<String> = COLLECTORS
-        .iter()
-        .map(|c| format!("--collector.{c}"))
+/// Scrapes per second that [`SCRAPERS`] keep-alive clients get for [`THROUGHPUT_SECS`].
+fn throughput(p: &Proc) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(THROUGHPUT_SECS);
+    let port = p.port;
+    let workers: Vec<_> = (0..SCRAPERS)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<u64> {
+                let mut c = Client::connect(port)?;
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    c.get("/metrics")?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
         .collect();
-    hl_args.extend(flags.iter().map(String::as_str));
-    let hostlens = Proc {
-        name: "hostlens (+ syscalls, tcp probes)",
-        child: Command::new(&bin)
-            .args(&hl_args)
+    let mut total = 0;
+    for w in workers {
+        total += w
+            .join()
+            .map_err(|_| anyhow::anyhow!("scraper thread panicked"))??;
+    }
+    Ok(total as f64 / THROUGHPUT_SECS as f64)
+}
+
+fn spawn_hostlens(bin: &Path, name: &'static str, extra: &[&str]) -> Result<Proc> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    Ok(Proc {
+        name,
+        child: Command::new(bin)
+            .args(["--web.listen-address", &addr])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting hostlens")?,
-        port: hl_port,
-    };
+        port,
+    })
+}
+
+pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
+    crate::sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
+    let bin = root.join("target/release/hostlens");
+
+    // Both with their default collectors (hostlens' defaults are node_exporter 1.5.0's
+    // upstream ones); hostlens once without probes (the same work as node_exporter) and once
+    // with its default eBPF probes.
+    let hostlens = spawn_hostlens(
+        &bin,
+        "hostlens, collectors only",
+        &["--probe.disable-defaults"],
+    )?;
+    let hostlens_probes = spawn_hostlens(&bin, "hostlens + default eBPF probes", &[])?;
     let ne_port = free_port()?;
     let ne_addr = format!("127.0.0.1:{ne_port}");
-    let mut ne_args = vec![
-        "--web.listen-address",
-        &ne_addr,
-        "--collector.disable-defaults",
-    ];
-    ne_args.extend(flags.iter().map(String::as_str));
+    let mut ne_args = vec!["--web.listen-address", &ne_addr];
     ne_args.extend_from_slice(NE_UPSTREAM_DEFAULTS);
     let node_exporter = Proc {
         name: "node_exporter 1.5.0",
@@ -272,14 +274,19 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
             .context("starting prometheus-node-exporter (cargo xtask setup installs it)")?,
         port: ne_port,
     };
+    wait_ready(hostlens_probes.port, "/readyz")?;
     wait_ready(hostlens.port, "/readyz")?;
     wait_ready(node_exporter.port, "/metrics")?;
     // Let both settle (Go's runtime grows its heap over the first scrapes).
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss = rss_bytes(hostlens.child.id())? / 1e6;
+    let idle_rss_probes = rss_bytes(hostlens_probes.child.id())? / 1e6;
     let idle_rss_ne = rss_bytes(node_exporter.child.id())? / 1e6;
     let ne = measure(&node_exporter)?;
     let hl = measure(&hostlens)?;
+    let hlp = measure(&hostlens_probes)?;
+    let tput_ne = throughput(&node_exporter)?;
+    let tput_hl = throughput(&hostlens)?;
 
     let mut md = String::new();
     let date = Command::new("date")
@@ -293,24 +300,31 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "`cargo xtask bench` on this project's 2-core machine. Both serve the collectors \
-         {} (`--collector.disable-defaults` plus those; node_exporter with Debian's changed \
-         netdev and filesystem defaults set back to upstream's); hostlens also runs its default eBPF \
-         probes (`syscalls` per process with latency histograms, `tcp`, `http`). {WARMUP} warm-up scrapes, then {SCRAPES} sequential keep-alive scrapes \
-         with `Accept-Encoding: gzip`. CPU is the process's utime+stime over the {SCRAPES} \
-         scrapes (10 ms tick resolution); memory is VmRSS, plus the kernel memory of the \
-         agent's BPF maps (fdinfo `memlock`).\n",
-        COLLECTORS.join(", ")
+        "`cargo xtask bench` on this project's 2-core machine. Both agents run their default \
+         collectors: node_exporter 1.5.0 with Debian's changed defaults set back to upstream's \
+         (`{}`), hostlens with its defaults (node_exporter's upstream set), once without eBPF \
+         probes (`--probe.disable-defaults`: the same work) and once with its default probes \
+         (`syscalls`, `tcp`, `http`). {WARMUP} warm-up scrapes, then {SCRAPES} sequential \
+         keep-alive scrapes with `Accept-Encoding: gzip`; then {SCRAPERS} concurrent keep-alive \
+         scrapers for {THROUGHPUT_SECS} s. CPU is the process's utime+stime over the \
+         {SCRAPES} scrapes (10 ms tick resolution); memory is VmRSS after warm-up, plus the \
+         kernel memory of the agent's BPF maps (fdinfo `memlock`).\n",
+        NE_UPSTREAM_DEFAULTS.join(" ")
     )?;
     writeln!(
         md,
-        "| agent | CPU ms/scrape | median ms | p99 ms | idle RSS MB | RSS after scrapes MB | BPF maps MB | body bytes (gzip) |"
+        "| agent | CPU ms/scrape | median ms | p99 ms | scrapes/s ({SCRAPERS} scrapers) | idle RSS MB | RSS after scrapes MB | BPF maps MB | body bytes (gzip) |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (r, idle) in [(&hl, idle_rss), (&ne, idle_rss_ne)] {
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    for (r, idle, tput) in [
+        (&hl, idle_rss, Some(tput_hl)),
+        (&hlp, idle_rss_probes, None),
+        (&ne, idle_rss_ne, Some(tput_ne)),
+    ] {
+        let tput = tput.map_or("–".to_string(), |t| format!("{t:.0}"));
         writeln!(
             md,
-            "| {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {tput} | {:.1} | {:.1} | {:.2} | {} |",
             r.name,
             r.cpu_ms_per_scrape,
             r.median_ms,
@@ -324,17 +338,22 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     writeln!(
         md,
-        "\nRatios hostlens / node_exporter: CPU per scrape **{:.2}×** (budget ≤ 0.5×), median \
-         latency {:.2}×, p99 latency {:.2}×, resident memory incl. BPF maps **{:.2}×** \
-         (budget ≤ 1×).\n",
+        "\nRatios hostlens (collectors only) / node_exporter: CPU per scrape **{:.2}×** \
+         (budget ≤ 0.5×), median latency {:.2}×, p99 latency {:.2}×, throughput {:.2}×, \
+         resident memory **{:.2}×** (budget ≤ 1×). With its default eBPF probes: CPU per scrape \
+         {:.2}×, resident memory incl. BPF maps {:.2}×.\n",
         ratio(hl.cpu_ms_per_scrape, ne.cpu_ms_per_scrape),
         ratio(hl.median_ms, ne.median_ms),
         ratio(hl.p99_ms, ne.p99_ms),
+        ratio(tput_hl, tput_ne),
         ratio(hl.rss_mb + hl.bpf_maps_mb, ne.rss_mb),
+        ratio(hlp.cpu_ms_per_scrape, ne.cpu_ms_per_scrape),
+        ratio(hlp.rss_mb + hlp.bpf_maps_mb, ne.rss_mb),
     )?;
     print!("{md}");
     // The syscall section needs the machine without any probe attached for its "off" rounds.
     drop(hostlens);
+    drop(hostlens_probes);
     drop(node_exporter);
     let sys_md = crate::bench_syscalls::run(&bin, &date)?;
     print!("{sys_md}");

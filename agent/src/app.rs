@@ -8,6 +8,7 @@ use crate::{
     collectors::{COLLECTORS, CollectorContext, NodeCollectors},
     config::Config,
     probes::{PROBES, Probes, error_chain},
+    remote_write::RemoteWrite,
     selfmetrics::SelfMetrics,
     server::{self, AppState},
     status::{State, Status},
@@ -51,6 +52,15 @@ pub fn node_registry(cfg: &Config) -> Registry {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(cfg: Config) -> u8 {
+    // Remote-write queues are opened first: a queue directory that cannot be used is fatal.
+    let remote_write = match RemoteWrite::open(&cfg.remote_write, &cfg.remote_write_options) {
+        Ok(rw) => rw,
+        Err(e) => {
+            tracing::error!("{}", error_chain(&e));
+            return 1;
+        }
+    };
+    let rw_metrics = remote_write.as_ref().map(|rw| rw.metrics());
     let listener = match server::bind(&cfg.web.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -86,6 +96,9 @@ pub async fn run(cfg: Config) -> u8 {
         registry.register_collector(Box::new(collectors));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));
         registry.register_collector(Box::new(SelfMetrics));
+        if let Some(m) = rw_metrics {
+            registry.register_collector(Box::new(m));
+        }
         let hooks = |n: &str| PROBES.iter().find(|p| p.name == n).map_or("", |p| p.hooks);
         let status = Status {
             collectors: collector_states,
@@ -112,6 +125,23 @@ pub async fn run(cfg: Config) -> u8 {
         }
     };
     let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
+    let remote_write = match remote_write.map(|rw| {
+        let st = Arc::clone(&state);
+        rw.start(Arc::new(move || {
+            let registry = st.registry.get().ok_or("registry not ready")?;
+            crate::exposition::gather(registry).map_err(|e| e.to_string())
+        }))
+    }) {
+        None => None,
+        Some(Ok(running)) => Some(running),
+        Some(Err(e)) => {
+            tracing::error!("{}", error_chain(&e));
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            probes.detach();
+            return 1;
+        }
+    };
 
     let signal = wait_for_signal().await;
     tracing::info!(
@@ -120,6 +150,9 @@ pub async fn run(cfg: Config) -> u8 {
     );
     let _ = stop_tx.send(());
     let _ = server.await;
+    if let Some(rw) = remote_write {
+        rw.shutdown().await;
+    }
     if let Some(t) = log_task {
         t.abort();
     }

@@ -8,6 +8,7 @@ pub mod emit;
 pub mod exposition;
 pub mod paths;
 pub mod probes;
+pub mod remote_write;
 pub mod selfmetrics;
 pub mod server;
 pub mod status;

@@ -347,10 +347,10 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
-        if self.remote_write_options.queue_max_size.0 < 1 << 20 {
+        if self.remote_write_options.queue_max_size.0 < 64 << 10 {
             return Err(invalid(
                 "remote_write_options.queue_max_size",
-                "must be at least 1MiB".into(),
+                "must be at least 64KiB".into(),
             ));
         }
         Ok(())

@@ -168,6 +168,8 @@ fn test(root: &Path) -> Result<()> {
             "--bins",
             "--test",
             "e2e",
+            "--test",
+            "remote_write",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.

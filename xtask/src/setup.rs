@@ -37,6 +37,8 @@ const PEER_PACKAGES: &[&str] = &[
     "prometheus",
     "prometheus-node-exporter",
     "python3",
+    // Remote-write receiver for agent/tests/remote_write.rs (Prometheus is the other).
+    "victoria-metrics",
 ];
 
 /// How to build the eBPF crate, as found or prepared by setup.

@@ -293,10 +293,11 @@ pub fn decode_v1(body: &[u8]) -> Result<proto::WriteRequest, String> {
     proto::WriteRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))
 }
 
+/// Series of a decoded 2.0 request and, per series, its metadata (type, help, unit).
+pub type DecodedV2 = (Vec<TimeSeries>, Vec<Option<(i32, String, String)>>);
+
 /// Decodes a 2.0 body back into 1.0-shaped series plus metadata (type, help, unit).
-pub fn decode_v2(
-    body: &[u8],
-) -> Result<(Vec<TimeSeries>, Vec<Option<(i32, String, String)>>), String> {
+pub fn decode_v2(body: &[u8]) -> Result<DecodedV2, String> {
     let raw = decompress(body).map_err(|e| format!("snappy: {e}"))?;
     let req = v2::Request::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
     let sym = |i: u32| -> Result<String, String> {

@@ -77,6 +77,7 @@ struct Stats {
     requests: Mutex<BTreeMap<String, u64>>,
     queue_samples: AtomicU64,
     queue_bytes: AtomicU64,
+    queue_max: AtomicU64,
     last_send_ms: AtomicU64,
     backoff_ms: AtomicU64,
 }
@@ -108,6 +109,7 @@ impl Endpoint {
             .queue_samples
             .store(q.pending_samples(), Ordering::Relaxed);
         self.stats.queue_bytes.store(q.bytes(), Ordering::Relaxed);
+        self.stats.queue_max.store(q.max_bytes(), Ordering::Relaxed);
     }
 
     fn count_dropped(&self, n: u64) {
@@ -606,6 +608,8 @@ fn reject(ep: &Endpoint, p: &queue::Peeked, code: u16, message: &str) {
     ep.count_dropped(p.samples as u64);
 }
 
+type Getter = fn(&Endpoint) -> f64;
+
 /// `hostlens_remote_write_*` families, read at scrape time.
 #[derive(Clone)]
 pub struct RemoteWriteMetrics(Vec<Arc<Endpoint>>);
@@ -662,7 +666,7 @@ impl Collector for RemoteWriteMetrics {
                 }
             }
         }
-        let gauges: [(&str, &str, fn(&Endpoint) -> f64); 5] = [
+        let gauges: [(&str, &str, Getter); 5] = [
             (
                 "hostlens_remote_write_queue_samples",
                 "Samples in the disk queue not yet acknowledged by the receiver.",
@@ -692,14 +696,7 @@ impl Collector for RemoteWriteMetrics {
         for (name, help, get) in gauges {
             let mut f = out.family(name, help, Kind::Gauge)?;
             for e in eps {
-                let v = if name == "hostlens_remote_write_queue_max_bytes" {
-                    e.queue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .max_bytes() as f64
-                } else {
-                    get(e)
-                };
+                let v = get(e);
                 f.sample(&[("endpoint", e.name.as_str())], v)?;
             }
         }

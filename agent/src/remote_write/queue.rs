@@ -120,7 +120,7 @@ impl DiskQueue {
         let mut q = DiskQueue {
             dir: dir.to_path_buf(),
             max_bytes,
-            segment_max: (max_bytes / 16).clamp(256 << 10, 32 << 20),
+            segment_max: (max_bytes / 16).clamp(16 << 10, 32 << 20),
             segments,
             next_id,
             writer: None,
@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn full_queue_drops_oldest_and_counts() {
         let d = tmp("full");
-        // 256 KiB segments are the minimum; 1 MiB total holds 4 of them.
+        // 1 MiB total in 64 KiB segments.
         let mut q = DiskQueue::open(&d, 1 << 20).unwrap();
         let mut dropped = 0;
         let mut appended = 0u64;

@@ -184,6 +184,7 @@ type Policy = Box<dyn FnMut(usize, &Got) -> (u16, Vec<(String, String)>, Vec<u8>
 
 struct Inner {
     port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mode: Mutex<Mode>,
     got: Mutex<Vec<Got>>,
     policy: Mutex<Policy>,
@@ -201,8 +202,18 @@ fn ok_policy() -> Policy {
 
 impl Receiver {
     fn start(port: u16, mode: Mode, policy: Policy) -> Receiver {
+        Self::start_tls(port, mode, policy, None)
+    }
+
+    fn start_tls(
+        port: u16,
+        mode: Mode,
+        policy: Policy,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Receiver {
         let inner = Arc::new(Inner {
             port,
+            tls,
             mode: Mutex::new(mode),
             got: Mutex::new(Vec::new()),
             policy: Mutex::new(policy),
@@ -293,7 +304,19 @@ fn accept_loop(inner: Arc<Inner>) {
         match listener.as_ref().unwrap().accept() {
             Ok((s, _)) => {
                 let i2 = Arc::clone(&inner);
-                std::thread::spawn(move || serve_conn(i2, s));
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                match inner.tls.clone() {
+                    None => {
+                        std::thread::spawn(move || serve_conn(i2, s));
+                    }
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg).unwrap();
+                        std::thread::spawn(move || {
+                            serve_conn(i2, rustls::StreamOwned::new(conn, s))
+                        });
+                    }
+                }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
@@ -301,7 +324,7 @@ fn accept_loop(inner: Arc<Inner>) {
 }
 
 /// Reads one request; None when the connection closed or the receiver stops.
-fn read_request(inner: &Inner, s: &mut TcpStream) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
+fn read_request(inner: &Inner, s: &mut impl Read) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     let head_end = loop {
@@ -352,9 +375,7 @@ fn read_request(inner: &Inner, s: &mut TcpStream) -> Option<(BTreeMap<String, St
     Some((headers, body))
 }
 
-fn serve_conn(inner: Arc<Inner>, mut s: TcpStream) {
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+fn serve_conn(inner: Arc<Inner>, mut s: impl Read + Write) {
     while let Some((headers, body)) = read_request(&inner, &mut s) {
         let mode = *inner.mode.lock().unwrap();
         match mode {
@@ -1308,4 +1329,177 @@ fn bad_remote_write_config_exits_64_naming_the_key() {
         assert!(err.contains(key), "{yaml}: {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS (rustls on both sides, certificates made by openssl here), client certificates,
+// bearer token file re-read, extra headers.
+
+fn openssl(dir: &Path, args: &[&str]) {
+    common::run_ok(Command::new("openssl").args(args).current_dir(dir));
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hostlens test CA",
+    ]);
+    openssl(dir, &a);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let mut a = vec!["req"];
+        a.extend(ec);
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let extf = format!("{name}.ext");
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=hostlens-test"]);
+        openssl(dir, &a);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
+}
+
+fn tls_server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn tls_with_client_certificate_token_file_and_headers() {
+    let dir = tempdir("tls");
+    make_certs(&dir);
+    let rx = Receiver::start_tls(
+        free_port(),
+        Mode::Normal,
+        ok_policy(),
+        Some(tls_server_config(&dir)),
+    );
+    let token = dir.join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let url = rx.url().replace("http://", "https://");
+    let d = dir.display();
+    let good = format!(
+        "    headers:\n      X-Scope-OrgID: team-a\n    authorization:\n      credentials_file: {d}/token\n    tls_config:\n      ca_file: {d}/ca.pem\n      cert_file: {d}/client.pem\n      key_file: {d}/client.key\n"
+    );
+    let agent = start_agent(&write_config(&dir, &url, &good, ""));
+    wait_until("requests over TLS", Duration::from_secs(20), || {
+        rx.got().len() >= 2
+    });
+    std::fs::write(&token, "second-token-longer\n").unwrap();
+    let n = rx.got().len();
+    wait_until(
+        "requests with the new token",
+        Duration::from_secs(20),
+        || {
+            rx.got()[n..].iter().any(|g| {
+                g.headers.get("authorization").map(String::as_str)
+                    == Some("Bearer second-token-longer")
+            })
+        },
+    );
+    drop(agent);
+    let got = rx.got();
+    assert_eq!(
+        got[0].headers.get("authorization").map(String::as_str),
+        Some("Bearer first-token")
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.headers.get("x-scope-orgid").map(String::as_str) == Some("team-a"))
+    );
+    assert_order(&rx.accepted());
+
+    // Without the CA the server's certificate is refused, clearly; insecure_skip_verify
+    // accepts it (the client certificate is still presented).
+    let q2 = tempdir("tls-noca");
+    let no_ca = format!(
+        "    tls_config:\n      cert_file: {d}/client.pem\n      key_file: {d}/client.key\n"
+    );
+    let agent = start_agent(&write_config(&q2, &url, &no_ca, ""));
+    wait_until("certificate error logged", Duration::from_secs(20), || {
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("endpoint=test") && l.contains("UnknownIssuer"))
+    });
+    drop(agent);
+    let before = rx.got().len();
+    let q3 = tempdir("tls-insecure");
+    let insecure = format!(
+        "    tls_config:\n      insecure_skip_verify: true\n      cert_file: {d}/client.pem\n      key_file: {d}/client.key\n"
+    );
+    let agent = start_agent(&write_config(&q3, &url, &insecure, ""));
+    wait_until(
+        "requests with insecure_skip_verify",
+        Duration::from_secs(20),
+        || rx.got().len() > before,
+    );
+    drop(agent);
+    for d in [dir, q2, q3] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

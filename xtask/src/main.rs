@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_remote_write;
 mod setup;
 
 #[derive(Parser)]
@@ -52,7 +53,8 @@ fn main() -> Result<()> {
         Task::Test => test(&root),
         Task::Bench { no_write } => {
             let env = setup::run()?;
-            bench::run(&root, &env, !no_write)
+            bench::run(&root, &env, !no_write)?;
+            bench_remote_write::run(&root, &env, !no_write)
         }
     }
 }

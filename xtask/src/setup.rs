@@ -39,6 +39,8 @@ const PEER_PACKAGES: &[&str] = &[
     "python3",
     // Remote-write receiver for agent/tests/remote_write.rs (Prometheus is the other).
     "victoria-metrics",
+    // Certificates for the remote-write TLS test.
+    "openssl",
 ];
 
 /// How to build the eBPF crate, as found or prepared by setup.

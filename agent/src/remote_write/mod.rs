@@ -752,4 +752,63 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn series_that_disappear_get_one_stale_marker() {
+        let dir = std::env::temp_dir().join(format!("hostlens-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg: RemoteWriteConfig = serde_yaml::from_str("url: http://127.0.0.1:1/w\n").unwrap();
+        let opts = RemoteWriteOptions {
+            queue_dir: dir.clone(),
+            external_labels: Some(BTreeMap::from([("job".into(), "hostlens".into())])),
+            ..RemoteWriteOptions::default()
+        };
+        let rw = RemoteWrite::open(&[cfg], &opts).unwrap().unwrap();
+        let ep = &rw.endpoints[0];
+        let s = |name: &str, t: i64| FlatSeries {
+            labels: labels(&[("__name__", name)]),
+            sample: Sample {
+                value: 1.0,
+                timestamp: t,
+            },
+            family: 0,
+        };
+        ep.enqueue(&[s("a", 1000), s("b", 1000)], &[], 1000);
+        ep.enqueue(&[s("a", 2000)], &[], 2000);
+        ep.enqueue(&[s("a", 3000)], &[], 3000);
+        let mut q = ep.queue.lock().unwrap();
+        let (p, _) = q.peek(100).unwrap();
+        let got: Vec<(String, i64, bool)> = p
+            .unwrap()
+            .batch
+            .series
+            .iter()
+            .map(|t| {
+                let name = t.labels.iter().find(|l| l.name == "__name__").unwrap();
+                assert!(
+                    t.labels
+                        .iter()
+                        .any(|l| l.name == "job" && l.value == "hostlens")
+                );
+                (
+                    name.value.clone(),
+                    t.samples[0].timestamp,
+                    codec::is_stale(t.samples[0].value),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1000, false),
+                ("b".into(), 1000, false),
+                ("a".into(), 2000, false),
+                ("b".into(), 2000, true),
+                ("a".into(), 3000, false),
+            ]
+        );
+        drop(q);
+        drop(rw);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

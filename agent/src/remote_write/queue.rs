@@ -69,6 +69,9 @@ pub struct DiskQueue {
     cursor: Cursor,
     /// The record last decoded: (segment, offset, length on disk, record).
     cache: Option<(u64, u64, u64, Arc<QueueRecord>)>,
+    /// The batch handed out by the last `peek` and not yet committed: (start, end). Its
+    /// samples are with the sender, so pushing their segment out does not lose them.
+    inflight: Option<(Cursor, Cursor)>,
     /// Holds an exclusive flock on `<dir>/lock`: two agents must not share a queue.
     _lock: File,
 }
@@ -127,6 +130,7 @@ impl DiskQueue {
             reader: None,
             cursor: Cursor::default(),
             cache: None,
+            inflight: None,
             _lock: lock,
         };
         q.cursor = q.read_cursor().unwrap_or_else(|| q.start_cursor());
@@ -295,6 +299,24 @@ impl DiskQueue {
         } else {
             seg.samples
         };
+        // Samples of this segment in the batch being sent are not lost.
+        let inflight = match self.inflight {
+            Some((start, end)) if start.seg <= seg.id && seg.id <= end.seg => {
+                let from = if start.seg == seg.id {
+                    start.consumed
+                } else {
+                    0
+                };
+                let to = if end.seg == seg.id {
+                    end.consumed
+                } else {
+                    seg.samples
+                };
+                to.saturating_sub(from)
+            }
+            _ => 0,
+        };
+        let unsent = unsent.saturating_sub(inflight);
         if self.cursor.seg <= seg.id {
             self.cursor = self.start_cursor();
             self.write_cursor()?;
@@ -408,6 +430,7 @@ impl DiskQueue {
             self.commit(c)?;
             return Ok((None, corrupt));
         }
+        self.inflight = Some((self.cursor, c));
         Ok((
             Some(Peeked {
                 batch,
@@ -421,6 +444,7 @@ impl DiskQueue {
 
     /// Acknowledges everything before `end`: fully sent segments are deleted.
     pub fn commit(&mut self, end: Cursor) -> io::Result<()> {
+        self.inflight = None;
         if self.segments.front().is_some_and(|f| end.seg < f.id) {
             // The batch's segment was dropped for room meanwhile; the cursor moved already.
             return Ok(());
@@ -596,6 +620,26 @@ mod tests {
         // Appending after the cut works and is read back.
         q.append(&record(3, 2)).unwrap();
         assert_eq!(drain(&mut q, 100), vec![(3, "m0".into()), (3, "m1".into())]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn batch_in_flight_is_not_counted_dropped_when_pushed_out() {
+        let d = tmp("inflight");
+        let mut q = DiskQueue::open(&d, 64 << 10).unwrap();
+        q.append(&record(0, 100)).unwrap();
+        let (p, _) = q.peek(30).unwrap();
+        let p = p.unwrap();
+        let mut dropped = 0;
+        let mut appended = 100;
+        for t in 1..200 {
+            dropped += q.append(&record(t, 100)).unwrap();
+            appended += 100;
+        }
+        assert!(dropped > 0);
+        // The 30 in flight are delivered (commit), so: sent + dropped + pending = appended.
+        q.commit(p.end).unwrap();
+        assert_eq!(30 + dropped + q.pending_samples(), appended);
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -19,7 +19,8 @@ pub mod queue;
 pub mod sender;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::{Hash as _, Hasher as _},
     fmt,
     path::PathBuf,
     sync::{
@@ -92,8 +93,8 @@ pub struct Endpoint {
     /// Set once a 2.0 endpoint answered 415: 1.0 from then on.
     fell_back: AtomicBool,
     external: BTreeMap<String, String>,
-    /// Series of the previous gather (final labels), for stale markers.
-    previous: Mutex<HashSet<Vec<Label>>>,
+    /// Series of the previous gather (label hash -> final labels), for stale markers.
+    previous: Mutex<HashMap<u64, Vec<Label>>>,
 }
 
 impl Endpoint {
@@ -124,7 +125,10 @@ impl Endpoint {
             family: Vec::with_capacity(flat.len()),
             queued_ms: now_ms,
         };
-        let mut current = HashSet::with_capacity(flat.len());
+        // Series are told apart by a hash of their labels (equal labels confirmed on a hit),
+        // so no second copy of every label set is made.
+        let mut seen: HashMap<u64, usize> = HashMap::with_capacity(flat.len());
+        let mut hashes = Vec::with_capacity(flat.len());
         let mut invalid = 0u64;
         for s in flat {
             let labels = match codec::finish_labels(s.labels.clone(), &self.external) {
@@ -138,22 +142,32 @@ impl Endpoint {
             let Some(labels) = relabel(labels, &self.cfg.write_relabel_configs) else {
                 continue;
             };
-            if !current.insert(labels.clone()) {
-                invalid += 1;
-                continue;
+            let h = label_hash(&labels);
+            match seen.get(&h) {
+                Some(i) if rec.timeseries[*i].labels == labels => {
+                    invalid += 1;
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(h, rec.timeseries.len());
+                }
             }
+            hashes.push(h);
             rec.timeseries.push(TimeSeries {
                 labels,
                 samples: vec![s.sample],
             });
             rec.family.push(s.family);
         }
-        // Series of the last gather that are gone get a stale marker now.
-        {
-            let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-            for gone in prev.iter().filter(|l| !current.contains(*l)) {
+        let live = rec.timeseries.len();
+        // Series of the last gather that are gone get a stale marker now (once: they are not
+        // remembered after this).
+        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, labels) in prev.drain() {
+            if !seen.contains_key(&h) {
                 rec.timeseries.push(TimeSeries {
-                    labels: gone.clone(),
+                    labels,
                     samples: vec![Sample {
                         value: codec::stale_nan(),
                         timestamp: now_ms,
@@ -161,7 +175,6 @@ impl Endpoint {
                 });
                 rec.family.push(u32::MAX);
             }
-            *prev = current;
         }
         if invalid > 0 {
             tracing::warn!(endpoint = %self.name, series = invalid, "series with invalid or duplicate labels not sent");
@@ -182,7 +195,18 @@ impl Endpoint {
         self.update_queue_gauges(&q);
         drop(q);
         self.notify.notify_one();
+        // Remember this gather's series for the next one, moving the labels out of the record.
+        rec.timeseries.truncate(live);
+        for (h, ts) in hashes.into_iter().zip(rec.timeseries) {
+            prev.insert(h, ts.labels);
+        }
     }
+}
+
+fn label_hash(labels: &[Label]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
 }
 
 /// Applies `write_relabel_configs`; `None` when the series is dropped.
@@ -259,7 +283,7 @@ impl RemoteWrite {
                 stats: Stats::default(),
                 fell_back: AtomicBool::new(false),
                 external: external.clone(),
-                previous: Mutex::new(HashSet::new()),
+                previous: Mutex::new(HashMap::new()),
             };
             {
                 let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -366,6 +390,7 @@ async fn gather_loop(
             let families = g()?;
             let now = now_ms();
             let (flat, meta) = codec::flatten(&families, now);
+            drop(families);
             for ep in &eps {
                 ep.enqueue(&flat, &meta, now);
             }

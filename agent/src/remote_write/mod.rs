@@ -20,8 +20,8 @@ pub mod sender;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    hash::{Hash as _, Hasher as _},
     fmt,
+    hash::{Hash as _, Hasher as _},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -393,6 +393,14 @@ async fn gather_loop(
             drop(families);
             for ep in &eps {
                 ep.enqueue(&flat, &meta, now);
+            }
+            drop(flat);
+            // A gather of a large registry allocates and frees tens of MB at once; hand the
+            // freed memory back so that the resident size reflects what is kept.
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
             }
             Ok::<_, String>(())
         })

@@ -1503,3 +1503,117 @@ fn tls_with_client_certificate_token_file_and_headers() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// proxy_url: an HTTP CONNECT proxy written here relays the requests.
+
+/// Accepts CONNECT requests, records their targets and relays bytes both ways.
+fn connect_proxy(seen: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                c.set_nonblocking(false).unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if c.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                assert!(head.starts_with("CONNECT "), "{head}");
+                seen.lock().unwrap().push(target.clone());
+                let Ok(up) = TcpStream::connect(&target) else {
+                    let _ = c.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut c, mut up) = (c, up);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut up2);
+                    let _ = up2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut up, &mut c);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn proxy_url_tunnels_through_connect() {
+    let rx = Receiver::start(free_port(), Mode::Normal, ok_policy());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let proxy = connect_proxy(Arc::clone(&seen), Arc::clone(&stop));
+    let dir = tempdir("proxy");
+    let extra = format!("    proxy_url: http://127.0.0.1:{proxy}\n");
+    let agent = start_agent(&write_config(&dir, &rx.url(), &extra, ""));
+    wait_until(
+        "requests through the proxy",
+        Duration::from_secs(20),
+        || rx.got().len() >= 2,
+    );
+    drop(agent);
+    stop.store(true, Ordering::SeqCst);
+    let targets = seen.lock().unwrap().clone();
+    assert!(!targets.is_empty());
+    assert!(
+        targets
+            .iter()
+            .all(|t| *t == rx.url()[7..].split('/').next().unwrap()),
+        "{targets:?}"
+    );
+    assert_order(&rx.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// batch_send_deadline holds a partial batch; SIGTERM flushes what is queued.
+
+#[test]
+fn partial_batch_waits_for_deadline_and_sigterm_flushes() {
+    let rx = Receiver::start(free_port(), Mode::Normal, ok_policy());
+    let dir = tempdir("flush");
+    let text = format!(
+        "remote_write:\n  - url: {}\n    name: test\n    queue_config:\n      max_samples_per_send: 10000\n      batch_send_deadline: 10m\nremote_write_options:\n  interval: 1s\n  queue_dir: {}\n  external_labels: {{instance: test-host, job: hostlens}}\n",
+        rx.url(),
+        dir.join("queue").display()
+    );
+    let cfg = dir.join("hostlens.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut agent = start_agent(&cfg);
+    wait_until("three gathers queued", Duration::from_secs(20), || {
+        metric(
+            &agent,
+            "hostlens_remote_write_queue_samples{endpoint=\"test\"}",
+        ) >= 200.0
+    });
+    // Less than max_samples_per_send queued and the deadline far: nothing sent yet.
+    assert!(
+        rx.got().is_empty(),
+        "a partial batch was sent before batch_send_deadline"
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let times = load1_times(&rx.accepted());
+    assert!(
+        times.len() >= 3,
+        "queued gathers not flushed on SIGTERM: {times:?}"
+    );
+    assert_no_gap(&times, "flushed gathers");
+    assert_order(&rx.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,7 +18,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -189,6 +189,10 @@ struct Inner {
     got: Mutex<Vec<Got>>,
     policy: Mutex<Policy>,
     stop: AtomicBool,
+    /// Each answer is delayed this long (outside any lock), to see parallel requests.
+    delay_ms: AtomicU64,
+    active: AtomicU64,
+    max_active: AtomicU64,
 }
 
 struct Receiver {
@@ -218,6 +222,9 @@ impl Receiver {
             got: Mutex::new(Vec::new()),
             policy: Mutex::new(policy),
             stop: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
         });
         let i2 = Arc::clone(&inner);
         let thread = std::thread::spawn(move || accept_loop(i2));
@@ -390,6 +397,10 @@ fn serve_conn(inner: Arc<Inner>, mut s: impl Read + Write) {
             }
             Mode::Normal => {}
         }
+        let now_active = inner.active.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.max_active.fetch_max(now_active, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(inner.delay_ms.load(Ordering::SeqCst)));
+        inner.active.fetch_sub(1, Ordering::SeqCst);
         let v2 = headers
             .get("content-type")
             .is_some_and(|c| c.contains("io.prometheus.write.v2.Request"));
@@ -1615,5 +1626,59 @@ fn partial_batch_waits_for_deadline_and_sigterm_flushes() {
     );
     assert_no_gap(&times, "flushed gathers");
     assert_order(&rx.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// min_shards: parallel requests, per-series order kept, nothing lost under 503s.
+
+#[test]
+fn parallel_shards_keep_per_series_order() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let rx = Receiver::start(
+        free_port(),
+        Mode::Normal,
+        Box::new(move |_, _| {
+            if rng.u32(0..4) == 0 {
+                (503, vec![], b"busy".to_vec())
+            } else {
+                (204, vec![], vec![])
+            }
+        }),
+    );
+    rx.inner.delay_ms.store(150, Ordering::SeqCst);
+    let dir = tempdir("shards");
+    let cfg = write_config(&dir, &rx.url(), "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "      max_samples_per_send: 50\n",
+        "      max_samples_per_send: 20\n      min_shards: 4\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let agent = start_agent(&cfg);
+    let started = now_ms();
+    std::thread::sleep(Duration::from_secs(5));
+    wait_until("queue drained", Duration::from_secs(30), || {
+        metric(
+            &agent,
+            "hostlens_remote_write_queue_samples{endpoint=\"test\"}",
+        ) == 0.0
+    });
+    drop(agent);
+    assert!(
+        rx.inner.max_active.load(Ordering::SeqCst) >= 2,
+        "requests were never in flight together"
+    );
+    let acc = rx.accepted();
+    assert_order(&acc);
+    let times = load1_times(&acc);
+    assert!(times[0] - started <= 1500);
+    assert_no_gap(&times, "node_load1 with 4 shards");
+    for (l, v) in acc
+        .iter()
+        .filter(|(l, _)| l["__name__"].starts_with("node_memory_"))
+    {
+        let t: Vec<i64> = v.iter().map(|x| x.0).take(times.len()).collect();
+        assert_eq!(t, times[..t.len()], "{l:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

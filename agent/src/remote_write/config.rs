@@ -87,8 +87,8 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// `queue_config`, with Prometheus' names. `capacity`, `max_shards` and `min_shards` are
-/// accepted so pasted configs load; hostlens sends from one ordered queue per endpoint.
+/// `queue_config`, with Prometheus' names. `min_shards` is the number of parallel requests
+/// (split by series); `capacity` and `max_shards` are accepted so pasted configs load.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {

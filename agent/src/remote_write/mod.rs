@@ -449,8 +449,11 @@ impl Backoff {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<bool>) {
+    let sender = Arc::new(sender);
     let q_cfg = ep.cfg.queue_config.clone();
-    let max = q_cfg.max_samples_per_send;
+    // `min_shards` parallel requests per window, each with its own series (order kept).
+    let shards = q_cfg.min_shards.max(1);
+    let max = q_cfg.max_samples_per_send * shards;
     let mut backoff = Backoff::new(q_cfg.min_backoff.0, q_cfg.max_backoff.0);
     let mut flush_until: Option<tokio::time::Instant> = None;
     loop {
@@ -478,7 +481,7 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<
                 None
             }
         };
-        let Some(p) = peeked else {
+        let Some(mut p) = peeked else {
             if flush_until.is_some() {
                 break;
             }
@@ -505,10 +508,30 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<
                 }
             }
         }
-        let done = send_batch(&ep, &sender, p, &mut backoff, &mut stop, flush_until).await;
-        if !done {
+        let outcome = if shards == 1 {
+            send_batch(&ep, &sender, &p.batch, &mut backoff, &mut stop, flush_until).await
+        } else {
+            // Shards go out in parallel; the window is acknowledged once every shard is done.
+            let mut set = tokio::task::JoinSet::new();
+            for b in split_shards(std::mem::take(&mut p.batch), shards) {
+                let (ep, sender, mut stop) = (Arc::clone(&ep), Arc::clone(&sender), stop.clone());
+                let mut backoff = Backoff::new(q_cfg.min_backoff.0, q_cfg.max_backoff.0);
+                set.spawn(async move {
+                    send_batch(&ep, &sender, &b, &mut backoff, &mut stop, flush_until).await
+                });
+            }
+            let mut all = Outcome::Done;
+            while let Some(r) = set.join_next().await {
+                if !matches!(r, Ok(Outcome::Done)) {
+                    all = Outcome::Stopped;
+                }
+            }
+            all
+        };
+        if outcome == Outcome::Stopped {
             break;
         }
+        commit(&ep, &p);
     }
     let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
     if q.pending_samples() > 0 {
@@ -521,12 +544,12 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<
 async fn send_batch(
     ep: &Endpoint,
     sender: &Sender,
-    p: queue::Peeked,
+    batch: &Batch,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
     flush_until: Option<tokio::time::Instant>,
-) -> bool {
-    let n = p.samples as u64;
+) -> Outcome {
+    let n = batch.samples() as u64;
     let age_limit = ep.cfg.queue_config.sample_age_limit.0;
     let mut first_refusal: Option<Instant> = None;
     let mut body_cache: Option<(Protocol, Vec<u8>)> = None;
@@ -535,7 +558,7 @@ async fn send_batch(
         let body = match &body_cache {
             Some((p2, b)) if *p2 == proto => b.clone(),
             _ => {
-                let b = encode(&p.batch, proto);
+                let b = encode(batch, proto);
                 body_cache = Some((proto, b.clone()));
                 b
             }
@@ -543,7 +566,7 @@ async fn send_batch(
         let answer = match flush_until {
             Some(t) => match tokio::time::timeout_at(t, sender.send(body, proto)).await {
                 Ok(a) => a,
-                Err(_) => return false,
+                Err(_) => return Outcome::Stopped,
             },
             None => sender.send(body, proto).await,
         };
@@ -553,14 +576,13 @@ async fn send_batch(
         }
         let (retry_after, message, refused) = match answer {
             Answer::Accepted(_) => {
-                commit(ep, &p);
                 ep.stats.sent.fetch_add(n, Ordering::Relaxed);
                 ep.stats
                     .last_send_ms
                     .store(now_ms() as u64, Ordering::Relaxed);
                 ep.stats.backoff_ms.store(0, Ordering::Relaxed);
                 backoff.reset();
-                return true;
+                return Outcome::Done;
             }
             Answer::Unsupported { message } if proto == Protocol::V2 => {
                 ep.fell_back.store(true, Ordering::Relaxed);
@@ -568,12 +590,12 @@ async fn send_batch(
                 continue;
             }
             Answer::Unsupported { message } => {
-                reject(ep, &p, 415, &message);
-                return true;
+                reject(ep, n, 415, &message);
+                return Outcome::Done;
             }
             Answer::Rejected { code, message } => {
-                reject(ep, &p, code, &message);
-                return true;
+                reject(ep, n, code, &message);
+                return Outcome::Done;
             }
             Answer::RetryableStatus {
                 code,
@@ -581,8 +603,8 @@ async fn send_batch(
                 retry_after,
             } => {
                 if code == 429 && !ep.cfg.queue_config.retry_on_http_429 {
-                    reject(ep, &p, code, &message);
-                    return true;
+                    reject(ep, n, code, &message);
+                    return Outcome::Done;
                 }
                 (retry_after, format!("HTTP {code}: {message}"), true)
             }
@@ -592,9 +614,8 @@ async fn send_batch(
             let since = *first_refusal.get_or_insert_with(Instant::now);
             if !age_limit.is_zero() && since.elapsed() >= age_limit {
                 tracing::error!(endpoint = %ep.name, samples = n, %message, limit = ?age_limit, "receiver kept refusing a batch for longer than sample_age_limit: dropped");
-                commit(ep, &p);
                 ep.count_dropped(n);
-                return true;
+                return Outcome::Done;
             }
         }
         ep.stats.retried.fetch_add(n, Ordering::Relaxed);
@@ -610,11 +631,11 @@ async fn send_batch(
             .store(wait.as_millis() as u64, Ordering::Relaxed);
         tracing::warn!(endpoint = %ep.name, samples = n, error = %message, retry_in = ?wait, "remote write failed, will retry");
         if flush_until.is_some() {
-            return false;
+            return Outcome::Stopped;
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return false,
+            _ = stop.changed() => return Outcome::Stopped,
         }
     }
 }
@@ -635,10 +656,31 @@ fn commit(ep: &Endpoint, p: &queue::Peeked) {
     ep.update_queue_gauges(&q);
 }
 
-fn reject(ep: &Endpoint, p: &queue::Peeked, code: u16, message: &str) {
-    tracing::error!(endpoint = %ep.name, code, samples = p.samples, %message, "receiver rejected a batch: dropped, not retried");
-    commit(ep, p);
-    ep.count_dropped(p.samples as u64);
+fn reject(ep: &Endpoint, samples: u64, code: u16, message: &str) {
+    tracing::error!(endpoint = %ep.name, code, samples, %message, "receiver rejected a batch: dropped, not retried");
+    ep.count_dropped(samples);
+}
+
+/// How sending one batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Accepted, or dropped for good (rejected, too old): acknowledge it in the queue.
+    Done,
+    /// Shutdown while retrying: leave it queued.
+    Stopped,
+}
+
+/// Splits a batch into `shards` batches by series (label hash), keeping queue order within
+/// each: a series is always in one shard, so sending shards in parallel keeps its order.
+fn split_shards(batch: Batch, shards: usize) -> Vec<Batch> {
+    let mut out = vec![Batch::default(); shards];
+    for (s, m) in batch.series.into_iter().zip(batch.meta) {
+        let i = (label_hash(&s.labels) % shards as u64) as usize;
+        out[i].series.push(s);
+        out[i].meta.push(m);
+    }
+    out.retain(|b| !b.series.is_empty());
+    out
 }
 
 type Getter = fn(&Endpoint) -> f64;

@@ -1021,6 +1021,10 @@ fn full_disk_queue_drops_oldest_counts_and_memory_stays_flat() {
                 .last()
                 .is_some_and(|t| *t > before_recovery)
     });
+    // Freeze the receiver, then compare the agent's count with what arrived.
+    rx.set_mode(Mode::Refuse);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = scrape(&agent);
     let acc = rx.accepted();
     assert_order(&acc);
     // The batch that was in flight when the outage began (the first gather's first request)
@@ -1044,7 +1048,6 @@ fn full_disk_queue_drops_oldest_counts_and_memory_stays_flat() {
         assert!(load1_times(&acc)[0] - started > 3000);
     }
     times.sort_unstable();
-    let stats = scrape(&agent);
     let sent = stats
         [&parse_series("hostlens_remote_write_samples_total{endpoint=\"test\",outcome=\"sent\"}")];
     let accepted: usize = acc.values().map(Vec::len).sum();

@@ -46,14 +46,36 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn tempdir(name: &str) -> PathBuf {
+/// A scratch directory removed on drop, also when the test fails.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "hostlens-rw-{name}-{}-{}",
         std::process::id(),
         now_ms()
     ));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -482,16 +504,16 @@ fn assert_no_gap(times: &[i64], what: &str) {
 // ---------------------------------------------------------------------------------------
 // 1. Real receivers.
 
+/// A peer process; killed on drop, then its directory removed.
 struct Peer {
     child: Child,
-    dir: PathBuf,
+    _dir: TempDir,
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -667,7 +689,7 @@ fn prometheus_receiver_stores_every_family_with_values_and_order() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus (Debian package `prometheus`) must be installed: cargo xtask setup");
-    let _peer = Peer { child, dir };
+    let _peer = Peer { child, _dir: dir };
     wait_until("prometheus ready", Duration::from_secs(60), || {
         http_get(port, "/-/ready", &[]).is_ok_and(|r| r.status == 200)
     });
@@ -687,7 +709,7 @@ fn victoriametrics_receiver_stores_every_family_with_values_and_order() {
         .stderr(Stdio::null())
         .spawn()
         .expect("victoria-metrics (Debian package `victoria-metrics`) must be installed: cargo xtask setup");
-    let _peer = Peer { child, dir };
+    let _peer = Peer { child, _dir: dir };
     wait_until("victoria-metrics ready", Duration::from_secs(60), || {
         http_get(port, "/health", &[]).is_ok_and(|r| r.status == 200)
     });

@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     probes::{PROBES, Probes, error_chain},
     reload::{self, ReloadFn, Swappable},
+    remote_write::RemoteWrite,
     sdnotify,
     selfmetrics::SelfMetrics,
     server::{self, AppState},
@@ -76,6 +77,15 @@ pub async fn run_with(
 ) -> u8 {
     let mut signals = Signals::register();
     tracing::info!(web = %web.summary(), "web config");
+    // Remote-write queues are opened first: a queue directory that cannot be used is fatal.
+    let remote_write = match RemoteWrite::open(&cfg.remote_write, &cfg.remote_write_options) {
+        Ok(rw) => rw,
+        Err(e) => {
+            tracing::error!("{}", error_chain(&e));
+            return 1;
+        }
+    };
+    let rw_metrics = remote_write.as_ref().map(|rw| rw.metrics());
     let listener = match server::bind(&cfg.web.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -117,6 +127,9 @@ pub async fn run_with(
         registry.register_collector(Box::new(init_node));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));
         registry.register_collector(Box::new(SelfMetrics));
+        if let Some(m) = rw_metrics {
+            registry.register_collector(Box::new(m));
+        }
         let hooks = |n: &str| PROBES.iter().find(|p| p.name == n).map_or("", |p| p.hooks);
         let status = Status {
             collectors: collector_states,
@@ -147,6 +160,23 @@ pub async fn run_with(
         }
     };
     let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
+    let remote_write = match remote_write.map(|rw| {
+        let st = Arc::clone(&state);
+        rw.start(Arc::new(move || {
+            let registry = st.registry.get().ok_or("registry not ready")?;
+            crate::exposition::gather(registry).map_err(|e| e.to_string())
+        }))
+    }) {
+        None => None,
+        Some(Ok(running)) => Some(running),
+        Some(Err(e)) => {
+            tracing::error!("{}", error_chain(&e));
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            probes.detach();
+            return 1;
+        }
+    };
 
     let mut in_force = cfg;
     let signal = loop {
@@ -182,6 +212,9 @@ pub async fn run_with(
     );
     let _ = stop_tx.send(());
     let _ = server.await;
+    if let Some(rw) = remote_write {
+        rw.shutdown().await;
+    }
     if let Some(t) = log_task {
         t.abort();
     }

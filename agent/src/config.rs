@@ -28,6 +28,9 @@ pub struct Config {
     pub syscalls: SyscallsConfig,
     pub tcp: TcpConfig,
     pub process_groups: crate::collectors::process_groups::ProcessGroupsConfig,
+    /// Prometheus' `remote_write:` section (see `remote_write/config.rs`).
+    pub remote_write: Vec<crate::remote_write::config::RemoteWriteConfig>,
+    pub remote_write_options: crate::remote_write::config::RemoteWriteOptions,
 }
 
 /// `tcp:` sizes of the `tcp` probe's kernel maps.
@@ -784,6 +787,24 @@ impl Config {
         self.process_groups
             .validate()
             .map_err(|(key, msg)| invalid(&format!("process_groups.{key}"), msg))?;
+        for (i, rw) in self.remote_write.iter().enumerate() {
+            rw.validate()
+                .map_err(|(k, m)| invalid(&format!("remote_write[{i}].{k}"), m))?;
+            crate::remote_write::sender::check_tls(rw)
+                .map_err(|m| invalid(&format!("remote_write[{i}].tls_config"), m))?;
+        }
+        if self.remote_write_options.interval.0.is_zero() {
+            return Err(invalid(
+                "remote_write_options.interval",
+                "must be greater than 0".into(),
+            ));
+        }
+        if self.remote_write_options.queue_max_size.0 < 64 << 10 {
+            return Err(invalid(
+                "remote_write_options.queue_max_size",
+                "must be at least 64KiB".into(),
+            ));
+        }
         if let Err((key, msg)) = self.http.validate() {
             return Err(invalid(&key, msg));
         }
@@ -815,6 +836,10 @@ mod tests {
             (&d.web, &d.log, &d.paths)
         );
         assert_eq!(shipped.collector_settings, d.collector_settings);
+        assert_eq!(
+            (&shipped.remote_write, &shipped.remote_write_options),
+            (&d.remote_write, &d.remote_write_options)
+        );
         assert_eq!(
             (
                 &shipped.process_names,
@@ -988,5 +1013,80 @@ mod tests {
         let c = parse("collectors:\n  disable_defaults: true\n  meminfo: true\n").unwrap();
         assert!(c.collectors.enabled("meminfo"));
         assert!(!c.collectors.enabled("loadavg"));
+    }
+
+    #[test]
+    fn remote_write_accepts_prometheus_section() {
+        let c = parse(
+            "remote_write:\n  - url: https://mimir.example:9009/api/v1/push\n    remote_timeout: 10s\n    headers:\n      X-Scope-OrgID: team-a\n    basic_auth:\n      username: u\n      password: p\n    tls_config:\n      insecure_skip_verify: true\n    queue_config:\n      capacity: 2500\n      max_shards: 200\n      max_samples_per_send: 500\n      batch_send_deadline: 5s\n      min_backoff: 30ms\n      max_backoff: 5s\n    write_relabel_configs:\n      - source_labels: [__name__]\n        regex: 'go_.*'\n        action: drop\n    protobuf_message: io.prometheus.write.v2.Request\nremote_write_options:\n  interval: 1s\n  queue_max_size: 64MiB\n",
+        )
+        .unwrap();
+        let rw = &c.remote_write[0];
+        assert_eq!(rw.queue_config.max_samples_per_send, 500);
+        assert_eq!(rw.remote_timeout.0, std::time::Duration::from_secs(10));
+        assert_eq!(
+            rw.protobuf_message,
+            crate::remote_write::config::ProtobufMessage::V2
+        );
+        assert_eq!(rw.endpoint_name(), "mimir.example:9009");
+        assert_eq!(c.remote_write_options.queue_max_size.0, 64 << 20);
+        let ext = c.remote_write_options.external_labels();
+        assert_eq!(ext.get("job").map(String::as_str), Some("hostlens"));
+        assert!(ext.contains_key("instance"));
+    }
+
+    #[test]
+    fn remote_write_errors_name_the_key() {
+        let m = parse("remote_write:\n  - url: http://a:1/w\n    remote_timeot: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("remote_timeot") && m.contains("line 3"), "{m}");
+        let m = parse("remote_write:\n  - url: \"not a url\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("remote_write[0].url"), "{m}");
+        let m = parse("remote_write:\n  - url: ftp://a/b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("remote_write[0].url"), "{m}");
+        let m = parse(
+            "remote_write:\n  - url: http://a:1/w\n    authorization:\n      credentials_file: /nonexistent/token\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            m.contains("remote_write[0].authorization.credentials_file")
+                && m.contains("/nonexistent/token"),
+            "{m}"
+        );
+        let m =
+            parse("remote_write:\n  - url: http://a:1/w\n    headers:\n      Content-Type: x\n")
+                .unwrap_err()
+                .to_string();
+        assert!(m.contains("remote_write[0].headers.Content-Type"), "{m}");
+        let m = parse(
+            "remote_write:\n  - url: http://a:1/w\n    queue_config:\n      max_backoff: soon\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("max_backoff") && m.contains("soon"), "{m}");
+        let m = parse("remote_write:\n  - url: http://a:1/w\n    tls_config:\n      ca_file: /nonexistent/ca.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("remote_write[0].tls_config") && m.contains("/nonexistent/ca.pem"),
+            "{m}"
+        );
+        let m = parse("remote_write:\n  - url: http://a:1/w\n    write_relabel_configs:\n      - regex: '('\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("write_relabel_configs") && m.contains("invalid regex"),
+            "{m}"
+        );
+        let m = parse("remote_write_options:\n  interval: 0s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("remote_write_options.interval"), "{m}");
     }
 }

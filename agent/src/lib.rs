@@ -11,6 +11,7 @@ pub mod paths;
 pub mod probes;
 pub mod procnames;
 pub mod reload;
+pub mod remote_write;
 pub mod sdnotify;
 pub mod selfmetrics;
 pub mod server;

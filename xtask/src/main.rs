@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod bench_remote_write;
 mod bench_syscalls;
 mod bench_tcp;
 mod dist;
@@ -75,7 +76,8 @@ fn main() -> Result<()> {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
                 return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
             }
-            bench::run(&root, &env, !no_write)
+            bench::run(&root, &env, !no_write)?;
+            bench_remote_write::run(&root, &env, !no_write)
         }
     }
 }
@@ -198,6 +200,8 @@ fn test(root: &Path) -> Result<()> {
             "hw_collectors",
             "--test",
             "fuzz_parsers",
+            "--test",
+            "remote_write",
         ],
     )?;
     // Privileged integration tests: real kernel, real programs, one at a time.

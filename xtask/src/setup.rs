@@ -54,6 +54,8 @@ const PEER_PACKAGES: &[&str] = &[
     "dpkg",
     "binutils",
     "wrk",
+    // Remote-write receiver for agent/tests/remote_write.rs (Prometheus is the other).
+    "victoria-metrics",
 ];
 
 /// kubernetes-validate (PyPI), in a virtualenv under target/tools/kv.

@@ -1,0 +1,889 @@
+//! Remote write: every `interval` the whole registry is gathered once, flattened to series
+//! (external labels, `write_relabel_configs`, stale markers for series that went away) and
+//! appended to each endpoint's durable disk queue ([`queue`]); one sender per endpoint sends
+//! the queue in order ([`sender`]), retrying network errors, 5xx and 429 with capped
+//! exponential backoff and jitter (Retry-After honoured), dropping batches the receiver
+//! rejects with another 4xx. Remote-Write 1.0 or 2.0 per endpoint (`protobuf_message`), 2.0
+//! falling back to 1.0 for good on 415.
+//!
+//! Families: `hostlens_remote_write_samples_total{endpoint,outcome}`,
+//! `hostlens_remote_write_requests_total{endpoint,code}`,
+//! `hostlens_remote_write_queue_samples{endpoint}`, `hostlens_remote_write_queue_bytes{endpoint}`,
+//! `hostlens_remote_write_queue_max_bytes{endpoint}`,
+//! `hostlens_remote_write_last_send_timestamp_seconds{endpoint}`,
+//! `hostlens_remote_write_backoff_seconds{endpoint}`.
+pub mod codec;
+pub mod config;
+pub mod proto;
+pub mod queue;
+pub mod sender;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    hash::{Hash as _, Hasher as _},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use prometheus_client::{
+    collector::Collector, encoding::DescriptorEncoder,
+    encoding::prometheus_protobuf::prometheus_data_model as pb,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::emit::{Kind, Out};
+use codec::{Batch, FlatSeries, Protocol};
+use config::{
+    ProtobufMessage, RelabelAction, RelabelConfig, RemoteWriteConfig, RemoteWriteOptions,
+};
+use proto::{Label, MetricMetadata, QueueRecord, Sample, TimeSeries};
+use queue::DiskQueue;
+use sender::{Answer, Sender};
+
+/// How long a sender keeps sending queued samples after SIGTERM before leaving them on disk.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteWriteError {
+    #[error("remote_write[{index}] ({endpoint}): queue directory {dir}: {source}")]
+    Queue {
+        index: usize,
+        endpoint: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("remote_write[{index}] ({endpoint}): {source}")]
+    Setup {
+        index: usize,
+        endpoint: String,
+        #[source]
+        source: sender::SetupError,
+    },
+    #[error("remote_write: two endpoints are named {0:?}; set `name` to tell them apart")]
+    DuplicateName(String),
+}
+
+/// Counters and gauges of one endpoint, read at scrape time.
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    retried: AtomicU64,
+    dropped: AtomicU64,
+    requests: Mutex<BTreeMap<String, u64>>,
+    queue_samples: AtomicU64,
+    queue_bytes: AtomicU64,
+    queue_max: AtomicU64,
+    last_send_ms: AtomicU64,
+    backoff_ms: AtomicU64,
+}
+
+/// One configured endpoint: its queue, sender and state.
+pub struct Endpoint {
+    pub name: String,
+    cfg: RemoteWriteConfig,
+    queue: Mutex<DiskQueue>,
+    notify: Notify,
+    stats: Stats,
+    /// Set once a 2.0 endpoint answered 415: 1.0 from then on.
+    fell_back: AtomicBool,
+    external: BTreeMap<String, String>,
+    /// Series of the previous gather (label hash -> final labels), for stale markers.
+    previous: Mutex<HashMap<u64, Vec<Label>>>,
+}
+
+impl Endpoint {
+    fn protocol(&self) -> Protocol {
+        match self.cfg.protobuf_message {
+            ProtobufMessage::V2 if !self.fell_back.load(Ordering::Relaxed) => Protocol::V2,
+            _ => Protocol::V1,
+        }
+    }
+
+    fn update_queue_gauges(&self, q: &DiskQueue) {
+        self.stats
+            .queue_samples
+            .store(q.pending_samples(), Ordering::Relaxed);
+        self.stats.queue_bytes.store(q.bytes(), Ordering::Relaxed);
+        self.stats.queue_max.store(q.max_bytes(), Ordering::Relaxed);
+    }
+
+    fn count_dropped(&self, n: u64) {
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Builds this endpoint's record from one gather and appends it to the queue.
+    fn enqueue(&self, flat: &[FlatSeries], meta: &[MetricMetadata], now_ms: i64) {
+        let mut rec = QueueRecord {
+            timeseries: Vec::with_capacity(flat.len()),
+            metadata: meta.to_vec(),
+            family: Vec::with_capacity(flat.len()),
+            queued_ms: now_ms,
+        };
+        // Series are told apart by a hash of their labels (equal labels confirmed on a hit),
+        // so no second copy of every label set is made.
+        let mut seen: HashMap<u64, usize> = HashMap::with_capacity(flat.len());
+        let mut hashes = Vec::with_capacity(flat.len());
+        let mut invalid = 0u64;
+        for s in flat {
+            let labels = match codec::finish_labels(s.labels.clone(), &self.external) {
+                Ok(l) => l,
+                Err(e) => {
+                    invalid += 1;
+                    tracing::debug!(endpoint = %self.name, error = %e, "series not sent");
+                    continue;
+                }
+            };
+            let Some(labels) = relabel(labels, &self.cfg.write_relabel_configs) else {
+                continue;
+            };
+            let h = label_hash(&labels);
+            match seen.get(&h) {
+                Some(i) if rec.timeseries[*i].labels == labels => {
+                    invalid += 1;
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(h, rec.timeseries.len());
+                }
+            }
+            hashes.push(h);
+            rec.timeseries.push(TimeSeries {
+                labels,
+                samples: vec![s.sample],
+            });
+            rec.family.push(s.family);
+        }
+        let live = rec.timeseries.len();
+        // Series of the last gather that are gone get a stale marker now (once: they are not
+        // remembered after this).
+        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, labels) in prev.drain() {
+            if !seen.contains_key(&h) {
+                rec.timeseries.push(TimeSeries {
+                    labels,
+                    samples: vec![Sample {
+                        value: codec::stale_nan(),
+                        timestamp: now_ms,
+                    }],
+                });
+                rec.family.push(u32::MAX);
+            }
+        }
+        if invalid > 0 {
+            tracing::warn!(endpoint = %self.name, series = invalid, "series with invalid or duplicate labels not sent");
+            self.count_dropped(invalid);
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match q.append(&rec) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(endpoint = %self.name, samples = n, max_bytes = q.max_bytes(), "remote write queue full: oldest samples dropped");
+                self.count_dropped(n);
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, error = %e, samples = rec.timeseries.len(), "cannot append to the remote write queue: samples dropped");
+                self.count_dropped(rec.timeseries.len() as u64);
+            }
+        }
+        self.update_queue_gauges(&q);
+        drop(q);
+        self.notify.notify_one();
+        // Remember this gather's series for the next one, moving the labels out of the record.
+        rec.timeseries.truncate(live);
+        for (h, ts) in hashes.into_iter().zip(rec.timeseries) {
+            prev.insert(h, ts.labels);
+        }
+    }
+}
+
+fn label_hash(labels: &[Label]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
+}
+
+/// Applies `write_relabel_configs`; `None` when the series is dropped.
+pub fn relabel(mut labels: Vec<Label>, rules: &[RelabelConfig]) -> Option<Vec<Label>> {
+    for r in rules {
+        match r.action {
+            RelabelAction::Keep | RelabelAction::Drop => {
+                let value = r
+                    .source_labels
+                    .iter()
+                    .map(|n| {
+                        labels
+                            .iter()
+                            .find(|l| &l.name == n)
+                            .map_or("", |l| l.value.as_str())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(&r.separator);
+                let m = r.regex.is_match(&value);
+                if (r.action == RelabelAction::Keep) != m {
+                    return None;
+                }
+            }
+            RelabelAction::Labeldrop => labels.retain(|l| !r.regex.is_match(&l.name)),
+            RelabelAction::Labelkeep => labels.retain(|l| r.regex.is_match(&l.name)),
+        }
+    }
+    labels
+        .iter()
+        .any(|l| l.name == "__name__")
+        .then_some(labels)
+}
+
+/// The configured endpoints, opened (queues on disk, HTTP clients) but not started.
+pub struct RemoteWrite {
+    endpoints: Vec<Arc<Endpoint>>,
+    options: RemoteWriteOptions,
+}
+
+/// Gathers the registry; supplied by the app (the registry lives in the server's state).
+pub type GatherFn = Arc<dyn Fn() -> Result<Vec<pb::MetricFamily>, String> + Send + Sync>;
+
+impl RemoteWrite {
+    /// Opens every endpoint's queue. No endpoints configured: `Ok(None)`.
+    pub fn open(
+        endpoints: &[RemoteWriteConfig],
+        options: &RemoteWriteOptions,
+    ) -> Result<Option<RemoteWrite>, RemoteWriteError> {
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        let external = options.external_labels();
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (index, cfg) in endpoints.iter().enumerate() {
+            let name = cfg.endpoint_name();
+            if !names.insert(name.clone()) {
+                return Err(RemoteWriteError::DuplicateName(name));
+            }
+            let dir = options.queue_dir.join(dir_name(&name));
+            let queue = DiskQueue::open(&dir, options.queue_max_size.0).map_err(|source| {
+                RemoteWriteError::Queue {
+                    index,
+                    endpoint: name.clone(),
+                    dir: dir.clone(),
+                    source,
+                }
+            })?;
+            let ep = Endpoint {
+                name: name.clone(),
+                cfg: cfg.clone(),
+                queue: Mutex::new(queue),
+                notify: Notify::new(),
+                stats: Stats::default(),
+                fell_back: AtomicBool::new(false),
+                external: external.clone(),
+                previous: Mutex::new(HashMap::new()),
+            };
+            {
+                let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
+                ep.update_queue_gauges(&q);
+                if q.pending_samples() > 0 {
+                    tracing::info!(endpoint = %name, samples = q.pending_samples(), bytes = q.bytes(), "remote write: samples queued before the restart will be sent");
+                }
+            }
+            out.push(Arc::new(ep));
+        }
+        Ok(Some(RemoteWrite {
+            endpoints: out,
+            options: options.clone(),
+        }))
+    }
+
+    /// The self-metrics collector; register it in the registry before starting.
+    pub fn metrics(&self) -> RemoteWriteMetrics {
+        RemoteWriteMetrics(self.endpoints.clone())
+    }
+
+    /// Starts the gather loop and one sender per endpoint.
+    pub fn start(self, gather: GatherFn) -> Result<Running, RemoteWriteError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for (index, ep) in self.endpoints.iter().enumerate() {
+            let sender = Sender::new(&ep.cfg).map_err(|source| RemoteWriteError::Setup {
+                index,
+                endpoint: ep.name.clone(),
+                source,
+            })?;
+            tracing::info!(endpoint = %ep.name, url = %sender.url, protobuf_message = ?ep.cfg.protobuf_message, interval = ?self.options.interval.0, "remote write started");
+            tasks.push(tokio::spawn(send_loop(
+                Arc::clone(ep),
+                sender,
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(gather_loop(
+            self.endpoints.clone(),
+            self.options.interval.0,
+            gather,
+            stop_rx,
+        )));
+        Ok(Running {
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+/// A directory name for an endpoint: its name with anything but `[A-Za-z0-9._-]` as `_`.
+fn dir_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The running loops.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops gathering; each sender sends what is queued for at most [`FLUSH_TIMEOUT`], the
+    /// rest stays on disk for the next start.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn gather_loop(
+    endpoints: Vec<Arc<Endpoint>>,
+    interval: Duration,
+    gather: GatherFn,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let eps = endpoints.clone();
+        let g = Arc::clone(&gather);
+        let done = tokio::task::spawn_blocking(move || {
+            let families = g()?;
+            let now = now_ms();
+            let (flat, meta) = codec::flatten(&families, now);
+            drop(families);
+            for ep in &eps {
+                ep.enqueue(&flat, &meta, now);
+            }
+            drop(flat);
+            // A gather of a large registry allocates and frees tens of MB at once; hand the
+            // freed memory back so that the resident size reflects what is kept.
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            Ok::<_, String>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "remote write: gathering the registry failed"),
+            Err(e) => tracing::error!(error = %e, "remote write: gather task failed"),
+        }
+    }
+}
+
+/// Backoff state of one batch: capped exponential with jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let min = min.max(Duration::from_millis(1));
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+        }
+    }
+
+    /// The next wait: uniformly in [d/2, d] for the current step d (jitter keeps many agents
+    /// from retrying in lockstep), then d doubles up to the maximum.
+    pub fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(self.max);
+        let half = d / 2;
+        half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos().max(1) as u64))
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Retry-After longer than this is not believed (a typo must not park the sender for days).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<bool>) {
+    let sender = Arc::new(sender);
+    let q_cfg = ep.cfg.queue_config.clone();
+    // `min_shards` parallel requests per window, each with its own series (order kept).
+    let shards = q_cfg.min_shards.max(1);
+    let max = q_cfg.max_samples_per_send * shards;
+    let mut backoff = Backoff::new(q_cfg.min_backoff.0, q_cfg.max_backoff.0);
+    let mut flush_until: Option<tokio::time::Instant> = None;
+    loop {
+        if flush_until.is_none() && *stop.borrow() {
+            flush_until = Some(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+        }
+        if flush_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            break;
+        }
+        let peeked = {
+            let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let r = q.peek(max);
+            ep.update_queue_gauges(&q);
+            r
+        };
+        let peeked = match peeked {
+            Ok((p, corrupt)) => {
+                if corrupt > 0 {
+                    ep.count_dropped(corrupt);
+                }
+                p
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %ep.name, error = %e, "remote write queue unreadable");
+                None
+            }
+        };
+        let Some(mut p) = peeked else {
+            if flush_until.is_some() {
+                break;
+            }
+            tokio::select! {
+                _ = ep.notify.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        // A partial batch waits for more samples until batch_send_deadline after it was queued.
+        if p.samples < max && flush_until.is_none() {
+            let age =
+                Duration::from_millis(now_ms().saturating_sub(p.oldest_queued_ms).max(0) as u64);
+            if let Some(wait) = q_cfg
+                .batch_send_deadline
+                .0
+                .checked_sub(age)
+                .filter(|w| !w.is_zero())
+            {
+                tokio::select! {
+                    _ = ep.notify.notified() => continue,
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => continue,
+                }
+            }
+        }
+        let outcome = if shards == 1 {
+            send_batch(&ep, &sender, &p.batch, &mut backoff, &mut stop, flush_until).await
+        } else {
+            // Shards go out in parallel; the window is acknowledged once every shard is done.
+            let mut set = tokio::task::JoinSet::new();
+            for b in split_shards(std::mem::take(&mut p.batch), shards) {
+                let (ep, sender, mut stop) = (Arc::clone(&ep), Arc::clone(&sender), stop.clone());
+                let mut backoff = Backoff::new(q_cfg.min_backoff.0, q_cfg.max_backoff.0);
+                set.spawn(async move {
+                    send_batch(&ep, &sender, &b, &mut backoff, &mut stop, flush_until).await
+                });
+            }
+            let mut all = Outcome::Done;
+            while let Some(r) = set.join_next().await {
+                if !matches!(r, Ok(Outcome::Done)) {
+                    all = Outcome::Stopped;
+                }
+            }
+            all
+        };
+        if outcome == Outcome::Stopped {
+            break;
+        }
+        commit(&ep, &p);
+    }
+    let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
+    if q.pending_samples() > 0 {
+        tracing::info!(endpoint = %ep.name, samples = q.pending_samples(), "remote write stopped; queued samples stay on disk for the next start");
+    }
+}
+
+/// Sends one batch until it is accepted, rejected or too old. Returns false when the sender
+/// must stop (shutdown while waiting), leaving the batch queued.
+async fn send_batch(
+    ep: &Endpoint,
+    sender: &Sender,
+    batch: &Batch,
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+    flush_until: Option<tokio::time::Instant>,
+) -> Outcome {
+    let n = batch.samples() as u64;
+    let age_limit = ep.cfg.queue_config.sample_age_limit.0;
+    let mut first_refusal: Option<Instant> = None;
+    let mut body_cache: Option<(Protocol, Vec<u8>)> = None;
+    loop {
+        let proto = ep.protocol();
+        let body = match &body_cache {
+            Some((p2, b)) if *p2 == proto => b.clone(),
+            _ => {
+                let b = encode(batch, proto);
+                body_cache = Some((proto, b.clone()));
+                b
+            }
+        };
+        let answer = match flush_until {
+            Some(t) => match tokio::time::timeout_at(t, sender.send(body, proto)).await {
+                Ok(a) => a,
+                Err(_) => return Outcome::Stopped,
+            },
+            None => sender.send(body, proto).await,
+        };
+        {
+            let mut r = ep.stats.requests.lock().unwrap_or_else(|p| p.into_inner());
+            *r.entry(answer.code_label()).or_default() += 1;
+        }
+        let (retry_after, message, refused) = match answer {
+            Answer::Accepted(_) => {
+                ep.stats.sent.fetch_add(n, Ordering::Relaxed);
+                ep.stats
+                    .last_send_ms
+                    .store(now_ms() as u64, Ordering::Relaxed);
+                ep.stats.backoff_ms.store(0, Ordering::Relaxed);
+                backoff.reset();
+                return Outcome::Done;
+            }
+            Answer::Unsupported { message } if proto == Protocol::V2 => {
+                ep.fell_back.store(true, Ordering::Relaxed);
+                tracing::warn!(endpoint = %ep.name, %message, "receiver answered 415 to Remote-Write 2.0: falling back to 1.0 for this endpoint");
+                continue;
+            }
+            Answer::Unsupported { message } => {
+                reject(ep, n, 415, &message);
+                return Outcome::Done;
+            }
+            Answer::Rejected { code, message } => {
+                reject(ep, n, code, &message);
+                return Outcome::Done;
+            }
+            Answer::RetryableStatus {
+                code,
+                message,
+                retry_after,
+            } => {
+                if code == 429 && !ep.cfg.queue_config.retry_on_http_429 {
+                    reject(ep, n, code, &message);
+                    return Outcome::Done;
+                }
+                (retry_after, format!("HTTP {code}: {message}"), true)
+            }
+            Answer::Transport { message } => (None, message, false),
+        };
+        if refused {
+            let since = *first_refusal.get_or_insert_with(Instant::now);
+            if !age_limit.is_zero() && since.elapsed() >= age_limit {
+                tracing::error!(endpoint = %ep.name, samples = n, %message, limit = ?age_limit, "receiver kept refusing a batch for longer than sample_age_limit: dropped");
+                ep.count_dropped(n);
+                return Outcome::Done;
+            }
+        }
+        ep.stats.retried.fetch_add(n, Ordering::Relaxed);
+        let wait = match retry_after {
+            Some(d) => {
+                backoff.step();
+                d.min(MAX_RETRY_AFTER)
+            }
+            None => backoff.step(),
+        };
+        ep.stats
+            .backoff_ms
+            .store(wait.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(endpoint = %ep.name, samples = n, error = %message, retry_in = ?wait, "remote write failed, will retry");
+        if flush_until.is_some() {
+            return Outcome::Stopped;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Outcome::Stopped,
+        }
+    }
+}
+
+fn encode(batch: &Batch, proto: Protocol) -> Vec<u8> {
+    let raw = match proto {
+        Protocol::V1 => codec::encode_v1(batch),
+        Protocol::V2 => codec::encode_v2(batch),
+    };
+    codec::compress(&raw)
+}
+
+fn commit(ep: &Endpoint, p: &queue::Peeked) {
+    let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = q.commit(p.end) {
+        tracing::error!(endpoint = %ep.name, error = %e, "cannot record progress in the remote write queue; the batch may be sent again after a restart");
+    }
+    ep.update_queue_gauges(&q);
+}
+
+fn reject(ep: &Endpoint, samples: u64, code: u16, message: &str) {
+    tracing::error!(endpoint = %ep.name, code, samples, %message, "receiver rejected a batch: dropped, not retried");
+    ep.count_dropped(samples);
+}
+
+/// How sending one batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Accepted, or dropped for good (rejected, too old): acknowledge it in the queue.
+    Done,
+    /// Shutdown while retrying: leave it queued.
+    Stopped,
+}
+
+/// Splits a batch into `shards` batches by series (label hash), keeping queue order within
+/// each: a series is always in one shard, so sending shards in parallel keeps its order.
+fn split_shards(batch: Batch, shards: usize) -> Vec<Batch> {
+    let mut out = vec![Batch::default(); shards];
+    for (s, m) in batch.series.into_iter().zip(batch.meta) {
+        let i = (label_hash(&s.labels) % shards as u64) as usize;
+        out[i].series.push(s);
+        out[i].meta.push(m);
+    }
+    out.retain(|b| !b.series.is_empty());
+    out
+}
+
+type Getter = fn(&Endpoint) -> f64;
+
+/// `hostlens_remote_write_*` families, read at scrape time.
+#[derive(Clone)]
+pub struct RemoteWriteMetrics(Vec<Arc<Endpoint>>);
+
+impl fmt::Debug for RemoteWriteMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RemoteWriteMetrics")
+            .field(&self.0.len())
+            .finish()
+    }
+}
+
+impl Collector for RemoteWriteMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut out = Out::new(&mut encoder);
+        let eps = &self.0;
+        {
+            let mut f = out.family(
+                "hostlens_remote_write_samples_total",
+                "Samples by outcome: sent (acknowledged by the receiver), retried (in a failed attempt that is retried), dropped (rejected by the receiver, refused for longer than sample_age_limit, invalid, or pushed out of a full queue).",
+                Kind::Counter,
+            )?;
+            for e in eps {
+                for (o, v) in [
+                    ("sent", &e.stats.sent),
+                    ("retried", &e.stats.retried),
+                    ("dropped", &e.stats.dropped),
+                ] {
+                    f.sample(
+                        &[("endpoint", e.name.as_str()), ("outcome", o)],
+                        v.load(Ordering::Relaxed) as f64,
+                    )?;
+                }
+            }
+        }
+        {
+            let mut f = out.family(
+                "hostlens_remote_write_requests_total",
+                "Remote-write requests by HTTP status code (\"error\" when no answer came: connection, TLS, timeout).",
+                Kind::Counter,
+            )?;
+            for e in eps {
+                let r = e
+                    .stats
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for (code, v) in r {
+                    f.sample(
+                        &[("code", code.as_str()), ("endpoint", e.name.as_str())],
+                        v as f64,
+                    )?;
+                }
+            }
+        }
+        let gauges: [(&str, &str, Getter); 5] = [
+            (
+                "hostlens_remote_write_queue_samples",
+                "Samples in the disk queue not yet acknowledged by the receiver.",
+                |e| e.stats.queue_samples.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "hostlens_remote_write_queue_bytes",
+                "Bytes of the disk queue's segment files.",
+                |e| e.stats.queue_bytes.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "hostlens_remote_write_queue_max_bytes",
+                "Configured bound of the disk queue (remote_write_options.queue_max_size).",
+                |_| 0.0,
+            ),
+            (
+                "hostlens_remote_write_last_send_timestamp_seconds",
+                "When the receiver last acknowledged a batch (0: never since start).",
+                |e| e.stats.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "hostlens_remote_write_backoff_seconds",
+                "Current wait before the next retry (0 when the last send succeeded).",
+                |e| e.stats.backoff_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut f = out.family(name, help, Kind::Gauge)?;
+            for e in eps {
+                let v = get(e);
+                f.sample(&[("endpoint", e.name.as_str())], v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let expect = [100, 200, 400, 800, 800, 800];
+        for ms in expect {
+            let d = b.step();
+            let full = Duration::from_millis(ms);
+            assert!(
+                d >= full / 2 && d <= full,
+                "{d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn relabel_keep_drop_labeldrop() {
+        let rules: Vec<RelabelConfig> = serde_yaml::from_str(
+            "- source_labels: [__name__]\n  regex: node_.*\n  action: keep\n- regex: node_load5\n  action: drop\n- regex: job\n  action: labeldrop\n",
+        )
+        .unwrap();
+        let l = labels(&[("__name__", "node_load1"), ("job", "x")]);
+        assert_eq!(
+            relabel(l, &rules),
+            Some(labels(&[("__name__", "node_load1")]))
+        );
+        assert_eq!(relabel(labels(&[("__name__", "node_load5")]), &rules), None);
+        assert_eq!(
+            relabel(labels(&[("__name__", "process_open_fds")]), &rules),
+            None
+        );
+    }
+
+    #[test]
+    fn series_that_disappear_get_one_stale_marker() {
+        let dir = std::env::temp_dir().join(format!("hostlens-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg: RemoteWriteConfig = serde_yaml::from_str("url: http://127.0.0.1:1/w\n").unwrap();
+        let opts = RemoteWriteOptions {
+            queue_dir: dir.clone(),
+            external_labels: Some(BTreeMap::from([("job".into(), "hostlens".into())])),
+            ..RemoteWriteOptions::default()
+        };
+        let rw = RemoteWrite::open(&[cfg], &opts).unwrap().unwrap();
+        let ep = &rw.endpoints[0];
+        let s = |name: &str, t: i64| FlatSeries {
+            labels: labels(&[("__name__", name)]),
+            sample: Sample {
+                value: 1.0,
+                timestamp: t,
+            },
+            family: 0,
+        };
+        ep.enqueue(&[s("a", 1000), s("b", 1000)], &[], 1000);
+        ep.enqueue(&[s("a", 2000)], &[], 2000);
+        ep.enqueue(&[s("a", 3000)], &[], 3000);
+        let mut q = ep.queue.lock().unwrap();
+        let (p, _) = q.peek(100).unwrap();
+        let got: Vec<(String, i64, bool)> = p
+            .unwrap()
+            .batch
+            .series
+            .iter()
+            .map(|t| {
+                let name = t.labels.iter().find(|l| l.name == "__name__").unwrap();
+                assert!(
+                    t.labels
+                        .iter()
+                        .any(|l| l.name == "job" && l.value == "hostlens")
+                );
+                (
+                    name.value.clone(),
+                    t.samples[0].timestamp,
+                    codec::is_stale(t.samples[0].value),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1000, false),
+                ("b".into(), 1000, false),
+                ("a".into(), 2000, false),
+                ("b".into(), 2000, true),
+                ("a".into(), 3000, false),
+            ]
+        );
+        drop(q);
+        drop(rw);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

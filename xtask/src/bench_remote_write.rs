@@ -1,0 +1,280 @@
+//! `cargo xtask bench`, remote-write part: runs `agent/examples/remote_write_bench.rs` in
+//! release mode and writes its table to its own section of BENCHMARKS.md.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::setup::BuildEnv;
+
+const MARKER: &str = "## Remote-write encoding";
+
+pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
+    eprintln!("==> cargo run --release -p agent --example remote_write_bench");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "agent",
+        "--example",
+        "remote_write_bench",
+    ])
+    .current_dir(root);
+    env.apply(&mut cmd);
+    let out = cmd.output().context("running the remote-write benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "remote_write_bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let load = load_vs_vmagent(root, env)?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let md = format!(
+        "{MARKER} ({date})\n\n`cargo xtask bench` (`agent/examples/remote_write_bench.rs`, release build, one \
+         core): 20,000 series shaped like a node's (cpu×mode counters, filesystem gauges, HTTP \
+         histogram buckets by method/status/route, with `instance` and `job`), encoded in \
+         batches of 2,000 (Prometheus' default `max_samples_per_send`) and compressed with \
+         snappy (block format), repeated for at least 1.5 s. Bytes per sample are of the \
+         request body as sent. The 2.0 figures include per-series metadata (type, help).\n\n{table}\n{load}"
+    );
+    print!("{md}");
+    if write {
+        let path = root.join("BENCHMARKS.md");
+        let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+        if let Some(start) = doc.find(MARKER) {
+            let end = doc[start + MARKER.len()..]
+                .find("\n## ")
+                .map_or(doc.len(), |e| start + MARKER.len() + e + 1);
+            doc.replace_range(start..end, &md);
+        } else {
+            if !doc.ends_with("\n\n") {
+                doc.push('\n');
+            }
+            doc.push_str(&md);
+        }
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("==> BENCHMARKS.md updated (remote write)");
+    }
+    Ok(())
+}
+
+const SERIES: usize = 100_000;
+const INTERVAL_MS: u64 = 5_000;
+const INTERVALS: u32 = 4;
+const OUTAGE_INTERVALS: u32 = 12;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn wait_http(port: u16, path: &str) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            if b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("port {port}{path} not ready")
+}
+
+/// (CPU seconds, RSS MB) of a process from /proc.
+fn proc_stat(pid: u32) -> Result<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &text[text.rfind(')').context("stat")? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| -> Result<f64> { Ok(f.get(i - 3).context("stat field")?.parse::<f64>()?) };
+    Ok(((n(14)? + n(15)?) / 100.0, n(24)? * 4096.0 / 1e6))
+}
+
+/// Runs the hostlens load example; returns its one result line.
+fn hostlens_load(bin: &Path, url: &str, queue: &Path, intervals: u32) -> Result<String> {
+    let out = Command::new(bin)
+        .args(["--url", url, "--queue"])
+        .arg(queue)
+        .args([
+            "--series",
+            &SERIES.to_string(),
+            "--interval-ms",
+            &INTERVAL_MS.to_string(),
+            "--intervals",
+            &intervals.to_string(),
+        ])
+        .output()
+        .context("running remote_write_load")?;
+    if !out.status.success() {
+        bail!(
+            "remote_write_load: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// vmagent scraping the same series (text file served by python3) and pushing them; returns
+/// (CPU ms per interval, RSS MB at the start, RSS MB at the end).
+fn vmagent_load(
+    dir: &Path,
+    target_port: u16,
+    url: &str,
+    intervals: u32,
+) -> Result<(f64, f64, f64)> {
+    let cfg = dir.join("vmagent.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "scrape_configs:\n  - job_name: load\n    scrape_interval: {}ms\n    metrics_path: /metrics.txt\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n",
+            INTERVAL_MS
+        ),
+    )?;
+    let tmp = dir.join(format!("vmagent-data-{intervals}"));
+    let port = free_port()?;
+    let child = Kill(
+        Command::new("vmagent")
+            .arg(format!("-promscrape.config={}", cfg.display()))
+            .arg(format!("-remoteWrite.url={url}"))
+            .arg(format!("-remoteWrite.tmpDataPath={}", tmp.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting vmagent (Debian package victoria-metrics)")?,
+    );
+    wait_http(port, "/health")?;
+    let interval = Duration::from_millis(INTERVAL_MS);
+    std::thread::sleep(interval + interval / 2);
+    let (c0, r0) = proc_stat(child.0.id())?;
+    std::thread::sleep(interval * intervals);
+    let (c1, r1) = proc_stat(child.0.id())?;
+    Ok(((c1 - c0) * 1000.0 / intervals as f64, r0, r1))
+}
+
+fn load_vs_vmagent(root: &Path, env: &BuildEnv) -> Result<String> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "agent",
+        "--example",
+        "remote_write_load",
+    ])
+    .current_dir(root);
+    env.apply(&mut cmd);
+    if !cmd.status()?.success() {
+        bail!("building remote_write_load failed");
+    }
+    let bin = root.join("target/release/examples/remote_write_load");
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("hostlens-rw-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let st = Command::new(&bin)
+        .arg("--dump-text")
+        .arg(dir.join("metrics.txt"))
+        .args(["--series", &SERIES.to_string()])
+        .status()?;
+    if !st.success() {
+        bail!("remote_write_load --dump-text failed");
+    }
+    let vm_port = free_port()?;
+    let _vm = Kill(
+        Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting victoria-metrics")?,
+    );
+    wait_http(vm_port, "/health")?;
+    let http_port = free_port()?;
+    let _http = Kill(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &http_port.to_string(),
+            ])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting python3 http.server")?,
+    );
+    wait_http(http_port, "/metrics.txt")?;
+    let url = format!("http://127.0.0.1:{vm_port}/api/v1/write");
+    let closed = format!("http://127.0.0.1:{}/api/v1/write", free_port()?);
+    eprintln!("==> remote write load: hostlens, {SERIES} series");
+    let hl = hostlens_load(&bin, &url, &dir.join("q1"), INTERVALS)?;
+    eprintln!("==> remote write load: vmagent");
+    let (vm_cpu, vm_r0, vm_r1) = vmagent_load(&dir, http_port, &url, INTERVALS)?;
+    eprintln!("==> remote write outage: hostlens");
+    let hl_out = hostlens_load(&bin, &closed, &dir.join("q2"), OUTAGE_INTERVALS)?;
+    eprintln!("==> remote write outage: vmagent");
+    let (_, vo_r0, vo_r1) = vmagent_load(&dir, http_port, &closed, OUTAGE_INTERVALS)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let iv = INTERVAL_MS as f64 / 1000.0;
+    let hl_cpu = field(&hl, "cpu_ms_per_interval");
+    Ok(format!(
+        "Pushing {SERIES} series every {iv} s to VictoriaMetrics 1.79 (measured over {INTERVALS} intervals after one warm-up \
+         interval), and during an outage of {OUTAGE_INTERVALS} intervals ({:.0} s; receiver port closed). hostlens: \
+         `agent/examples/remote_write_load.rs`, a registry of {SERIES} gauges through the real path (gather, disk queue, \
+         encode, snappy, HTTP), the process's CPU and RSS. Peer: vmagent 1.79 (Debian `victoria-metrics`) scraping the \
+         same series as a text file from `python3 -m http.server` and pushing them (its own disk-backed queue).\n\n\
+         | agent | CPU ms per interval | RSS MB while pushing (start → end) | RSS MB during outage (start → end) | queue on disk after outage MB |\n\
+         |---|---|---|---|---|\n\
+         | hostlens | {hl_cpu:.0} | {:.1} → {:.1} | {:.1} → {:.1} | {:.1} |\n\
+         | vmagent 1.79 | {vm_cpu:.0} | {vm_r0:.1} → {vm_r1:.1} | {vo_r0:.1} → {vo_r1:.1} | |\n\n\
+         Ratio hostlens / vmagent: CPU per interval **{:.2}×**, RSS while pushing **{:.2}×**, RSS at the end of the outage **{:.2}×**.\n\n",
+        OUTAGE_INTERVALS as f64 * iv,
+        field(&hl, "rss_first_mb"),
+        field(&hl, "rss_last_mb"),
+        field(&hl_out, "rss_first_mb"),
+        field(&hl_out, "rss_last_mb"),
+        field(&hl_out, "queue_mb"),
+        hl_cpu / vm_cpu,
+        field(&hl, "rss_last_mb") / vm_r1,
+        field(&hl_out, "rss_last_mb") / vo_r1,
+    ))
+}

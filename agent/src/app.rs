@@ -85,7 +85,9 @@ pub async fn run_with(
             return 1;
         }
     };
-    let rw_metrics = remote_write.as_ref().map(|rw| rw.metrics());
+    let rw_metrics = Arc::new(RemoteWriteSlot::default());
+    rw_metrics.set(remote_write.as_ref().map(|rw| rw.metrics()));
+    let init_rw_metrics = Arc::clone(&rw_metrics);
     let listener = match server::bind(&cfg.web.listen_address).await {
         Ok(l) => l,
         Err(e) => {
@@ -127,9 +129,7 @@ pub async fn run_with(
         registry.register_collector(Box::new(init_node));
         registry.register_collector(Box::new(Arc::clone(&probes.metrics)));
         registry.register_collector(Box::new(SelfMetrics));
-        if let Some(m) = rw_metrics {
-            registry.register_collector(Box::new(m));
-        }
+        registry.register_collector(Box::new(init_rw_metrics));
         let hooks = |n: &str| PROBES.iter().find(|p| p.name == n).map_or("", |p| p.hooks);
         let status = Status {
             collectors: collector_states,
@@ -160,13 +160,7 @@ pub async fn run_with(
         }
     };
     let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
-    let remote_write = match remote_write.map(|rw| {
-        let st = Arc::clone(&state);
-        rw.start(Arc::new(move || {
-            let registry = st.registry.get().ok_or("registry not ready")?;
-            crate::exposition::gather(registry).map_err(|e| e.to_string())
-        }))
-    }) {
+    let mut remote_write = match remote_write.map(|rw| start_remote_write(rw, &state)) {
         None => None,
         Some(Ok(running)) => Some(running),
         Some(Err(e)) => {
@@ -187,6 +181,18 @@ pub async fn run_with(
                     None => tracing::warn!("SIGHUP: no configuration source to reload from"),
                     Some(f) => match reload::apply(&in_force, f, &state, &node) {
                         Ok(c) => {
+                            if c.remote_write != in_force.remote_write
+                                || c.remote_write_options != in_force.remote_write_options
+                            {
+                                remote_write = reload_remote_write(
+                                    remote_write.take(),
+                                    &in_force,
+                                    &c,
+                                    &state,
+                                    &rw_metrics,
+                                )
+                                .await;
+                            }
                             in_force = c;
                             tracing::info!(
                                 web = %state.web().summary(),
@@ -295,4 +301,95 @@ fn forward_ebpf_logs(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>
             }
         }
     }))
+}
+
+/// The remote-write self metrics of the endpoints running now; swapped when a reload
+/// replaces the endpoints.
+#[derive(Debug, Default)]
+struct RemoteWriteSlot(std::sync::RwLock<Option<crate::remote_write::RemoteWriteMetrics>>);
+
+impl RemoteWriteSlot {
+    fn set(&self, m: Option<crate::remote_write::RemoteWriteMetrics>) {
+        match self.0.write() {
+            Ok(mut g) => *g = m,
+            Err(p) => *p.into_inner() = m,
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for RemoteWriteSlot {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let g = match self.0.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match &*g {
+            Some(m) => m.encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts pushing: every interval the sender gathers the served registry.
+fn start_remote_write(
+    rw: RemoteWrite,
+    state: &Arc<AppState>,
+) -> Result<crate::remote_write::Running, crate::remote_write::RemoteWriteError> {
+    let st = Arc::clone(state);
+    rw.start(Arc::new(move || {
+        let registry = st.registry.get().ok_or("registry not ready")?;
+        crate::exposition::gather(registry).map_err(|e| e.to_string())
+    }))
+}
+
+/// SIGHUP with changed `remote_write` / `remote_write_options`: the running endpoints stop
+/// (their queues stay on disk), the new ones open their queues and start. A new set that
+/// cannot start is logged and the previous one is started again, so pushing never stops for
+/// good because of a reload.
+async fn reload_remote_write(
+    running: Option<crate::remote_write::Running>,
+    old: &Config,
+    new: &Config,
+    state: &Arc<AppState>,
+    slot: &RemoteWriteSlot,
+) -> Option<crate::remote_write::Running> {
+    if let Some(r) = running {
+        r.shutdown().await;
+    }
+    // The metrics hold the old endpoints, and with them their queue locks.
+    slot.set(None);
+    let open = |c: &Config| {
+        RemoteWrite::open(&c.remote_write, &c.remote_write_options).and_then(|rw| {
+            let metrics = rw.as_ref().map(|rw| rw.metrics());
+            let running = rw.map(|rw| start_remote_write(rw, state)).transpose()?;
+            Ok((running, metrics))
+        })
+    };
+    match open(new) {
+        Ok((running, metrics)) => {
+            slot.set(metrics);
+            tracing::info!(endpoints = new.remote_write.len(), "remote write reloaded");
+            running
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %error_chain(&e),
+                "remote write: the new endpoints cannot start; the previous ones run again"
+            );
+            match open(old) {
+                Ok((running, metrics)) => {
+                    slot.set(metrics);
+                    running
+                }
+                Err(e) => {
+                    slot.set(None);
+                    tracing::error!(error = %error_chain(&e), "remote write stopped");
+                    None
+                }
+            }
+        }
+    }
 }

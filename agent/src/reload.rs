@@ -90,8 +90,8 @@ pub fn apply(
             );
         }
     }
-    // Components added later that hold reloadable settings (e.g. remote-write endpoints) are
-    // rebuilt here, after every part of the new configuration has loaded.
+    // Remote-write endpoints are swapped by app.rs (their shutdown is async) once this
+    // function has accepted the whole new configuration.
     let (built, states) = build_collectors(&new);
     collectors.set(built);
     state.set_web(web);

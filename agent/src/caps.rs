@@ -1,6 +1,6 @@
 //! Dropping capabilities once the eBPF programs are attached.
 //!
-//! Loading and attaching needs CAP_BPF and CAP_PERFMON (CAP_NET_ADMIN for cgroup/sock hooks);
+//! Loading and attaching needs CAP_BPF and CAP_PERFMON (no probe uses cgroup/sock hooks);
 //! once attached, the programs stay in the kernel through the file descriptors the agent holds,
 //! and reading their maps through those descriptors needs no capability. Scraping still reads
 //! other processes' `/proc/<pid>` entries, which needs CAP_DAC_READ_SEARCH (files of other

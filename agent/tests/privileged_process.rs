@@ -766,7 +766,7 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
     let cfg = config(
         &dir.0,
         "process_names:\n  top_k: 1000\n  grace_period_seconds: 2\n\
-         syscalls:\n  max_series: 64\n  max_threads: 128\n\
+         syscalls:\n  max_series: 256\n  max_threads: 128\n\
          tcp:\n  max_sockets: 32\n  max_series: 16\n",
     );
     let agent = Agent::start(&[
@@ -790,7 +790,9 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
         "{idle} counted"
     );
     // Hundreds of short-lived processes with distinct names (and reused pids) overflow the
-    // 64-entry (comm, syscall) map: the overflow is counted, the agent keeps serving.
+    // 256-entry (comm, syscall) map (room enough for the agent's own start-up syscalls, which
+    // it counts too, and the idle process above): the overflow is counted, the agent keeps
+    // serving.
     let t = std::fs::canonicalize("/bin/true").unwrap();
     for i in 0..300 {
         let exe = dir.0.join(format!("hll{i}"));

@@ -438,7 +438,7 @@ fn sighup_reloads_collectors_and_web_config_and_keeps_the_probes() {
     );
     let programs = programs_of(pid);
     assert!(!programs.is_empty());
-    let reads = |e: &Exposition| e.get("syscalls_total{syscall=\"read\"}").unwrap_or(0.0);
+    let reads = |e: &Exposition| e.sum("syscalls_total", &[("syscall", "read")]);
     let reads_before = reads(&e);
 
     // 1. A new collector set and basic auth take effect.
@@ -604,7 +604,8 @@ fn assert_dropped(pid: u32, bounding: u64) {
 /// sysfs(2) (x86_64 number 139), obsolete: nothing else on a host calls it, unlike
 /// personality(2), which other tests on a shared machine use too.
 fn sysfs_total(e: &Exposition) -> f64 {
-    e.get("syscalls_total{syscall=\"sysfs\"}").unwrap_or(0.0)
+    // Summed over process_name: the node-wide count.
+    e.sum("syscalls_total", &[("syscall", "sysfs")])
 }
 
 /// A child process making `n` sysfs(3) calls (number of filesystem types; changes nothing).

@@ -51,38 +51,6 @@ fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-/// Compares with `tests/golden/<name>`; HOSTLENS_UPDATE_GOLDEN=1 rewrites the file instead.
-fn assert_golden(name: &str, actual: &str) {
-    let path = repo_root().join("tests/golden").join(name);
-    if std::env::var_os("HOSTLENS_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with HOSTLENS_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .filter(|(_, (e, a))| e != a)
-            .take(10)
-            .map(|(i, (e, a))| format!("line {}:\n  golden: {e}\n  actual: {a}", i + 1))
-            .collect();
-        panic!(
-            "{} differs from the output ({} vs {} lines):\n{}\n(HOSTLENS_UPDATE_GOLDEN=1 regenerates)",
-            path.display(),
-            expected.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
-}
-
 /// Every root at `procfs`, so that nothing of the live machine leaks into the output.
 fn procfs_args(procfs: &Path) -> Vec<String> {
     let p = procfs.to_str().unwrap();
@@ -108,7 +76,7 @@ fn start(args: &[String]) -> Agent {
 fn fixture_tree_matches_golden_exposition() {
     let agent = start(&procfs_args(&fixture("basic/proc")));
     let text = agent.get("/metrics").text();
-    assert_golden("basic.prom", &stable_lines(&text));
+    common::assert_golden("basic.prom", &stable_lines(&text));
     // Values straight from the fixture files.
     let e = Exposition::parse(&text);
     let meminfo = std::fs::read_to_string(fixture("basic/proc/meminfo")).unwrap();
@@ -407,7 +375,7 @@ fn node_fixture_tree_matches_golden_exposition() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    assert_golden("node.prom", &stable);
+    common::assert_golden("node.prom", &stable);
     let e = Exposition::parse(&text);
     for c in hostlens::collectors::COLLECTORS {
         assert_eq!(

@@ -81,38 +81,6 @@ fn start_hostlens(args: &[String]) -> Agent {
     Agent::start(&a)
 }
 
-/// Compares with `tests/golden/<name>`; HOSTLENS_UPDATE_GOLDEN=1 rewrites it instead.
-fn assert_golden(name: &str, actual: &str) {
-    let path = repo_root().join("tests/golden").join(name);
-    if std::env::var_os("HOSTLENS_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with HOSTLENS_UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .filter(|(_, (e, a))| e != a)
-            .take(10)
-            .map(|(i, (e, a))| format!("line {}:\n  golden: {e}\n  actual: {a}", i + 1))
-            .collect();
-        panic!(
-            "{} differs from the output ({} vs {} lines):\n{}\n(HOSTLENS_UPDATE_GOLDEN=1 regenerates)",
-            path.display(),
-            expected.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
-}
-
 /// The exposition without what varies between runs and checkouts: durations, the agent's
 /// own metrics, file mtimes, and the fixture's absolute path (replaced by `<hw>`).
 fn stable(text: &str) -> String {
@@ -153,7 +121,7 @@ fn hw_fixture_matches_golden_exposition() {
     let root = hw();
     let agent = start_hostlens(&args(&root, &root.join("textfile")));
     let text = agent.get("/metrics").text();
-    assert_golden("hw.prom", &stable(&text));
+    common::assert_golden("hw.prom", &stable(&text));
     let e = Exposition::parse(&text);
     for c in COLLECTORS {
         assert_eq!(
@@ -256,32 +224,8 @@ fn promtool_accepts_the_hw_exposition() {
     let root = hw();
     let agent = start_hostlens(&args(&root, &root.join("textfile")));
     let text = agent.get("/metrics").text();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed by cargo xtask setup");
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
+    let report = common::promtool_check(&text);
+    assert!(report.trim().is_empty(), "promtool: {report}");
 }
 
 #[test]

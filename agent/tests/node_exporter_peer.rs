@@ -678,52 +678,5 @@ fn promtool_accepts_the_output() {
         Agent::start(&v)
     };
     let text = agent.get("/metrics").text();
-    let out = promtool_check(&text);
-    for line in out.lines() {
-        // node_exporter's own mixed-case names draw promtool's camelCase remark, and its
-        // entropy families count bits; compatibility requires both.
-        let camel = [
-            "node_memory_",
-            "node_netstat_",
-            "node_sockstat_",
-            "node_vmstat_",
-        ]
-        .iter()
-        .any(|p| line.starts_with(p))
-            && line.ends_with("metric names should be written in 'snake_case' not 'camelCase'");
-        let bits = line.starts_with("node_entropy_")
-            && line.ends_with("use base unit \"bytes\" instead of \"bits\"");
-        assert!(
-            camel || bits,
-            "promtool objects: {line}\nfull report:\n{out}"
-        );
-    }
-}
-
-fn promtool_check(text: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed by cargo xtask setup");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(3)),
-        "promtool could not parse:\n{report}"
-    );
-    report
+    common::assert_only_node_exporter_lints(&common::promtool_check(&text));
 }

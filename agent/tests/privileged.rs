@@ -5,11 +5,7 @@
 mod common;
 
 use std::{
-    collections::BTreeSet,
-    io::Write as _,
-    os::unix::fs::PermissionsExt as _,
-    process::{Command, Stdio},
-    time::Duration,
+    collections::BTreeSet, os::unix::fs::PermissionsExt as _, process::Command, time::Duration,
 };
 
 use common::{Agent, Exposition, bin, privileged, run_ok};
@@ -142,50 +138,7 @@ fn promtool_accepts_the_exposition() {
     }
     let agent = Agent::start(&[]);
     let text = agent.get("/metrics").text();
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed by cargo xtask setup");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // promtool exits 1 when it cannot parse, 3 when it only has lint remarks. The one remark
-    // allowed is the one node_exporter's own names draw (node_memory_MemTotal_bytes is not
-    // snake_case), because compatibility requires those exact names.
-    assert_ne!(
-        out.status.code(),
-        Some(1),
-        "promtool could not parse:\n{report}"
-    );
-    for line in report.lines().filter(|l| !l.trim().is_empty()) {
-        // node_exporter's mixed-case families (meminfo, netstat, sockstat, vmstat) and its
-        // entropy families counted in bits draw remarks that compatibility requires.
-        let camel = [
-            "node_memory_",
-            "node_netstat_",
-            "node_sockstat_",
-            "node_vmstat_",
-        ]
-        .iter()
-        .any(|p| line.starts_with(p))
-            && line.ends_with("metric names should be written in 'snake_case' not 'camelCase'");
-        let bits = line.starts_with("node_entropy_")
-            && line.ends_with("use base unit \"bytes\" instead of \"bits\"");
-        let allowed = camel || bits;
-        assert!(allowed, "promtool objects: {line}\nfull report:\n{report}");
-    }
+    common::assert_only_node_exporter_lints(&common::promtool_check(&text));
 }
 
 #[test]

@@ -31,7 +31,6 @@ use agent_common::http::{
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
 };
 use prometheus_client::{encoding::NoLabelSet, metrics::MetricType};
 use serde::Deserialize;
@@ -173,38 +172,10 @@ pub fn attach(
     _ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
-    let prog_err = |source| ProbeError::Program {
-        program: PROGRAM,
-        source,
-    };
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(ProbeError::MissingProgram(PROGRAM))?
-        .try_into()
-        .map_err(prog_err)?;
-    program.load().map_err(prog_err)?;
-    program.attach("sys_exit").map_err(prog_err)?;
-    let events = ebpf
-        .take_map(EVENTS_MAP)
-        .ok_or(ProbeError::MissingMap(EVENTS_MAP))?;
-    let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
-        map: EVENTS_MAP,
-        source,
-    })?;
-    let lost = ebpf
-        .take_map(LOST_MAP)
-        .ok_or(ProbeError::MissingMap(LOST_MAP))?;
-    let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map {
-        map: LOST_MAP,
-        source,
-    })?;
-    let kconns = ebpf
-        .take_map(CONNS_MAP)
-        .ok_or(ProbeError::MissingMap(CONNS_MAP))?;
-    let kconns = BpfHashMap::try_from(kconns).map_err(|source| ProbeError::Map {
-        map: CONNS_MAP,
-        source,
-    })?;
+    super::attach_raw_tracepoint(ebpf, PROGRAM, "sys_exit")?;
+    let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
+    let lost = super::take_map(ebpf, LOST_MAP)?;
+    let kconns = super::take_map(ebpf, CONNS_MAP)?;
     let shared = Arc::new(Mutex::new(Store::new(&settings.http)));
     let decoder = Decoder::new(settings, Arc::clone(&shared), Some(kconns));
     // Probes attach before the async runtime exists (main.rs drops capabilities while the

@@ -122,6 +122,61 @@ fn verifier_tail(e: &aya::programs::ProgramError) -> String {
     }
 }
 
+/// Loads program `name` of the object and attaches it to raw tracepoint `tp`.
+pub fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tp: &str,
+) -> Result<(), ProbeError> {
+    let prog_err = |source| ProbeError::Program {
+        program: name,
+        source,
+    };
+    let program: &mut aya::programs::RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach(tp).map_err(prog_err)?;
+    Ok(())
+}
+
+/// Loads program `name` of the object and attaches it to tracepoint `category:tp`.
+pub fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    tp: &str,
+) -> Result<(), ProbeError> {
+    let prog_err = |source| ProbeError::Program {
+        program: name,
+        source,
+    };
+    let program: &mut aya::programs::TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    program.attach(category, tp).map_err(prog_err)?;
+    Ok(())
+}
+
+/// Turns a map error into the probe error naming the map.
+pub fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
+}
+
+/// Takes map `name` out of the object and converts it to the typed map `M`.
+pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    M::try_from(map).map_err(map_err(name))
+}
+
 /// Error chain as one line, for the status page and logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

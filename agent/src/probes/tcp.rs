@@ -17,7 +17,6 @@ use agent_common::tcp::{
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
-    programs::{RawTracePoint, TracePoint},
 };
 
 use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscalls::comm_str};
@@ -82,43 +81,16 @@ impl std::fmt::Debug for TcpProbe {
     }
 }
 
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
-    move |source| ProbeError::Map { map, source }
-}
-
 pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     for (name, category, tp) in TRACEPOINTS {
-        let prog_err = |source| ProbeError::Program {
-            program: name,
-            source,
-        };
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(prog_err)?;
-        program.load().map_err(prog_err)?;
-        program.attach(category, tp).map_err(prog_err)?;
+        super::attach_tracepoint(ebpf, name, category, tp)?;
     }
     for (name, tp) in RAW_TRACEPOINTS {
-        let prog_err = |source| ProbeError::Program {
-            program: name,
-            source,
-        };
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(prog_err)?;
-        program.load().map_err(prog_err)?;
-        program.attach(tp).map_err(prog_err)?;
+        super::attach_raw_tracepoint(ebpf, name, tp)?;
     }
-    let take = |ebpf: &mut Ebpf, name: &'static str| {
-        ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
-    };
-    let stats = PerCpuHashMap::try_from(take(ebpf, MAP_STATS)?).map_err(map_err(MAP_STATS))?;
-    let hist = PerCpuArray::try_from(take(ebpf, MAP_HIST)?).map_err(map_err(MAP_HIST))?;
-    let lost = PerCpuArray::try_from(take(ebpf, MAP_LOST)?).map_err(map_err(MAP_LOST))?;
+    let stats = super::take_map(ebpf, MAP_STATS)?;
+    let hist = super::take_map(ebpf, MAP_HIST)?;
+    let lost = super::take_map(ebpf, MAP_LOST)?;
     Ok(Box::new(TcpProbe {
         state: Mutex::new(State {
             stats,
@@ -183,7 +155,7 @@ impl TcpProbe {
     }
 
     fn histogram(&self, index: u32) -> Result<([u64; HIST_BUCKETS], u64), ProbeError> {
-        let per_cpu = self.hist.get(&index, 0).map_err(map_err(MAP_HIST))?;
+        let per_cpu = self.hist.get(&index, 0).map_err(super::map_err(MAP_HIST))?;
         let mut b = [0u64; HIST_BUCKETS];
         let mut sum = 0u64;
         for cpu in per_cpu.iter() {
@@ -286,7 +258,7 @@ impl ProbeCollector for TcpProbe {
     }
 
     fn events_lost(&self) -> Result<u64, ProbeError> {
-        let per_cpu = self.lost.get(&0, 0).map_err(map_err(MAP_LOST))?;
+        let per_cpu = self.lost.get(&0, 0).map_err(super::map_err(MAP_LOST))?;
         Ok(per_cpu.iter().fold(0u64, |a, l| {
             a.wrapping_add(l.socks_full)
                 .wrapping_add(l.stats_full)

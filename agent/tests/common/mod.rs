@@ -358,3 +358,93 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Compares `actual` with `tests/golden/<name>`; HOSTLENS_UPDATE_GOLDEN=1 rewrites the file
+/// instead.
+pub fn assert_golden(name: &str, actual: &str) {
+    let path = repo_root().join("tests/golden").join(name);
+    if std::env::var_os("HOSTLENS_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with HOSTLENS_UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+        let diff: Vec<String> = (0..e.len().max(a.len()))
+            .filter(|i| e.get(*i) != a.get(*i))
+            .take(10)
+            .map(|i| {
+                format!(
+                    "line {}:\n  golden: {}\n  actual: {}",
+                    i + 1,
+                    e.get(i).unwrap_or(&"(none)"),
+                    a.get(i).unwrap_or(&"(none)")
+                )
+            })
+            .collect();
+        panic!(
+            "{} differs from the output ({} vs {} lines):\n{}\n(HOSTLENS_UPDATE_GOLDEN=1 regenerates)",
+            path.display(),
+            e.len(),
+            a.len(),
+            diff.join("\n")
+        );
+    }
+}
+
+/// `promtool check metrics` (Debian package prometheus) over `text`. Panics when promtool
+/// cannot parse it (exit 1); returns its lint remarks (exit 3), empty when it has none.
+pub fn promtool_check(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed by cargo xtask setup");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "promtool could not parse:\n{report}"
+    );
+    report
+}
+
+/// Panics on any promtool remark but those node_exporter's own names draw, which
+/// compatibility requires: mixed-case families (meminfo, netstat, sockstat, vmstat) and the
+/// entropy families counted in bits.
+pub fn assert_only_node_exporter_lints(report: &str) {
+    for line in report.lines().filter(|l| !l.trim().is_empty()) {
+        let camel = [
+            "node_memory_",
+            "node_netstat_",
+            "node_sockstat_",
+            "node_vmstat_",
+        ]
+        .iter()
+        .any(|p| line.starts_with(p))
+            && line.ends_with("metric names should be written in 'snake_case' not 'camelCase'");
+        let bits = line.starts_with("node_entropy_")
+            && line.ends_with("use base unit \"bytes\" instead of \"bits\"");
+        assert!(
+            camel || bits,
+            "promtool objects: {line}\nfull report:\n{report}"
+        );
+    }
+}

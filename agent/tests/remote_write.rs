@@ -1384,71 +1384,6 @@ fn bad_remote_write_config_exits_64_naming_the_key() {
 // TLS (rustls on both sides, certificates made by openssl here), client certificates,
 // bearer token file re-read, extra headers.
 
-fn openssl(dir: &Path, args: &[&str]) {
-    common::run_ok(Command::new("openssl").args(args).current_dir(dir));
-}
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=hostlens test CA",
-    ]);
-    openssl(dir, &a);
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let mut a = vec!["req"];
-        a.extend(ec);
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let extf = format!("{name}.ext");
-        a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=hostlens-test"]);
-        openssl(dir, &a);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &extf,
-            ],
-        );
-    }
-}
-
 fn tls_server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -1480,7 +1415,7 @@ fn tls_server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
 #[test]
 fn tls_with_client_certificate_token_file_and_headers() {
     let dir = tempdir("tls");
-    make_certs(&dir);
+    common::make_test_certs(&dir);
     let rx = Receiver::start_tls(
         free_port(),
         Mode::Normal,

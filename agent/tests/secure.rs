@@ -47,8 +47,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A test CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+/// The common test PKI plus a client certificate from a different, untrusted CA.
 fn make_pki(dir: &Scratch) {
+    common::make_test_certs(&dir.0);
     let sh = |args: &[&str]| {
         run_ok(Command::new("openssl").args(args).current_dir(&dir.0));
     };
@@ -59,62 +60,6 @@ fn make_pki(dir: &Scratch) {
         "ec_paramgen_curve:P-256",
         "-nodes",
     ];
-    sh(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hostlens test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    ]
-    .concat());
-    dir.write(
-        "server.ext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    );
-    dir.write(
-        "client.ext",
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    );
-    for (who, cn) in [("server", "/CN=127.0.0.1"), ("client", "/CN=scraper")] {
-        let key = format!("{who}.key");
-        let csr = format!("{who}.csr");
-        let pem = format!("{who}.pem");
-        let ext = format!("{who}.ext");
-        sh(&[
-            &["req"][..],
-            &ec,
-            &["-keyout", &key, "-out", &csr, "-subj", cn],
-        ]
-        .concat());
-        sh(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
     // A client certificate from a different, untrusted CA.
     sh(&[
         &["req", "-x509"][..],
@@ -131,9 +76,11 @@ fn make_pki(dir: &Scratch) {
         ],
     ]
     .concat());
-    for f in ["server.key", "client.key", "rogue.key", "ca.key"] {
-        std::fs::set_permissions(dir.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
+    std::fs::set_permissions(
+        dir.path("rogue.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
 }
 
 /// `curl` with `args`; returns (HTTP status, body). Status 0 means no HTTP answer at all

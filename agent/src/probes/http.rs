@@ -32,7 +32,6 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
-use prometheus_client::{encoding::NoLabelSet, metrics::MetricType};
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 
@@ -803,12 +802,11 @@ fn buckets(h: &Hist) -> Vec<(f64, u64)> {
 }
 
 fn encode_server(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
-    let mut enc = out.encoder().encode_descriptor(
+    let mut fam = out.family(
         SERVER_FAMILY,
         "Duration of HTTP server requests: first request byte read to last response byte \
          written.",
-        None,
-        MetricType::Histogram,
+        Kind::Histogram,
     )?;
     for (k, h) in &store.server {
         let status = k.status.to_string();
@@ -820,23 +818,17 @@ fn encode_server(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::E
             ("server_port", port.as_str()),
             ("process_name", k.process.as_str()),
         ];
-        enc.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            h.sum,
-            h.count,
-            &buckets(h),
-            None,
-        )?;
+        fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
     }
     Ok(())
 }
 
 fn encode_client(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
-    let mut enc = out.encoder().encode_descriptor(
+    let mut fam = out.family(
         CLIENT_FAMILY,
         "Duration of HTTP client requests: first request byte written to last response byte \
          read.",
-        None,
-        MetricType::Histogram,
+        Kind::Histogram,
     )?;
     for (k, h) in &store.client {
         let status = k.status.to_string();
@@ -848,12 +840,7 @@ fn encode_client(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::E
             ("server_port", port.as_str()),
             ("process_name", k.process.as_str()),
         ];
-        enc.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            h.sum,
-            h.count,
-            &buckets(h),
-            None,
-        )?;
+        fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
     }
     Ok(())
 }

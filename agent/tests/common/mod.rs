@@ -448,3 +448,84 @@ pub fn assert_only_node_exporter_lints(report: &str) {
         );
     }
 }
+
+/// A test CA (`ca.pem`, `ca.key`), a server certificate for 127.0.0.1/localhost
+/// (`server.pem`, `server.key`) and a client certificate (`client.pem`, `client.key`), made
+/// with openssl in `dir`; the keys are readable by every user (agents run as nobody too).
+pub fn make_test_certs(dir: &Path) {
+    let sh = |args: &[&str]| {
+        run_ok(Command::new("openssl").args(args).current_dir(dir));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    sh(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hostlens test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for (who, cn) in [("server", "/CN=127.0.0.1"), ("client", "/CN=scraper")] {
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let pem = format!("{who}.pem");
+        let ext = format!("{who}.ext");
+        sh(&[
+            &["req"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr, "-subj", cn],
+        ]
+        .concat());
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    for f in ["server.key", "client.key", "ca.key"] {
+        std::fs::set_permissions(
+            dir.join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+}

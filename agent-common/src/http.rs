@@ -16,13 +16,17 @@ pub const CONNS_MAP: &str = "HTTP_CONNS";
 /// Global (`EbpfLoader::override_global`): the agent's own tgid, never traced (its scrapes
 /// would otherwise feed the probe).
 pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";
+/// Global: ring buffer fill level in bytes above which a record wakes the agent.
+pub const GLOBAL_WAKE_BYTES: &str = "HTTP_WAKE_BYTES";
 /// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
 pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 
-/// Ring buffer size in bytes (a power of two multiple of the page size).
-pub const RING_BYTES: u32 = 16 << 20;
-/// Connections followed at once; the least recently used is forgotten beyond this.
-pub const MAX_CONNS: u32 = 65_536;
+/// Ring buffer size in bytes as compiled (a power of two multiple of the page size); the
+/// agent sets the size from `http.ring_buffer_bytes` at load.
+pub const RING_BYTES: u32 = 4 << 20;
+/// Connections followed at once as compiled; the agent sets it from `http.max_connections`.
+/// The least recently used is forgotten beyond this.
+pub const MAX_CONNS: u32 = 16_384;
 /// Largest capture per read/write (a power of two: the kernel side masks offsets with it).
 pub const MAX_CAPTURE: usize = 4096;
 

@@ -1,4 +1,5 @@
-//! `http` probe, kernel half: one program on `raw_tracepoint/sys_exit`.
+//! `http` probe, kernel half: one program on the `syscalls:sys_exit_*` tracepoints of the
+//! syscalls below (fallback: `raw_tracepoint/sys_exit`, every syscall).
 //!
 //! At a syscall's exit the user registers still hold its arguments (x86_64 `pt_regs`: `di`,
 //! `si`, `dx`; `orig_ax` is the syscall number — arch/x86/include/asm/ptrace.h), and `ret` is
@@ -11,8 +12,9 @@
 //!   per-CPU scratch record and output exactly its used length to the `HTTP_EVENTS` ring
 //!   buffer; `sendfile` sends only its byte count.
 //!
-//! Cost for every other syscall: a raw tracepoint call, one kernel read of `orig_ax` and a
-//! branch; for reads/writes of other fds one more hash lookup. A connection whose first bytes
+//! Other syscalls cost nothing beyond the kernel's bitmap test of enabled syscall events (on
+//! the raw-tracepoint fallback: a program call, one read of `orig_ax` and a branch); reads
+//! and writes of unfollowed fds cost one hash lookup. A connection whose first bytes
 //! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
 //! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
 //! drains every few ms) until the ring is 1/4 full. Syscall numbers are x86_64's; on other
@@ -28,17 +30,22 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::bpf_probe_read_user as raw_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user as raw_read_user, bpf_task_pt_regs,
+        },
     },
-    macros::{map, raw_tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 #[unsafe(no_mangle)]
 static HTTP_SELF_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static HTTP_CAPTURE: Global<u32> = Global::new(1024);
+/// A quarter of the ring's size (set by the agent with the size).
+#[unsafe(no_mangle)]
+static HTTP_WAKE_BYTES: Global<u32> = Global::new(RING_BYTES / 4);
 
 #[map(name = "HTTP_EVENTS")]
 static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
@@ -113,7 +120,7 @@ fn conn_key(tgid: u32, fd: u32) -> u64 {
 /// burst is drained at once.
 #[inline(always)]
 fn submit_flags() -> u64 {
-    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > (RING_BYTES / 4) as u64 {
+    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > HTTP_WAKE_BYTES.load() as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -211,11 +218,34 @@ fn looks_like_http(w: [u8; 4]) -> bool {
     )
 }
 
+/// Preferred entry: one program attached to the `syscalls:sys_exit_*` tracepoints of exactly
+/// the syscalls above (record layout in `events/syscalls/sys_exit_read/format`: `__syscall_nr`
+/// at 8, `ret` at 16). Other syscalls never run it. The arguments come from the task's saved
+/// user registers (`bpf_task_pt_regs`, kernel 5.15+).
+#[tracepoint]
+pub fn http_sys_exit_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets of the syscall exit record, fixed for every sys_exit_* event.
+    let nr = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    // SAFETY: the helpers take the current task; the result is the task's user pt_regs.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if nr >= 0 && regs != 0 {
+        on_exit(regs, nr as u64, ret);
+    }
+    0
+}
+
+/// Fallback entry for kernels without `bpf_task_pt_regs`: every syscall's exit.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn http_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let nr = reg(regs, REG_ORIG_AX);
+    on_exit(regs, reg(regs, REG_ORIG_AX), ret);
+    0
+}
+
+#[inline(always)]
+fn on_exit(regs: u64, nr: u64, ret: i64) {
     let (syscall, direction) = match nr {
         nr::READ => (SC_READ, DIR_IN),
         nr::READV => (SC_READV, DIR_IN),
@@ -228,22 +258,21 @@ pub fn http_sys_exit(ctx: RawTracePointContext) -> i32 {
         nr::SENDFILE => (SC_SENDFILE, DIR_OUT),
         nr::ACCEPT | nr::ACCEPT4 => {
             on_accept(regs, ret);
-            return 0;
+            return;
         }
         nr::CONNECT => {
             on_connect(regs, ret);
-            return 0;
+            return;
         }
         nr::CLOSE => {
             on_close(regs);
-            return 0;
+            return;
         }
-        _ => return 0,
+        _ => return,
     };
     if ret > 0 {
         on_data(regs, ret as u64, syscall, direction);
     }
-    0
 }
 
 /// The caller's tgid, or None for the agent itself.

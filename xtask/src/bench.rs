@@ -137,6 +137,10 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// Resident memory of `pid` without its mappings of BPF maps (the ring buffers the agent
+/// reads): those pages are the maps' own kernel memory, counted by [`bpf_map_bytes`], and a
+/// ring buffer is even mapped twice. Counting them here too would count them two or three
+/// times.
 pub(crate) fn rss_bytes(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
@@ -146,7 +150,19 @@ pub(crate) fn rss_bytes(pid: u32) -> Result<f64> {
         .trim()
         .trim_end_matches(" kB")
         .parse()?;
-    Ok(kb * 1024.0)
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_map = false;
+    let mut map_kb = 0.0;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            in_map = line.ends_with("anon_inode:bpf-map");
+        } else if in_map && first == "Rss:" {
+            map_kb += f.next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        }
+    }
+    Ok((kb - map_kb) * 1024.0)
 }
 
 /// Kernel memory charged to the BPF maps `pid` holds (`memlock:` in each map fd's fdinfo).
@@ -307,8 +323,9 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
          (`syscalls`, `tcp`, `http`). {WARMUP} warm-up scrapes, then {SCRAPES} sequential \
          keep-alive scrapes with `Accept-Encoding: gzip`; then {SCRAPERS} concurrent keep-alive \
          scrapers for {THROUGHPUT_SECS} s. CPU is the process's utime+stime over the \
-         {SCRAPES} scrapes (10 ms tick resolution); memory is VmRSS after warm-up, plus the \
-         kernel memory of the agent's BPF maps (fdinfo `memlock`).\n",
+         {SCRAPES} scrapes (10 ms tick resolution); memory is VmRSS after warm-up (without \
+         the agent's mappings of its BPF ring buffers, which are map memory), plus the kernel \
+         memory of the agent's BPF maps (fdinfo `memlock`).\n",
         NE_UPSTREAM_DEFAULTS.join(" ")
     )?;
     writeln!(

@@ -270,6 +270,54 @@ fn paced(port: u16, rate: u32, secs: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// The hooks of the `http` probe (agent-ebpf/src/http.rs), for the bpftrace reference.
+const HOOKED: [&str; 13] = [
+    "read",
+    "readv",
+    "recvfrom",
+    "recvmsg",
+    "write",
+    "writev",
+    "sendto",
+    "sendmsg",
+    "sendfile64",
+    "accept",
+    "accept4",
+    "connect",
+    "close",
+];
+
+/// The floor any capture on these hooks pays on this machine: bpftrace counting the calls
+/// of the same syscall exit tracepoints the probe attaches to, per probe, in a hash map.
+fn start_bpftrace_reference() -> Result<Proc> {
+    let probes = HOOKED
+        .iter()
+        .map(|s| format!("tracepoint:syscalls:sys_exit_{s}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = Command::new("bpftrace")
+        .args(["-e", &format!("{probes} {{ @[probe] = count(); }}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting bpftrace (cargo xtask setup installs it)")?;
+    let out = child.stdout.take().context("bpftrace stdout")?;
+    let p = Proc(child);
+    // bpftrace prints "Attaching N probes..." once they are attached.
+    let mut line = String::new();
+    let mut r = BufReader::new(out);
+    while r.read_line(&mut line)? > 0 {
+        if line.starts_with("Attaching") {
+            // Keep reading its output in the background so it never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+            std::thread::sleep(Duration::from_millis(500));
+            return Ok(p);
+        }
+        line.clear();
+    }
+    bail!("bpftrace exited before attaching its probes")
+}
+
 struct On {
     wrk: Wrk,
     cpu_s: f64,
@@ -280,11 +328,16 @@ struct On {
 pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx = start_nginx()?;
     let mut off = Vec::new();
+    let mut reference = Vec::new();
     let mut on = Vec::new();
     for _ in 0..ROUNDS {
         {
             let (_hl, _) = start_hostlens(bin, false)?;
             off.push(wrk(&nginx)?);
+        }
+        {
+            let _bt = start_bpftrace_reference()?;
+            reference.push(wrk(&nginx)?);
         }
         let (hl, port) = start_hostlens(bin, true)?;
         let pid = hl.0.id();
@@ -330,6 +383,19 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             .map(|(f, o)| o.wrk.rps / f.rps)
             .collect(),
     );
+    let ref_ratio = median(
+        off.iter()
+            .zip(&reference)
+            .map(|(f, r)| r.rps / f.rps)
+            .collect(),
+    );
+    let on_ref_ratio = median(
+        reference
+            .iter()
+            .zip(&on)
+            .map(|(r, o)| o.wrk.rps / r.rps)
+            .collect(),
+    );
     let p99_ratio = median(
         off.iter()
             .zip(&on)
@@ -346,6 +412,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     // off / on (the probe's kernel work runs in nginx's syscalls and is charged to it).
     let nginx_off = off.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / off_requests;
     let nginx_on = on.iter().map(|o| o.wrk.nginx_cpu_s).sum::<f64>() / on_requests;
+    let ref_requests: f64 = reference.iter().map(|w| w.requests).sum();
+    let nginx_ref = reference.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / ref_requests;
     let on_cpu: f64 = on.iter().map(|o| o.cpu_s).sum();
     let lost: f64 = on.iter().map(|o| o.lost).sum();
     let counted: f64 = on.iter().map(|o| o.counted).sum();
@@ -360,10 +428,13 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     writeln!(
         md,
         "`cargo xtask bench`: nginx (1 worker, static 26-byte file, keep-alive) on 127.0.0.1, \
-         `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, {ROUNDS} rounds alternating hostlens with no \
-         probe (off) and with only the `http` probe (on, default config: every process, so \
-         both nginx's server side and wrk's client side are decoded). CPU is hostlens's \
-         utime+stime during the on-rounds (10 ms ticks). Load average at the end: {}.\n",
+         `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, {ROUNDS} rounds, each running hostlens with no \
+         probe (off), then the reference (ref: bpftrace counting, per probe, the calls of the \
+         thirteen `syscalls:sys_exit_*` tracepoints the probe attaches to — the floor any \
+         capture on these hooks pays on this machine), then hostlens with only the `http` probe \
+         (on, default config: every process, so both nginx's server side and wrk's client side \
+         are decoded). CPU is hostlens's utime+stime during the on-rounds (10 ms ticks). Load \
+         average at the end: {}.\n",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -371,19 +442,21 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "| round | off req/s | on req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | nginx CPU µs/req on | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| round | off req/s | ref req/s | on req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
-    for (i, (f, o)) in off.iter().zip(&on).enumerate() {
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for (i, ((f, r), o)) in off.iter().zip(&reference).zip(&on).enumerate() {
         writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
             i + 1,
             f.rps,
+            r.rps,
             o.wrk.rps,
             f.p99_ms,
             o.wrk.p99_ms,
             f.nginx_cpu_s * 1e6 / f.requests,
+            r.nginx_cpu_s * 1e6 / r.requests,
             o.wrk.nginx_cpu_s * 1e6 / o.wrk.requests,
             o.cpu_s,
             o.lost,
@@ -394,15 +467,18 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     writeln!(
         md,
         "\nThroughput on/off: median of the rounds' ratios **{:.2}×** (budget ≥ 0.90×), ratio of \
-         means {:.2}×; p99 latency on/off: median {:.2}×, of means {:.2}×; hostlens CPU \
+         means {:.2}×. The reference alone: ref/off **{:.2}×**; the probe against it: on/ref \
+         **{:.2}×**. p99 latency on/off: median {:.2}×, of means {:.2}×; hostlens CPU \
          **{:.2} ms per 1,000 requests**, events lost {:.0} (budget 0). Fixed rate: {} requests \
          in {FIXED_SECONDS} s ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {:.2} s \
          CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {:.0}. \
-         nginx worker CPU per request off/on: {:.1} µs / {:.1} µs, i.e. a CPU-bound nginx would \
-         keep **{:.2}×** its throughput (this figure does not depend on the other load on the \
+         nginx worker CPU per request off/ref/on: {:.1} / {:.1} / {:.1} µs, i.e. a CPU-bound \
+         nginx would keep **{:.2}×** its throughput ({:.2}× under the reference) (this figure does not depend on the other load on the \
          machine; the req/s ratios above do).\n",
         rps_ratio,
         on_rps / off_rps,
+        ref_ratio,
+        on_ref_ratio,
         p99_ratio,
         on_p99 / off_p99,
         on_cpu * 1e3 / (on_requests / 1e3),
@@ -414,8 +490,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         fixed_cpu * 1e3 / (done as f64 / 1e3),
         fixed_lost,
         nginx_off * 1e6,
+        nginx_ref * 1e6,
         nginx_on * 1e6,
         nginx_off / nginx_on,
+        nginx_off / nginx_ref,
     )?;
     let _ = counted;
     print!("{md}");

@@ -1,6 +1,6 @@
 //! `http` probe, user half: HTTP/1.x RED metrics of every process, from the kernel.
 //!
-//! Hook: `raw_tracepoint/sys_exit`, acting on `read`, `readv`, `recvfrom`, `recvmsg`, `write`,
+//! Hook: the `syscalls:sys_exit_*` tracepoints (fallback `raw_tracepoint/sys_exit`) of `read`, `readv`, `recvfrom`, `recvmsg`, `write`,
 //! `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and `close` (see
 //! `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
 //! connection ([`decode`]), names routes ([`route`]) and records
@@ -44,6 +44,9 @@ pub mod route;
 
 use decode::{Anomaly, Conn, Dir, Exchange, Output, Role};
 
+/// Hash map with a fast, seeded hasher for the per-event lookups of the drain task.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// OpenTelemetry's default buckets for `http.*.request.duration` (seconds).
 pub const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -74,8 +77,11 @@ pub struct HttpConfig {
     pub max_process_names: usize,
     /// Seconds after the last process of a name exited before its series are removed.
     pub process_grace_period_seconds: u64,
-    /// Connections decoded at once; the least recently active one is dropped beyond this.
+    /// Connections followed at once, in the kernel (LRU) and in the decoder; the least
+    /// recently active one is dropped beyond this.
     pub max_connections: usize,
+    /// Size of the kernel-to-agent ring buffer: a power of two, 64 KiB ..= 256 MiB.
+    pub ring_buffer_bytes: u32,
     /// Seconds without traffic after which a connection's state is dropped.
     pub connection_idle_timeout_seconds: u64,
 }
@@ -94,6 +100,7 @@ impl Default for HttpConfig {
             max_process_names: 50,
             process_grace_period_seconds: 300,
             max_connections: 16384,
+            ring_buffer_bytes: DEFAULT_RING_BYTES,
             connection_idle_timeout_seconds: 300,
         }
     }
@@ -106,6 +113,23 @@ impl HttpConfig {
             return Err((
                 "http.capture_bytes".into(),
                 format!("{} is outside 64..={MAX_CAPTURE}", self.capture_bytes),
+            ));
+        }
+        if !self.ring_buffer_bytes.is_power_of_two()
+            || !(64 << 10..=256 << 20).contains(&self.ring_buffer_bytes)
+        {
+            return Err((
+                "http.ring_buffer_bytes".into(),
+                format!(
+                    "{} is not a power of two between 65536 and 268435456",
+                    self.ring_buffer_bytes
+                ),
+            ));
+        }
+        if self.max_connections > MAX_KERNEL_CONNS {
+            return Err((
+                "http.max_connections".into(),
+                format!("{} is above {MAX_KERNEL_CONNS}", self.max_connections),
             ));
         }
         for (i, t) in self.route_templates.iter().enumerate() {
@@ -133,6 +157,21 @@ impl HttpConfig {
     }
 }
 
+/// 4 MiB: at ~30k requests/s with both sides traced (four records of ~300 bytes each per
+/// request) it holds about a third of a second of events, 30 times the drain period.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+/// Largest kernel connection table accepted (about 90 bytes per entry).
+const MAX_KERNEL_CONNS: usize = 1 << 20;
+
+/// Kernel map sizes from the configuration: the ring buffer and the followed-connection LRU.
+pub fn max_entries() -> Vec<(&'static str, u32)> {
+    let c = settings().http;
+    vec![
+        (EVENTS_MAP, c.ring_buffer_bytes),
+        (CONNS_MAP, c.max_connections.min(MAX_KERNEL_CONNS) as u32),
+    ]
+}
+
 /// What the probe needs from the agent's configuration, set before the probes load.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -158,20 +197,87 @@ fn settings() -> Settings {
         })
 }
 
-/// Values for the kernel globals: the agent's own tgid (never traced) and the capture size.
-pub fn loader_globals() -> (u32, u32) {
-    (std::process::id(), settings().http.capture_bytes)
+/// Values for the kernel globals: the agent's own tgid (never traced), the capture size and
+/// the ring fill level that wakes the agent (a quarter of the ring).
+pub fn loader_globals() -> (u32, u32, u32) {
+    let c = settings().http;
+    (std::process::id(), c.capture_bytes, c.ring_buffer_bytes / 4)
 }
 
-/// The one program, on `raw_tracepoint/sys_exit`.
-const PROGRAM: &str = "http_sys_exit";
+/// The program for the per-syscall exit tracepoints, and its raw-tracepoint fallback.
+const PROGRAM: &str = "http_sys_exit_tp";
+const FALLBACK: &str = "http_sys_exit";
+
+/// `syscalls:sys_exit_<name>` events the program runs on (`agent-ebpf/src/http.rs`).
+const EXIT_EVENTS: [&str; 13] = [
+    "read",
+    "readv",
+    "recvfrom",
+    "recvmsg",
+    "write",
+    "writev",
+    "sendto",
+    "sendmsg",
+    "sendfile64",
+    "accept",
+    "accept4",
+    "connect",
+    "close",
+];
+
+/// Attaches to the thirteen syscall exit events, so that no other syscall runs the program;
+/// on a kernel that refuses it (no `bpf_task_pt_regs` before 5.15, or no syscall events) the
+/// raw `sys_exit` tracepoint, which runs on every syscall, takes its place.
+fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let preferred = (|| {
+        let program: &mut aya::programs::TracePoint = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(ProbeError::MissingProgram(PROGRAM))?
+            .try_into()
+            .map_err(|source| ProbeError::Program {
+                program: PROGRAM,
+                source,
+            })?;
+        program.load().map_err(|source| ProbeError::Program {
+            program: PROGRAM,
+            source,
+        })?;
+        let mut links = Vec::with_capacity(EXIT_EVENTS.len());
+        for event in EXIT_EVENTS {
+            let tp = format!("sys_exit_{event}");
+            match program.attach("syscalls", &tp) {
+                Ok(link) => links.push(link),
+                Err(source) => {
+                    for link in links {
+                        let _ = program.detach(link);
+                    }
+                    return Err(ProbeError::Program {
+                        program: PROGRAM,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    })();
+    match preferred {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "http probe: per-syscall exit tracepoints unavailable; using raw_tracepoint/sys_exit, which runs on every syscall"
+            );
+            super::attach_raw_tracepoint(ebpf, FALLBACK, "sys_exit")
+        }
+    }
+}
 
 pub fn attach(
     ebpf: &mut Ebpf,
     _ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
-    super::attach_raw_tracepoint(ebpf, PROGRAM, "sys_exit")?;
+    attach_exits(ebpf)?;
     let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
     let kconns = super::take_map(ebpf, CONNS_MAP)?;
@@ -260,18 +366,18 @@ async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
 struct ServerKey {
     method: &'static str,
     status: u16,
-    route: String,
+    route: Arc<str>,
     port: u16,
-    process: String,
+    process: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
     method: &'static str,
     status: u16,
-    address: String,
+    address: Arc<str>,
     port: u16,
-    process: String,
+    process: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -297,8 +403,8 @@ impl Hist {
 #[derive(Debug)]
 struct Store {
     max_series: usize,
-    server: HashMap<ServerKey, Hist>,
-    client: HashMap<ClientKey, Hist>,
+    server: FastMap<ServerKey, Hist>,
+    client: FastMap<ClientKey, Hist>,
     dropped_server: u64,
     dropped_client: u64,
     anomalies: HashMap<Anomaly, u64>,
@@ -309,8 +415,8 @@ impl Store {
     fn new(cfg: &HttpConfig) -> Self {
         Store {
             max_series: cfg.max_series_per_family,
-            server: HashMap::new(),
-            client: HashMap::new(),
+            server: FastMap::default(),
+            client: FastMap::default(),
             dropped_server: 0,
             dropped_client: 0,
             anomalies: HashMap::new(),
@@ -340,8 +446,10 @@ impl Store {
 
     /// Removes the series of process names whose processes are all gone.
     fn forget_processes(&mut self, names: &[String]) {
-        self.server.retain(|k, _| !names.contains(&k.process));
-        self.client.retain(|k, _| !names.contains(&k.process));
+        self.server
+            .retain(|k, _| !names.iter().any(|n| **n == *k.process));
+        self.client
+            .retain(|k, _| !names.iter().any(|n| **n == *k.process));
     }
 }
 
@@ -356,8 +464,8 @@ struct Tracked {
 
 #[derive(Debug, Clone)]
 struct ConnLabels {
-    process: String,
-    address: String,
+    process: Arc<str>,
+    address: Arc<str>,
     port: u16,
 }
 
@@ -371,7 +479,9 @@ struct Decoder {
     cfg: HttpConfig,
     procfs: PathBuf,
     shared: Arc<Mutex<Store>>,
-    conns: HashMap<(u32, u64), Tracked>,
+    conns: FastMap<(u32, u64), Tracked>,
+    /// The time the current batch of records started.
+    now: Instant,
     procs: HashMap<u32, ProcInfo>,
     listen_ports: HashMap<(u32, u32), Option<u16>>,
     /// Process name -> last time a process of that name was alive.
@@ -396,7 +506,8 @@ impl Decoder {
             names: procname::ProcNames::new(cfg.max_process_names),
             procfs: settings.procfs,
             shared,
-            conns: HashMap::new(),
+            conns: FastMap::default(),
+            now: Instant::now(),
             procs: HashMap::new(),
             listen_ports: HashMap::new(),
             names_alive: HashMap::new(),
@@ -413,6 +524,8 @@ impl Decoder {
     fn batch(&mut self, source: impl FnOnce(&mut dyn FnMut(&[u8]))) {
         let shared = Arc::clone(&self.shared);
         let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
+        // One clock read per batch: `last_seen` only drives idle expiry and eviction order.
+        self.now = Instant::now();
         source(&mut |rec: &[u8]| self.record(rec, &mut store));
         store.connections = self.conns.len();
     }
@@ -426,7 +539,7 @@ impl Decoder {
         let payload = &rec[HEADER_BYTES..];
         let payload = &payload[..(h.captured as usize).min(payload.len())];
         let key = (h.tgid, h.conn_id);
-        let now = Instant::now();
+        let now = self.now;
         match h.kind {
             EV_ACCEPT | EV_CONNECT => {
                 // A connection id is new; one left over under the same key is replaced.
@@ -522,7 +635,6 @@ impl Decoder {
         } in out.exchanges
         {
             let secs = end_ns.saturating_sub(start_ns) as f64 / 1e9;
-            let method = method_label(&method);
             match role {
                 Role::Server => {
                     let route = self.router.route(&target);
@@ -532,7 +644,7 @@ impl Decoder {
                             status,
                             route,
                             port: l.port,
-                            process: l.process.clone(),
+                            process: Arc::clone(&l.process),
                         },
                         secs,
                     );
@@ -541,9 +653,9 @@ impl Decoder {
                     ClientKey {
                         method,
                         status,
-                        address: l.address.clone(),
+                        address: Arc::clone(&l.address),
                         port: l.port,
-                        process: l.process.clone(),
+                        process: Arc::clone(&l.process),
                     },
                     secs,
                 ),
@@ -588,8 +700,8 @@ impl Decoder {
         }
         self.names_alive.insert(name.clone(), Instant::now());
         Some(Arc::new(ConnLabels {
-            process: self.names.label(&name),
-            address,
+            process: Arc::from(self.names.label(&name)),
+            address: Arc::from(address),
             port,
         }))
     }
@@ -676,14 +788,6 @@ impl Decoder {
         }
         store.connections = self.conns.len();
     }
-}
-
-/// OTel `http.request.method`: the known methods, everything else `_OTHER`.
-fn method_label(m: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("_OTHER")
 }
 
 /// Peer of a `connect`: `struct sockaddr_in` / `sockaddr_in6` (family in host order, port in
@@ -814,9 +918,9 @@ fn encode_server(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::E
         let labels = [
             ("http_request_method", k.method),
             ("http_response_status_code", status.as_str()),
-            ("http_route", k.route.as_str()),
+            ("http_route", &*k.route),
             ("server_port", port.as_str()),
-            ("process_name", k.process.as_str()),
+            ("process_name", &*k.process),
         ];
         fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
     }
@@ -836,9 +940,9 @@ fn encode_client(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::E
         let labels = [
             ("http_request_method", k.method),
             ("http_response_status_code", status.as_str()),
-            ("server_address", k.address.as_str()),
+            ("server_address", &*k.address),
             ("server_port", port.as_str()),
-            ("process_name", k.process.as_str()),
+            ("process_name", &*k.process),
         ];
         fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
     }
@@ -876,8 +980,8 @@ mod tests {
 
     #[test]
     fn methods_and_histogram() {
-        assert_eq!(method_label("GET"), "GET");
-        assert_eq!(method_label("BREW"), "_OTHER");
+        assert_eq!(decode::method_label(b"GET"), "GET");
+        assert_eq!(decode::method_label(b"BREW"), "_OTHER");
         let mut h = Hist::default();
         h.observe(0.005);
         h.observe(0.2);
@@ -900,7 +1004,7 @@ mod tests {
                 ServerKey {
                     method: "GET",
                     status: 200,
-                    route: format!("/r{i}"),
+                    route: format!("/r{i}").into(),
                     port: 80,
                     process: "p".into(),
                 },
@@ -1127,6 +1231,18 @@ mod tests {
             ..HttpConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "http.route_templates[0]");
+        for ring in [0, 4096, 3 << 20, 512 << 20] {
+            let bad = HttpConfig {
+                ring_buffer_bytes: ring,
+                ..HttpConfig::default()
+            };
+            assert_eq!(bad.validate().unwrap_err().0, "http.ring_buffer_bytes");
+        }
+        let bad = HttpConfig {
+            max_connections: (1 << 20) + 1,
+            ..HttpConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "http.max_connections");
         assert!(HttpConfig::default().validate().is_ok());
     }
 }

@@ -72,7 +72,7 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "http",
         default_enabled: true,
-        hooks: "raw_tracepoint/sys_exit (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile, accept, accept4, connect, close)",
+        hooks: "tracepoint/syscalls/sys_exit_* (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close; fallback raw_tracepoint/sys_exit)",
         attach: http::attach,
     },
 ];
@@ -274,6 +274,7 @@ impl Probes {
 fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
     let mut v = syscalls::max_entries(ctx);
     v.extend(tcp::max_entries(ctx));
+    v.extend(http::max_entries());
     v
 }
 
@@ -290,11 +291,12 @@ fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
         LogLevel::Info => 3,
         LogLevel::Debug => 4,
     };
-    let (http_self_tgid, http_capture) = http::loader_globals();
+    let (http_self_tgid, http_capture, http_wake) = http::loader_globals();
     let mut loader = EbpfLoader::new();
     loader.override_global(aya_log::LEVEL, &level, false);
     loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false);
     loader.override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false);
+    loader.override_global(agent_common::http::GLOBAL_WAKE_BYTES, &http_wake, false);
     let sizes = max_entries(ctx);
     for (map, n) in &sizes {
         loader.map_max_entries(map, *n);

@@ -41,8 +41,8 @@ pub enum Dir {
 /// A request/response exchange whose both ends were seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
-    /// The method token as sent (at most 20 bytes).
-    pub method: String,
+    /// The method's label: a known method, or `_OTHER` for any other token.
+    pub method: &'static str,
     /// Request target, truncated to [`MAX_TARGET`] bytes; may be non-UTF-8.
     pub target: Vec<u8>,
     pub status: u16,
@@ -129,7 +129,7 @@ enum State {
 
 #[derive(Debug)]
 struct Pending {
-    method: String,
+    method: &'static str,
     target: Vec<u8>,
     start_ns: u64,
 }
@@ -284,7 +284,15 @@ impl Conn {
                         return;
                     }
                     self.requests.msg_start_ns = ts;
-                    self.requests.state = State::Head(Vec::new());
+                    // A head wholly inside this syscall's bytes is parsed in place.
+                    if let Some(n) = head_len(rest) {
+                        pos += n as u64;
+                        if !self.request_head(&rest[..n], out) {
+                            return;
+                        }
+                    } else {
+                        self.requests.state = State::Head(Vec::new());
+                    }
                 }
                 State::Head(buf) => {
                     let (done, used) = take_head(buf, rest);
@@ -311,25 +319,9 @@ impl Conn {
                         return;
                     }
                     let head = std::mem::take(buf);
-                    let parsed = parse_head(&head);
-                    let Some((method, target)) = request_line(parsed.first, false) else {
-                        self.requests.state = State::Lost;
-                        out.anomalies.push(Anomaly::BadStartLine);
-                        return;
-                    };
-                    let Ok(body) = body_of(&parsed, false) else {
-                        self.requests.state = State::Lost;
-                        out.anomalies.push(Anomaly::BadFraming);
-                        return;
-                    };
-                    self.push_pending(method, target, out);
-                    if matches!(self.requests.state, State::Lost) {
+                    if !self.request_head(&head, out) {
                         return;
                     }
-                    self.requests.state = match body {
-                        Some(Some(b)) => State::Body(b),
-                        _ => State::Start,
-                    };
                 }
                 State::Body(body) => match advance_body(body, rest, total - pos) {
                     BodyStep::NeedMore => return,
@@ -348,6 +340,31 @@ impl Conn {
         }
     }
 
+    /// A complete request head: queues the request and sets what follows it. False when the
+    /// stream lost its framing.
+    fn request_head(&mut self, head: &[u8], out: &mut Output) -> bool {
+        let parsed = parse_head(head);
+        let Some((method, target)) = request_line(parsed.first, false) else {
+            self.requests.state = State::Lost;
+            out.anomalies.push(Anomaly::BadStartLine);
+            return false;
+        };
+        let Ok(body) = body_of(&parsed, false) else {
+            self.requests.state = State::Lost;
+            out.anomalies.push(Anomaly::BadFraming);
+            return false;
+        };
+        self.push_pending(method, target, out);
+        if matches!(self.requests.state, State::Lost) {
+            return false;
+        }
+        self.requests.state = match body {
+            Some(Some(b)) => State::Body(b),
+            _ => State::Start,
+        };
+        true
+    }
+
     /// Forgets the waiting requests (counted as [`Anomaly::Unanswered`]).
     fn drop_pending(&mut self, out: &mut Output) {
         if !self.pending.is_empty() {
@@ -356,7 +373,7 @@ impl Conn {
         }
     }
 
-    fn push_pending(&mut self, method: String, target: Vec<u8>, out: &mut Output) {
+    fn push_pending(&mut self, method: &'static str, target: Vec<u8>, out: &mut Output) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.clear();
             self.requests.state = State::Lost;
@@ -413,7 +430,14 @@ impl Conn {
                         return;
                     }
                     self.responses.msg_start_ns = ts;
-                    self.responses.state = State::Head(Vec::new());
+                    if let Some(n) = head_len(rest) {
+                        pos += n as u64;
+                        if !self.response_head(&rest[..n], ts, out) {
+                            return;
+                        }
+                    } else {
+                        self.responses.state = State::Head(Vec::new());
+                    }
                 }
                 State::Head(buf) => {
                     let (done, used) = take_head(buf, rest);
@@ -443,59 +467,8 @@ impl Conn {
                         return;
                     }
                     let head = std::mem::take(buf);
-                    let parsed = parse_head(&head);
-                    let Some(status) = status_line(parsed.first) else {
-                        self.responses.state = State::Lost;
-                        out.anomalies.push(Anomaly::BadStartLine);
+                    if !self.response_head(&head, ts, out) {
                         return;
-                    };
-                    if (100..200).contains(&status) && status != 101 {
-                        // Interim response: the final one follows.
-                        self.responses.state = State::Start;
-                        boundary = false;
-                        continue;
-                    }
-                    let method = self.pending.front().map(|p| p.method.clone());
-                    let tunnel = status == 101
-                        || (method.as_deref() == Some("CONNECT") && (200..300).contains(&status));
-                    let no_body = tunnel
-                        || status == 204
-                        || status == 304
-                        || method.as_deref() == Some("HEAD");
-                    let body = if no_body {
-                        Ok(None)
-                    } else {
-                        body_of(&parsed, true)
-                    };
-                    match body {
-                        Err(()) => {
-                            self.responses.state = State::Lost;
-                            out.anomalies.push(Anomaly::BadFraming);
-                            return;
-                        }
-                        Ok(None) => {
-                            if self.open_response(status, ts, true, out) {
-                                self.finish_open(out);
-                            }
-                            if tunnel {
-                                self.requests.state = State::Opaque;
-                                self.responses.state = State::Opaque;
-                                return;
-                            }
-                            self.responses.state = State::Start;
-                        }
-                        Ok(Some(Some(b))) => {
-                            // Without a waiting request the body is still skipped to stay
-                            // in step.
-                            self.open_response(status, ts, true, out);
-                            self.responses.state = State::Body(b);
-                        }
-                        Ok(Some(None)) => {
-                            // Until close (HTTP/1.0 style).
-                            self.open_response(status, ts, false, out);
-                            self.responses.state = State::Lost;
-                            return;
-                        }
                     }
                 }
                 State::Body(body) => match advance_body(body, rest, total - pos) {
@@ -520,6 +493,61 @@ impl Conn {
                 },
             }
             boundary = false;
+        }
+    }
+
+    /// A complete response head: pairs a final response with its request and sets what
+    /// follows it. False when decoding this direction stops for this syscall's bytes.
+    fn response_head(&mut self, head: &[u8], ts: u64, out: &mut Output) -> bool {
+        let parsed = parse_head(head);
+        let Some(status) = status_line(parsed.first) else {
+            self.responses.state = State::Lost;
+            out.anomalies.push(Anomaly::BadStartLine);
+            return false;
+        };
+        if (100..200).contains(&status) && status != 101 {
+            // Interim response: the final one follows.
+            self.responses.state = State::Start;
+            return true;
+        }
+        let method = self.pending.front().map(|p| p.method);
+        let tunnel = status == 101 || (method == Some("CONNECT") && (200..300).contains(&status));
+        let no_body = tunnel || status == 204 || status == 304 || method == Some("HEAD");
+        let body = if no_body {
+            Ok(None)
+        } else {
+            body_of(&parsed, true)
+        };
+        match body {
+            Err(()) => {
+                self.responses.state = State::Lost;
+                out.anomalies.push(Anomaly::BadFraming);
+                false
+            }
+            Ok(None) => {
+                if self.open_response(status, ts, true, out) {
+                    self.finish_open(out);
+                }
+                if tunnel {
+                    self.requests.state = State::Opaque;
+                    self.responses.state = State::Opaque;
+                    return false;
+                }
+                self.responses.state = State::Start;
+                true
+            }
+            Ok(Some(Some(b))) => {
+                // Without a waiting request the body is still skipped to stay in step.
+                self.open_response(status, ts, true, out);
+                self.responses.state = State::Body(b);
+                true
+            }
+            Ok(Some(None)) => {
+                // Until close (HTTP/1.0 style).
+                self.open_response(status, ts, false, out);
+                self.responses.state = State::Lost;
+                false
+            }
         }
     }
 
@@ -673,6 +701,17 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// Length of the head at the start of `data` up to and including its blank line (CRLF CRLF
+/// or bare LF LF), when the whole head is there and within [`MAX_HEAD`].
+fn head_len(data: &[u8]) -> Option<usize> {
+    let data = &data[..data.len().min(MAX_HEAD)];
+    memchr::memchr_iter(b'\n', data).find_map(|nl| {
+        let blank = (nl >= 1 && data[nl - 1] == b'\n')
+            || (nl >= 2 && data[nl - 1] == b'\r' && data[nl - 2] == b'\n');
+        blank.then_some(nl + 1)
+    })
+}
+
 /// Appends head bytes from `data` to `buf` until the blank line (CRLF CRLF, or bare LF LF).
 /// Returns (complete, bytes of `data` used).
 fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> (bool, usize) {
@@ -680,16 +719,14 @@ fn take_head(buf: &mut Vec<u8>, data: &[u8]) -> (bool, usize) {
     let room = (MAX_HEAD + 1).saturating_sub(old);
     let take = data.len().min(room.max(1));
     buf.extend_from_slice(&data[..take]);
-    let mut i = old;
-    while let Some(off) = buf[i..].iter().position(|b| *b == b'\n') {
-        let nl = i + off;
+    // Only new line ends are searched; the blank-line test may look back into older bytes.
+    for nl in memchr::memchr_iter(b'\n', &buf[old..]).map(|i| old + i) {
         let blank = (nl >= 1 && buf[nl - 1] == b'\n')
             || (nl >= 2 && buf[nl - 1] == b'\r' && buf[nl - 2] == b'\n');
         if blank {
             buf.truncate(nl + 1);
             return (true, nl + 1 - old);
         }
-        i = nl + 1;
     }
     (false, take)
 }
@@ -701,17 +738,25 @@ fn first_line(head: &[u8]) -> &[u8] {
 }
 
 fn parse_head(head: &[u8]) -> Head<'_> {
-    let mut lines = head.split(|b| *b == b'\n');
-    let first = lines.next().unwrap_or_default();
+    let first_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let first = &head[..first_end];
     let first = first.strip_suffix(b"\r").unwrap_or(first);
     let mut h = Head {
         first,
         content_length: None,
         chunked: false,
     };
-    for line in lines {
+    let mut rest = head.get(first_end + 1..).unwrap_or_default();
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        // Only two header names matter; skip the others by their first byte.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            continue;
+        }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = &line[..colon];
@@ -759,7 +804,7 @@ fn is_tchar(b: u8) -> bool {
 
 /// `METHOD SP target SP HTTP/1.x`. With `partial`, the line may be cut short after the method
 /// (the target is then what was seen).
-fn request_line(line: &[u8], partial: bool) -> Option<(String, Vec<u8>)> {
+fn request_line(line: &[u8], partial: bool) -> Option<(&'static str, Vec<u8>)> {
     let sp = line.iter().position(|b| *b == b' ')?;
     let method = &line[..sp];
     if method.is_empty() || method.len() > 20 || !method.iter().all(|b| is_tchar(*b)) {
@@ -783,8 +828,26 @@ fn request_line(line: &[u8], partial: bool) -> Option<(String, Vec<u8>)> {
     if target.is_empty() || target.iter().any(|b| *b < 0x21 || *b == 0x7f) {
         return None;
     }
-    let method = String::from_utf8(method.to_vec()).ok()?;
-    Some((method, target[..target.len().min(MAX_TARGET)].to_vec()))
+    Some((
+        method_label(method),
+        target[..target.len().min(MAX_TARGET)].to_vec(),
+    ))
+}
+
+/// OTel `http.request.method`: the known methods, everything else `_OTHER`.
+pub fn method_label(m: &[u8]) -> &'static str {
+    match m {
+        b"GET" => "GET",
+        b"HEAD" => "HEAD",
+        b"POST" => "POST",
+        b"PUT" => "PUT",
+        b"DELETE" => "DELETE",
+        b"CONNECT" => "CONNECT",
+        b"OPTIONS" => "OPTIONS",
+        b"TRACE" => "TRACE",
+        b"PATCH" => "PATCH",
+        _ => "_OTHER",
+    }
 }
 
 /// `HTTP/1.x SP 3DIGIT [SP reason]`.
@@ -851,7 +914,7 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    e.method.clone(),
+                    e.method.to_string(),
                     String::from_utf8_lossy(&e.target).into_owned(),
                     e.status,
                     e.start_ns,

@@ -10,7 +10,10 @@
 //!    segments, every child under it becomes `*` (`/users/alice`, `/users/bob`, … →
 //!    `/users/*`). The table of parents is itself capped; past the cap, new parents collapse.
 //! 5. At most [`MAX_DEPTH`] segments are kept; deeper paths end in `/…`.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 /// Longest segment kept verbatim.
 pub const MAX_SEGMENT: usize = 64;
@@ -18,6 +21,10 @@ pub const MAX_SEGMENT: usize = 64;
 pub const MAX_DEPTH: usize = 12;
 /// Parent routes whose children are tracked for per-position collapse.
 pub const MAX_PARENTS: usize = 4096;
+/// Paths remembered with their route (keep-alive clients repeat the same few targets).
+const CACHE_ENTRIES: usize = 4096;
+/// Longest path remembered, so the cache stays within about 1 MiB.
+const CACHE_PATH_MAX: usize = 256;
 
 #[derive(Debug)]
 struct Template {
@@ -31,6 +38,8 @@ pub struct Router {
     max_values: usize,
     /// Parent route -> its distinct children (None once collapsed).
     children: HashMap<String, Option<HashSet<String>>>,
+    /// Path -> route, valid until a position collapses (then cleared).
+    cache: HashMap<Box<[u8]>, Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Router {
@@ -53,11 +62,29 @@ impl Router {
             templates,
             max_values,
             children: HashMap::new(),
+            cache: HashMap::default(),
         }
     }
 
-    pub fn route(&mut self, target: &[u8]) -> String {
+    /// The route of a request target. A path seen before gets its route from the cache:
+    /// its segments are already in the per-position tables, so computing it again would give
+    /// the same route unless a position collapsed since, which clears the cache.
+    pub fn route(&mut self, target: &[u8]) -> Arc<str> {
         let path = path_of(target);
+        if let Some(r) = self.cache.get(path) {
+            return Arc::clone(r);
+        }
+        let route: Arc<str> = Arc::from(self.compute(path));
+        if path.len() <= CACHE_PATH_MAX {
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            self.cache.insert(Box::from(path), Arc::clone(&route));
+        }
+        route
+    }
+
+    fn compute(&mut self, path: &[u8]) -> String {
         if path == b"*" {
             return "*".into();
         }
@@ -108,6 +135,7 @@ impl Router {
                 }
                 if set.len() >= self.max_values {
                     self.children.insert(parent.to_string(), None);
+                    self.cache.clear();
                     return "*".into();
                 }
                 set.insert(child.clone());
@@ -176,7 +204,7 @@ mod tests {
     use super::*;
 
     fn r(router: &mut Router, t: &str) -> String {
-        router.route(t.as_bytes())
+        router.route(t.as_bytes()).to_string()
     }
 
     #[test]
@@ -193,7 +221,7 @@ mod tests {
         assert_eq!(r(&mut ro, "/api/v1/cafe"), "/api/v1/cafe");
         assert_eq!(r(&mut ro, "http://host:8080/p/7?q"), "/p/*");
         assert_eq!(r(&mut ro, "*"), "*");
-        assert_eq!(ro.route(b"/n/\xff\xfe/x"), "/n/*/x");
+        assert_eq!(&*ro.route(b"/n/\xff\xfe/x"), "/n/*/x");
         let long = format!("/{}", "a".repeat(65536));
         assert_eq!(r(&mut ro, &long), "/*");
     }
@@ -221,6 +249,15 @@ mod tests {
             .collect();
         assert!(distinct.len() <= 11, "{}", distinct.len());
         assert!(ro.children.len() <= MAX_PARENTS);
+        assert!(ro.cache.len() <= CACHE_ENTRIES);
+        // A path routed before a collapse is not served its old route from the cache.
+        let mut ro = Router::new(&[], 3);
+        assert_eq!(r(&mut ro, "/k/a"), "/k/a");
+        assert_eq!(r(&mut ro, "/k/a"), "/k/a");
+        for c in ["b", "c", "d"] {
+            r(&mut ro, &format!("/k/{c}"));
+        }
+        assert_eq!(r(&mut ro, "/k/a"), "/k/*");
     }
 
     #[test]

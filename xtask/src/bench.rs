@@ -66,6 +66,11 @@ pub(crate) fn wait_ready(port: u16, path: &str) -> Result<()> {
     bail!("port {port} not ready after 30 s")
 }
 
+/// One GET of /metrics on a fresh connection; the body's size.
+pub(crate) fn scrape_once(port: u16) -> Result<usize> {
+    Client::connect(port)?.get("/metrics")
+}
+
 /// One keep-alive connection issuing GETs; handles Content-Length and chunked bodies.
 struct Client {
     reader: BufReader<TcpStream>,
@@ -397,7 +402,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
 }
 
 /// Keeps one section per benchmark: replaces the previous run's, or appends.
-fn replace_section(doc: &mut String, marker: &str, md: &str) {
+pub(crate) fn replace_section(doc: &mut String, marker: &str, md: &str) {
     if let Some(start) = doc.find(marker) {
         let end = doc[start + marker.len()..]
             .find("\n## ")

@@ -52,6 +52,9 @@ enum Task {
         /// Only the HTTP probe section (nginx under wrk, probe off vs on).
         #[arg(long)]
         only_http: bool,
+        /// Only the TCP probe section (connection rate off vs on, CPU at 10k/s, memory).
+        #[arg(long)]
+        only_tcp: bool,
     },
 }
 
@@ -70,11 +73,20 @@ fn main() -> Result<()> {
         Task::Bench {
             no_write,
             only_http,
+            only_tcp,
         } => {
             let env = setup::run()?;
             if only_http {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
                 return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
+            }
+            if only_tcp {
+                sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
+                return bench_tcp::run_alone(
+                    &root,
+                    &root.join("target/release/hostlens"),
+                    !no_write,
+                );
             }
             bench::run(&root, &env, !no_write)?;
             bench_remote_write::run(&root, &env, !no_write)

@@ -409,6 +409,22 @@ pub(crate) fn replace_section(doc: &mut String, marker: &str, md: &str) {
             .map_or(doc.len(), |e| start + marker.len() + e + 1);
         doc.replace_range(start..end, md);
     } else {
+        if !doc.is_empty() && !doc.ends_with("\n\n") {
+            doc.push('\n');
+        }
         doc.push_str(md);
     }
+}
+
+/// Replaces (or appends) the section starting with `marker` in BENCHMARKS.md.
+pub(crate) fn write_section(root: &Path, marker: &str, md: &str) -> Result<()> {
+    let path = root.join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    replace_section(&mut doc, marker, md);
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "==> BENCHMARKS.md updated ({})",
+        marker.trim_start_matches("## ")
+    );
+    Ok(())
 }

@@ -498,21 +498,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let _ = counted;
     print!("{md}");
     if write {
-        let path = root.join("BENCHMARKS.md");
-        let mut doc = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(start) = doc.find(MARKER) {
-            let end = doc[start + MARKER.len()..]
-                .find("\n## ")
-                .map_or(doc.len(), |e| start + MARKER.len() + e + 1);
-            doc.replace_range(start..end, &md);
-        } else {
-            if !doc.ends_with('\n') {
-                doc.push('\n');
-            }
-            doc.push_str(&md);
-        }
-        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("==> BENCHMARKS.md updated (HTTP section)");
+        super::bench::write_section(root, MARKER, &md)?;
     }
     Ok(())
 }

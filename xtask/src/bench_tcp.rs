@@ -118,11 +118,7 @@ pub fn run_alone(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let md = run(bin, &date)?;
     print!("{md}");
     if write {
-        let path = root.join("BENCHMARKS.md");
-        let mut doc = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        super::bench::replace_section(&mut doc, "## TCP probe: connection rate and cost", &md);
-        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+        super::bench::write_section(root, "## TCP probe: connection rate and cost", &md)?;
     }
     Ok(())
 }

@@ -890,8 +890,20 @@ impl ProbeCollector for HttpProbe {
             "Connections the HTTP decoder holds state for.",
             store.connections as f64,
         )?;
-        encode_server(out, &store)?;
-        encode_client(out, &store)?;
+        encode_family(
+            out,
+            SERVER_FAMILY,
+            "Duration of HTTP server requests: first request byte read to last response byte \
+             written.",
+            &store.server,
+        )?;
+        encode_family(
+            out,
+            CLIENT_FAMILY,
+            "Duration of HTTP client requests: first request byte written to last response \
+             byte read.",
+            &store.client,
+        )?;
         Ok(())
     }
 }
@@ -905,45 +917,45 @@ fn buckets(h: &Hist) -> Vec<(f64, u64)> {
         .collect()
 }
 
-fn encode_server(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
-    let mut fam = out.family(
-        SERVER_FAMILY,
-        "Duration of HTTP server requests: first request byte read to last response byte \
-         written.",
-        Kind::Histogram,
-    )?;
-    for (k, h) in &store.server {
-        let status = k.status.to_string();
-        let port = k.port.to_string();
-        let labels = [
-            ("http_request_method", k.method),
-            ("http_response_status_code", status.as_str()),
-            ("http_route", &*k.route),
-            ("server_port", port.as_str()),
-            ("process_name", &*k.process),
-        ];
-        fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
-    }
-    Ok(())
+/// A histogram series key: its label values in exposition order.
+trait SeriesKey {
+    fn label_values(&self) -> [(&'static str, std::borrow::Cow<'_, str>); 5];
 }
 
-fn encode_client(out: &mut Out<'_, '_>, store: &Store) -> Result<(), std::fmt::Error> {
-    let mut fam = out.family(
-        CLIENT_FAMILY,
-        "Duration of HTTP client requests: first request byte written to last response byte \
-         read.",
-        Kind::Histogram,
-    )?;
-    for (k, h) in &store.client {
-        let status = k.status.to_string();
-        let port = k.port.to_string();
-        let labels = [
-            ("http_request_method", k.method),
-            ("http_response_status_code", status.as_str()),
-            ("server_address", &*k.address),
-            ("server_port", port.as_str()),
-            ("process_name", &*k.process),
-        ];
+impl SeriesKey for ServerKey {
+    fn label_values(&self) -> [(&'static str, std::borrow::Cow<'_, str>); 5] {
+        [
+            ("http_request_method", self.method.into()),
+            ("http_response_status_code", self.status.to_string().into()),
+            ("http_route", (&*self.route).into()),
+            ("server_port", self.port.to_string().into()),
+            ("process_name", (&*self.process).into()),
+        ]
+    }
+}
+
+impl SeriesKey for ClientKey {
+    fn label_values(&self) -> [(&'static str, std::borrow::Cow<'_, str>); 5] {
+        [
+            ("http_request_method", self.method.into()),
+            ("http_response_status_code", self.status.to_string().into()),
+            ("server_address", (&*self.address).into()),
+            ("server_port", self.port.to_string().into()),
+            ("process_name", (&*self.process).into()),
+        ]
+    }
+}
+
+fn encode_family<K: SeriesKey>(
+    out: &mut Out<'_, '_>,
+    name: &str,
+    help: &str,
+    series: &FastMap<K, Hist>,
+) -> Result<(), std::fmt::Error> {
+    let mut fam = out.family(name, help, Kind::Histogram)?;
+    for (k, h) in series {
+        let values = k.label_values();
+        let labels = values.each_ref().map(|(n, v)| (*n, v.as_ref()));
         fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
     }
     Ok(())

@@ -62,6 +62,11 @@ fn count(e: &Exposition, family: &str, want: &[(&str, &str)]) -> f64 {
     sum_of(e, family, "count", want)
 }
 
+/// How much `count` of the matching series grew from `before` to `after`.
+fn delta(after: &Exposition, before: &Exposition, family: &str, want: &[(&str, &str)]) -> f64 {
+    count(after, family, want) - count(before, family, want)
+}
+
 /// Distinct label sets of `family` matching `want`.
 fn series(e: &Exposition, family: &str, want: &[(&str, &str)]) -> Vec<BTreeMap<String, String>> {
     let name = format!("{family}_count");
@@ -338,8 +343,7 @@ fn http_exact_counts_per_method_status_route() {
     ];
     let total: f64 = expect.iter().map(|x| x.3).sum();
     let after = settle(&agent, |e| {
-        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
-            >= total
+        delta(e, &before, SERVER, &[("server_port", p)]) >= total
     });
     for (m, s, r, n) in expect {
         let want = [
@@ -349,8 +353,8 @@ fn http_exact_counts_per_method_status_route() {
             ("http_route", r),
             ("process_name", "nginx"),
         ];
-        let delta = count(&after, SERVER, &want) - count(&before, SERVER, &want);
-        assert_eq!(delta, n, "server {m} {s} {r}\n{}", agent.log());
+        let server_delta = delta(&after, &before, SERVER, &want);
+        assert_eq!(server_delta, n, "server {m} {s} {r}\n{}", agent.log());
         // The python client's side of the same requests.
         let want = [
             ("server_port", p),
@@ -359,12 +363,11 @@ fn http_exact_counts_per_method_status_route() {
             ("http_response_status_code", s),
             ("process_name", py.as_str()),
         ];
-        let client_delta = count(&after, CLIENT, &want) - count(&before, CLIENT, &want);
+        let client_delta = delta(&after, &before, CLIENT, &want);
         assert_eq!(client_delta, n, "client {m} {s}");
     }
     assert_eq!(
-        count(&after, SERVER, &[("server_port", p)])
-            - count(&before, SERVER, &[("server_port", p)]),
+        delta(&after, &before, SERVER, &[("server_port", p)]),
         total,
         "no other server series for the port"
     );
@@ -384,10 +387,8 @@ fn http_exact_counts_per_method_status_route() {
         .map(|(n, _)| n.trim().parse().unwrap())
         .expect("wrk summary");
     let want = [("server_port", p), ("http_route", "/wrk.html")];
-    let after = settle(&agent, |e| {
-        count(e, SERVER, &want) - count(&before, SERVER, &want) >= done
-    });
-    let delta = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= done);
+    let delta = delta(&after, &before, SERVER, &want);
     assert!(
         delta >= done && delta <= done + 4.0,
         "wrk completed {done}, hostlens counted {delta}"
@@ -435,22 +436,11 @@ fn http_pipelined_requests_each_get_their_status() {
         ("http_route", "/nothing/*"),
     ];
     let after = settle(&agent, |e| {
-        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
-            >= 10.0
+        delta(e, &before, SERVER, &[("server_port", p)]) >= 10.0
     });
-    assert_eq!(
-        count(&after, SERVER, &ok) - count(&before, SERVER, &ok),
-        5.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &nf) - count(&before, SERVER, &nf),
-        5.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &[("server_port", p)])
-            - count(&before, SERVER, &[("server_port", p)]),
-        10.0
-    );
+    assert_eq!(delta(&after, &before, SERVER, &ok), 5.0);
+    assert_eq!(delta(&after, &before, SERVER, &nf), 5.0);
+    assert_eq!(delta(&after, &before, SERVER, &[("server_port", p)]), 10.0);
 
     // Deeper: 20 writes of 30 pipelined requests each; nginx answers several per writev.
     let before = after;
@@ -477,17 +467,10 @@ fn http_pipelined_requests_each_get_their_status() {
         ("http_route", "/deep/*"),
     ];
     let after = settle(&agent, |e| {
-        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
-            >= 600.0
+        delta(e, &before, SERVER, &[("server_port", p)]) >= 600.0
     });
-    assert_eq!(
-        count(&after, SERVER, &ok) - count(&before, SERVER, &ok),
-        200.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &deep) - count(&before, SERVER, &deep),
-        400.0
-    );
+    assert_eq!(delta(&after, &before, SERVER, &ok), 200.0);
+    assert_eq!(delta(&after, &before, SERVER, &deep), 400.0);
 }
 
 /// python3 http.server (threading, HTTP/1.1 keep-alive): `/slow` answers after 200 ms.
@@ -538,10 +521,8 @@ fn http_latency_matches_the_clients() {
     let before = agent.scrape();
     let got = py_client(port, &vec![("GET", "/slow".to_string(), ""); 10]);
     let client_mean = got.iter().map(|(_, t)| t).sum::<f64>() / got.len() as f64;
-    let after = settle(&agent, |e| {
-        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 10.0
-    });
-    let n = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= 10.0);
+    let n = delta(&after, &before, SERVER, &want);
     assert_eq!(n, 10.0);
     let mean = (sum_of(&after, SERVER, "sum", &want) - sum_of(&before, SERVER, "sum", &want)) / n;
     assert!(
@@ -568,23 +549,15 @@ fn http_latency_matches_the_clients() {
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(f[0], "200");
     let (ttfb, total): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-    let after = settle(&agent, |e| {
-        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 1.0
-    });
-    assert_eq!(
-        count(&after, SERVER, &want) - count(&before, SERVER, &want),
-        1.0
-    );
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= 1.0);
+    assert_eq!(delta(&after, &before, SERVER, &want), 1.0);
     let d = sum_of(&after, SERVER, "sum", &want) - sum_of(&before, SERVER, "sum", &want);
     assert!(
         d >= ttfb && d <= total,
         "10 MB: duration {d} s, curl TTFB {ttfb} s, total {total} s"
     );
     let cwant = [("server_port", np), ("process_name", "curl")];
-    assert_eq!(
-        count(&after, CLIENT, &cwant) - count(&before, CLIENT, &cwant),
-        1.0
-    );
+    assert_eq!(delta(&after, &before, CLIENT, &cwant), 1.0);
     let cd = sum_of(&after, CLIENT, "sum", &cwant) - sum_of(&before, CLIENT, "sum", &cwant);
     assert!(cd <= total, "client duration {cd} s > curl total {total} s");
 }
@@ -626,17 +599,10 @@ fn http_client_side_from_curl() {
     let mut nf = ok;
     nf[4] = ("http_response_status_code", "404");
     let after = settle(&agent, |e| {
-        count(e, CLIENT, &ok) - count(&before, CLIENT, &ok) >= 15.0
-            && count(e, CLIENT, &nf) - count(&before, CLIENT, &nf) >= 5.0
+        delta(e, &before, CLIENT, &ok) >= 15.0 && delta(e, &before, CLIENT, &nf) >= 5.0
     });
-    assert_eq!(
-        count(&after, CLIENT, &ok) - count(&before, CLIENT, &ok),
-        15.0
-    );
-    assert_eq!(
-        count(&after, CLIENT, &nf) - count(&before, CLIENT, &nf),
-        5.0
-    );
+    assert_eq!(delta(&after, &before, CLIENT, &ok), 15.0);
+    assert_eq!(delta(&after, &before, CLIENT, &nf), 5.0);
 }
 
 #[test]
@@ -677,11 +643,9 @@ fn http_route_cardinality_is_bounded() {
     }
     assert_eq!(n404, 100_000);
     let want = [("server_port", p), ("http_route", "/users/*")];
-    let after = settle(&agent, |e| {
-        count(e, SERVER, &want) - count(&before, SERVER, &want) >= 100_000.0
-    });
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= 100_000.0);
     assert_eq!(
-        count(&after, SERVER, &want) - count(&before, SERVER, &want),
+        delta(&after, &before, SERVER, &want),
         100_000.0,
         "lost events: {}",
         lost(&after) - lost(&before)
@@ -809,29 +773,18 @@ fn http_own_server_interim_chunked_and_split_heads() {
     let split = [("server_port", p), ("http_route", "/split")];
     let tpl = [("server_port", p), ("http_route", "/tpl/{name}/x")];
     let after = settle(&agent, |e| {
-        count(e, SERVER, &[("server_port", p)]) - count(&before, SERVER, &[("server_port", p)])
-            >= 6.0
+        delta(e, &before, SERVER, &[("server_port", p)]) >= 6.0
     });
     assert_eq!(
-        count(&after, SERVER, &tpl) - count(&before, SERVER, &tpl),
+        delta(&after, &before, SERVER, &tpl),
         1.0,
         "configured route template"
     );
+    assert_eq!(delta(&after, &before, SERVER, &interim), 3.0);
+    assert_eq!(delta(&after, &before, SERVER, &plain), 1.0);
+    assert_eq!(delta(&after, &before, SERVER, &split), 1.0);
     assert_eq!(
-        count(&after, SERVER, &interim) - count(&before, SERVER, &interim),
-        3.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &plain) - count(&before, SERVER, &plain),
-        1.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &split) - count(&before, SERVER, &split),
-        1.0
-    );
-    assert_eq!(
-        count(&after, SERVER, &[("server_port", p)])
-            - count(&before, SERVER, &[("server_port", p)]),
+        delta(&after, &before, SERVER, &[("server_port", p)]),
         6.0,
         "103 responses are not requests"
     );
@@ -931,14 +884,13 @@ fn http_bad_input_counts_nothing_false() {
     let op = own.to_string();
     let tp = talker.to_string();
     let after = settle(&agent, |e| {
-        count(e, SERVER, &[("server_port", np)]) - count(&before, SERVER, &[("server_port", np)])
-            >= 2.0
+        delta(e, &before, SERVER, &[("server_port", np)]) >= 2.0
     });
-    let delta = |port: &str| {
+    let per_series = |port: &str| {
         let mut d = BTreeMap::new();
         for l in series(&after, SERVER, &[("server_port", port)]) {
             let want: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let n = count(&after, SERVER, &want) - count(&before, SERVER, &want);
+            let n = delta(&after, &before, SERVER, &want);
             if n != 0.0 {
                 d.insert(
                     format!(
@@ -951,7 +903,7 @@ fn http_bad_input_counts_nothing_false() {
         }
         d
     };
-    let ng = delta(np);
+    let ng = per_series(np);
     assert_eq!(
         ng,
         BTreeMap::from([
@@ -960,8 +912,8 @@ fn http_bad_input_counts_nothing_false() {
         ]),
         "nginx: only the long-URL and non-UTF-8 requests are requests"
     );
-    assert_eq!(delta(&op), BTreeMap::new(), "own server");
-    assert_eq!(delta(&tp), BTreeMap::new(), "speak-first server");
+    assert_eq!(per_series(&op), BTreeMap::new(), "own server");
+    assert_eq!(per_series(&tp), BTreeMap::new(), "speak-first server");
     assert!(
         after
             .get("hostlens_http_decode_errors_total{reason=\"unpaired_response\"}")

@@ -65,13 +65,7 @@ fn syscalls_and_errors_per_process_are_exact() {
     let dir = TempDir::new("sys");
     // Room for every process group of a busy machine, so the test process gets its own name.
     let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
-    let agent = Agent::start(&[
-        "--config.file",
-        cfg.to_str().unwrap(),
-        "--collector.disable-defaults",
-        "--probe.disable-defaults",
-        "--probe.syscalls",
-    ]);
+    let agent = start_probe_agent(&cfg, &["syscalls"]);
     let e = agent.scrape();
     assert_eq!(
         e.get("hostlens_probe_attached{probe=\"syscalls\"}"),
@@ -139,13 +133,7 @@ fn process_name_is_bounded_to_top_k_plus_other() {
     }
     let dir = TempDir::new("topk");
     let cfg = config(&dir.0, "process_names:\n  top_k: 3\n");
-    let agent = Agent::start(&[
-        "--config.file",
-        cfg.to_str().unwrap(),
-        "--collector.disable-defaults",
-        "--probe.disable-defaults",
-        "--probe.syscalls",
-    ]);
+    let agent = start_probe_agent(&cfg, &["syscalls"]);
     // Twenty distinct process names, each making a few syscalls.
     let py = python_named(&dir.0, "python3");
     for i in 0..20 {
@@ -241,20 +229,26 @@ fn scrape_until(agent: &Agent, mut done: impl FnMut(&Exposition) -> bool) -> Exp
     }
 }
 
-fn start_tcp_agent(cfg: &Path) -> Agent {
-    let agent = Agent::start(&[
+/// The agent with config file `cfg`, no collectors and only `probes`, each checked attached.
+fn start_probe_agent(cfg: &Path, probes: &[&str]) -> Agent {
+    let flags: Vec<String> = probes.iter().map(|p| format!("--probe.{p}")).collect();
+    let mut args = vec![
         "--config.file",
         cfg.to_str().unwrap(),
         "--collector.disable-defaults",
         "--probe.disable-defaults",
-        "--probe.tcp",
-    ]);
-    assert_eq!(
-        agent.scrape().get("hostlens_probe_attached{probe=\"tcp\"}"),
-        Some(1.0),
-        "{}",
-        agent.log()
-    );
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let agent = Agent::start(&args);
+    let e = agent.scrape();
+    for p in probes {
+        assert_eq!(
+            e.get(&format!("hostlens_probe_attached{{probe=\"{p}\"}}")),
+            Some(1.0),
+            "probe {p}: {}",
+            agent.log()
+        );
+    }
     agent
 }
 
@@ -265,7 +259,7 @@ fn tcp_connections_failures_resets_and_bytes_per_process_are_exact() {
     }
     let dir = TempDir::new("tcp");
     let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
-    let agent = start_tcp_agent(&cfg);
+    let agent = start_probe_agent(&cfg, &["tcp"]);
     let (lname, cname) = (unique("hltl"), unique("hltc"));
     let (lpy, cpy) = (python_named(&dir.0, &lname), python_named(&dir.0, &cname));
     const N: u32 = 200;
@@ -427,7 +421,7 @@ fn tcp_retransmits_under_injected_loss_match_the_kernel() {
     }
     let dir = TempDir::new("retx");
     let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
-    let agent = start_tcp_agent(&cfg);
+    let agent = start_probe_agent(&cfg, &["tcp"]);
     let pair = NetPair::new();
     // Drop 10% of what arrives at the server's port in its namespace (this kernel has no
     // netem). Dropping on the sender's own output would not do: TCP sees that local drop as a
@@ -784,14 +778,7 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
          syscalls:\n  max_series: 256\n  max_threads: 128\n\
          tcp:\n  max_sockets: 32\n  max_series: 16\n",
     );
-    let agent = Agent::start(&[
-        "--config.file",
-        cfg.to_str().unwrap(),
-        "--collector.disable-defaults",
-        "--probe.disable-defaults",
-        "--probe.syscalls",
-        "--probe.tcp",
-    ]);
+    let agent = start_probe_agent(&cfg, &["syscalls", "tcp"]);
     // A process that is seen once and then goes idle: its series disappear after the grace
     // period (and its kernel entries are deleted).
     let idle = unique("hlidle");

@@ -149,7 +149,18 @@ fn temp_dir(tag: &str) -> TempDir {
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM first, so that nginx's master stops its workers (after a SIGKILL they would
+    /// live on, orphaned); SIGKILL after 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -99,16 +99,32 @@ mod nr {
     pub const ACCEPT4: u64 = u64::MAX;
 }
 
-/// Offsets in x86_64 `struct pt_regs`.
+/// Offsets in x86_64 `struct pt_regs`: `dx` at 96, then `si` (104) and `di` (112); `orig_ax`
+/// at 120.
 const REG_DX: u64 = 96;
-const REG_SI: u64 = 104;
-const REG_DI: u64 = 112;
 const REG_ORIG_AX: u64 = 120;
 
 #[inline(always)]
 fn reg(regs: u64, off: u64) -> u64 {
     // SAFETY: bpf_probe_read_kernel checks the address; `regs` is the tracepoint's pt_regs.
     unsafe { bpf_probe_read_kernel((regs + off) as *const u64) }.unwrap_or(u64::MAX)
+}
+
+/// The first three syscall arguments (x86_64: `di`, `si`, `dx`).
+#[derive(Clone, Copy)]
+struct Args {
+    di: u64,
+    si: u64,
+    dx: u64,
+}
+
+/// Reads `dx`, `si`, `di` (adjacent in `pt_regs`) with one helper call.
+#[inline(always)]
+fn args(regs: u64) -> Args {
+    // SAFETY: bpf_probe_read_kernel checks the address; `regs` points to a pt_regs.
+    let [dx, si, di] =
+        unsafe { bpf_probe_read_kernel((regs + REG_DX) as *const [u64; 3]) }.unwrap_or([0; 3]);
+    Args { di, si, dx }
 }
 
 #[inline(always)]
@@ -141,12 +157,11 @@ unsafe fn read_user<T>(addr: u64) -> Result<T, i32> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }
 }
 
-/// `struct iovec` at user address `iov`: (base, len).
+/// `struct iovec` at user address `iov`: (base, len), in one read.
 #[inline(always)]
 fn iovec_at(iov: u64) -> (u64, u64) {
     // SAFETY: bpf_probe_read_user checks the address.
-    let base = unsafe { read_user::<u64>(iov) }.unwrap_or(0);
-    let len = unsafe { read_user::<u64>(iov + 8) }.unwrap_or(0);
+    let [base, len] = unsafe { read_user::<[u64; 2]>(iov) }.unwrap_or([0, 0]);
     (base, len)
 }
 
@@ -257,21 +272,21 @@ fn on_exit(regs: u64, nr: u64, ret: i64) {
         nr::SENDMSG => (SC_SENDMSG, DIR_OUT),
         nr::SENDFILE => (SC_SENDFILE, DIR_OUT),
         nr::ACCEPT | nr::ACCEPT4 => {
-            on_accept(regs, ret);
+            on_accept(args(regs), ret);
             return;
         }
         nr::CONNECT => {
-            on_connect(regs, ret);
+            on_connect(args(regs), ret);
             return;
         }
         nr::CLOSE => {
-            on_close(regs);
+            on_close(args(regs));
             return;
         }
         _ => return,
     };
     if ret > 0 {
-        on_data(regs, ret as u64, syscall, direction);
+        on_data(args(regs), ret as u64, syscall, direction);
     }
 }
 
@@ -283,11 +298,11 @@ fn caller() -> Option<u32> {
 }
 
 #[inline(always)]
-fn on_data(regs: u64, moved: u64, syscall: u8, direction: u8) {
+fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
     let Some(tgid) = caller() else {
         return;
     };
-    let fd = reg(regs, REG_DI) as u32;
+    let fd = a.di as u32;
     // SAFETY: read-only copy of a map value; a concurrent delete only makes it stale.
     let Some(conn) = (unsafe { HTTP_CONNS.get(conn_key(tgid, fd)) }).copied() else {
         return;
@@ -312,16 +327,15 @@ fn on_data(regs: u64, moved: u64, syscall: u8, direction: u8) {
     }
     // The user buffer, or the iovec array and its count.
     let (buf, buf_len, iov, iovcnt) = match syscall {
-        SC_READV | SC_WRITEV => (0, 0, reg(regs, REG_SI), reg(regs, REG_DX)),
+        SC_READV | SC_WRITEV => (0, 0, a.si, a.dx),
         SC_RECVMSG | SC_SENDMSG => {
             // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
-            let msg = reg(regs, REG_SI);
+            let msg = a.si;
             // SAFETY: bpf_probe_read_user checks the address.
-            let iov = unsafe { read_user::<u64>(msg + 16) }.unwrap_or(0);
-            let iovlen = unsafe { read_user::<u64>(msg + 24) }.unwrap_or(0);
+            let [iov, iovlen] = unsafe { read_user::<[u64; 2]>(msg + 16) }.unwrap_or([0, 0]);
             (0, 0, iov, iovlen)
         }
-        _ => (reg(regs, REG_SI), reg(regs, REG_DX), 0, 0),
+        _ => (a.si, a.dx, 0, 0),
     };
     let (first, first_len) = if iov != 0 {
         if iovcnt == 0 {
@@ -447,7 +461,7 @@ fn follow(tgid: u32, fd: u32, role: u8) -> u64 {
 
 /// `accept(fd, ..)` / `accept4(fd, ..)` returned a new fd.
 #[inline(always)]
-fn on_accept(regs: u64, ret: i64) {
+fn on_accept(a: Args, ret: i64) {
     if ret < 0 {
         return;
     }
@@ -461,7 +475,7 @@ fn on_accept(regs: u64, ret: i64) {
         tgid,
         fd,
         conn_id,
-        aux: reg(regs, REG_DI) as u32,
+        aux: a.di as u32,
         direction: 0,
         role: ROLE_SERVER,
         syscall: 0,
@@ -471,15 +485,15 @@ fn on_accept(regs: u64, ret: i64) {
 
 /// `connect(fd, addr, addrlen)`: 0, or -EINPROGRESS (115) for a non-blocking socket.
 #[inline(always)]
-fn on_connect(regs: u64, ret: i64) {
+fn on_connect(a: Args, ret: i64) {
     if ret != 0 && ret != -115 {
         return;
     }
     let Some(tgid) = caller() else {
         return;
     };
-    let fd = reg(regs, REG_DI) as u32;
-    let addr = reg(regs, REG_SI);
+    let fd = a.di as u32;
+    let addr = a.si;
     // sockaddr_in6 is 28 bytes; a sockaddr_in (16) may sit at the end of a mapping.
     let mut sa = [0u8; 32];
     let mut sa_len = 0u16;
@@ -525,11 +539,11 @@ fn on_connect(regs: u64, ret: i64) {
 
 /// `close(fd)`: the end of a followed connection.
 #[inline(always)]
-fn on_close(regs: u64) {
+fn on_close(a: Args) {
     let Some(tgid) = caller() else {
         return;
     };
-    let fd = reg(regs, REG_DI) as u32;
+    let fd = a.di as u32;
     let key = conn_key(tgid, fd);
     // SAFETY: copied out before the delete below.
     let Some(conn) = (unsafe { HTTP_CONNS.get(key) }).copied() else {

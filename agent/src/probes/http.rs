@@ -475,6 +475,23 @@ struct ProcInfo {
     name: String,
 }
 
+/// Feeds one data record to a followed connection. Returns its labels when the record
+/// produced something to report (a completed exchange or an anomaly); None when it did not or
+/// the connection is filtered out.
+fn feed_tracked(
+    t: &mut Tracked,
+    dir: Dir,
+    h: &EventHeader,
+    payload: &[u8],
+    now: Instant,
+    out: &mut Output,
+) -> Option<Arc<ConnLabels>> {
+    t.last_seen = now;
+    let labels = t.labels.as_ref()?;
+    t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
+    (!out.exchanges.is_empty() || !out.anomalies.is_empty()).then(|| Arc::clone(labels))
+}
+
 /// Decoder state owned by the drain task.
 struct Decoder {
     cfg: HttpConfig,
@@ -564,45 +581,35 @@ impl Decoder {
                 );
             }
             EV_DATA => {
-                if !self.conns.contains_key(&key) {
-                    // Its start record was lost (ring buffer full): follow it without port.
-                    self.make_room();
-                    let role = if h.role == ROLE_CLIENT {
-                        Role::Client
-                    } else {
-                        Role::Server
-                    };
-                    let labels = self.labels_for(&h, &[]);
-                    self.conns.insert(
-                        key,
-                        Tracked {
-                            conn: Conn::new(role),
-                            labels,
-                            last_seen: now,
-                        },
-                    );
-                }
-                let Some(t) = self.conns.get_mut(&key) else {
-                    return;
+                let role = if h.role == ROLE_CLIENT {
+                    Role::Client
+                } else {
+                    Role::Server
                 };
-                t.last_seen = now;
-                if t.labels.is_none() {
-                    return;
-                }
                 let dir = if h.direction == DIR_IN {
                     Dir::In
                 } else {
                     Dir::Out
                 };
                 let mut out = Output::default();
-                t.conn.feed(dir, h.ts_ns, payload, h.bytes, &mut out);
-                let labels = t.labels.clone();
-                let role = if h.role == ROLE_CLIENT {
-                    Role::Client
-                } else {
-                    Role::Server
+                // One lookup on the common path; only a connection whose start record was lost
+                // (ring buffer full) is added here, followed without its port.
+                let labels = match self.conns.get_mut(&key) {
+                    Some(t) => feed_tracked(t, dir, &h, payload, now, &mut out),
+                    None => {
+                        self.make_room();
+                        let labels = self.labels_for(&h, &[]);
+                        let t = self.conns.entry(key).or_insert(Tracked {
+                            conn: Conn::new(role),
+                            labels,
+                            last_seen: now,
+                        });
+                        feed_tracked(t, dir, &h, payload, now, &mut out)
+                    }
                 };
-                self.report(role, labels.as_deref(), out, store);
+                if let Some(labels) = labels {
+                    self.report(role, Some(&labels), out, store);
+                }
             }
             EV_CLOSE => {
                 if let Some(mut t) = self.conns.remove(&key) {
@@ -621,6 +628,9 @@ impl Decoder {
     }
 
     fn report(&mut self, role: Role, labels: Option<&ConnLabels>, out: Output, store: &mut Store) {
+        if out.exchanges.is_empty() && out.anomalies.is_empty() {
+            return;
+        }
         for a in out.anomalies {
             *store.anomalies.entry(a).or_default() += 1;
         }

@@ -116,9 +116,10 @@ fn main() {
     let all = series();
     let batches: Vec<Batch> = all
         .chunks(BATCH)
-        .map(|c| Batch {
-            series: c.iter().map(|(s, _)| s.clone()).collect(),
-            meta: c.iter().map(|(_, m)| Some(m.clone())).collect(),
+        .map(|c| {
+            let series: Vec<TimeSeries> = c.iter().map(|(s, _)| s.clone()).collect();
+            let meta: Vec<_> = c.iter().map(|(_, m)| Some(m.clone())).collect();
+            Batch::from_series(&series, &meta)
         })
         .collect();
     println!(

@@ -52,6 +52,9 @@ enum Task {
         /// Only the HTTP probe section (nginx under wrk, probe off vs on).
         #[arg(long)]
         only_http: bool,
+        /// Only the remote-write section (encoding, and the 100k-series load vs vmagent).
+        #[arg(long, conflicts_with = "only_http")]
+        only_remote_write: bool,
     },
 }
 
@@ -70,8 +73,12 @@ fn main() -> Result<()> {
         Task::Bench {
             no_write,
             only_http,
+            only_remote_write,
         } => {
             let env = setup::run()?;
+            if only_remote_write {
+                return bench_remote_write::run(&root, &env, !no_write);
+            }
             if only_http {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
                 return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);

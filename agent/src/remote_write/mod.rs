@@ -228,10 +228,8 @@ impl Endpoint {
             tracing::warn!(endpoint = %self.name, series = invalid, "series with invalid or duplicate labels not sent");
             self.count_dropped(invalid);
         }
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = q.sync() {
-            tracing::warn!(endpoint = %self.name, error = %e, "cannot fsync the remote write queue");
-        }
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let segment = q.sync_handle();
         if done.dropped_full > 0 {
             tracing::warn!(endpoint = %self.name, samples = done.dropped_full, max_bytes = q.max_bytes(), "remote write queue full: oldest samples dropped");
             self.count_dropped(done.dropped_full);
@@ -243,6 +241,10 @@ impl Endpoint {
         self.update_queue_gauges(&q);
         drop(q);
         self.notify.notify_one();
+        // The gather's records go to disk (fsync) while the sender may already send them.
+        if let Err(e) = segment.and_then(|f| f.map_or(Ok(()), |f| f.sync_data())) {
+            tracing::warn!(endpoint = %self.name, error = %e, "cannot fsync the remote write queue");
+        }
     }
 
     /// Cuts the writer's record and appends it to the queue.

@@ -3,13 +3,13 @@
 //!
 //! Layout: `<dir>/<id:020>.seg`, each a sequence of records
 //! `[len u32 LE][crc32 u32 LE][samples u32 LE][payload]` where the payload is a snappy
-//! compressed [`QueueRecord`] (one gather). `<dir>/cursor` holds `segment offset skip
-//! consumed`: the next record to send, how many of its series were already sent, and how many
-//! samples of that segment were. It is replaced atomically (write + rename) after every
+//! compressed [`QueueRecord`] (a part of one gather, about [`RECORD_TARGET`] bytes before
+//! compression). `<dir>/cursor` holds `segment offset skip consumed`: the next record to send,
+//! how many of its series were already sent, and how many samples of that segment were. It is replaced atomically (write + rename) after every
 //! acknowledged batch, so after a crash at most the batch in flight is sent again.
 //!
-//! Durability: a segment is fsynced when it is closed (the next one is started) and whenever
-//! [`DiskQueue::sync`] is called (after each gather); the directory after a segment is created;
+//! Durability: a segment is fsynced when it is closed (the next one is started) and, through
+//! [`DiskQueue::sync_handle`], after each gather; the directory after a segment is created;
 //! the cursor at most once per [`CURSOR_SYNC_EVERY`], so after a power loss at most that much
 //! progress is forgotten (those batches are sent again; nothing is lost).
 //!
@@ -224,12 +224,9 @@ impl DiskQueue {
         Ok(())
     }
 
-    /// Flushes the segment being written to disk (fsync).
-    pub fn sync(&mut self) -> io::Result<()> {
-        match &self.writer {
-            Some((_, f)) => f.sync_data(),
-            None => Ok(()),
-        }
+    /// A handle of the segment being written, to fsync it without holding the queue.
+    pub fn sync_handle(&self) -> io::Result<Option<File>> {
+        self.writer.as_ref().map(|(_, f)| f.try_clone()).transpose()
     }
 
     /// Samples queued and not yet acknowledged.

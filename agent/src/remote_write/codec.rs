@@ -392,9 +392,11 @@ pub(crate) fn count_samples(ts: &[u8]) -> Result<u32, String> {
 }
 
 /// Labels (borrowed) and samples of a series.
+#[cfg(test)]
 pub(crate) type SeriesParts<'a> = (Vec<(&'a str, &'a str)>, Vec<Sample>);
 
 /// Labels (borrowed) and samples of one `WriteRequest.timeseries` field.
+#[cfg(test)]
 pub(crate) fn series_parts(entry: &[u8]) -> Result<SeriesParts<'_>, String> {
     let ts = series_message(entry)?;
     let mut labels = Vec::new();
@@ -572,53 +574,112 @@ pub fn encode_v1(batch: &Batch) -> Vec<u8> {
 
 /// Encodes a Remote-Write 2.0 `Request`: label names and values interned in `symbols`
 /// (whose first entry is the empty string, as the spec requires), metadata and created
-/// timestamp per series.
+/// timestamp per series. Written straight from the batch's bytes: the labels become symbol
+/// references, the sample fields (the same message in 1.0 and 2.0) are copied; the bytes are
+/// those prost makes of the same `v2::Request`.
 pub fn encode_v2(batch: &Batch) -> Vec<u8> {
     let mut symbols = Symbols::default();
-    symbols.get("");
-    let mut req = v2::Request::default();
-    req.timeseries.reserve(batch.len());
+    symbols.get(b"");
+    let mut series = Vec::with_capacity(batch.buf.len() / 2);
+    let mut refs: Vec<u32> = Vec::new();
+    let mut samples = Vec::new();
+    let mut tail = Vec::new();
     for (i, s) in batch.series.iter().enumerate() {
-        let Ok((labels, samples)) = series_parts(batch.entry(i)) else {
-            // Cannot happen for bytes this agent wrote (CRC-checked on the way back).
+        refs.clear();
+        samples.clear();
+        tail.clear();
+        // Series that do not parse cannot happen for bytes this agent wrote (CRC-checked on
+        // the way back); they are left out.
+        if v2_parts(batch.entry(i), &mut symbols, &mut refs, &mut samples).is_err() {
             continue;
-        };
-        let mut refs = Vec::with_capacity(labels.len() * 2);
-        for (n, v) in labels {
-            refs.push(symbols.get(n));
-            refs.push(symbols.get(v));
         }
-        let metadata = batch.meta_of(i).map(|m| v2::Metadata {
-            r#type: m.r#type,
-            help_ref: symbols.get(&m.help),
-            unit_ref: symbols.get(&m.unit),
-        });
-        req.timeseries.push(v2::TimeSeries {
-            labels_refs: refs,
-            samples: samples
-                .iter()
-                .map(|x| v2::Sample {
-                    value: x.value,
-                    timestamp: x.timestamp,
-                })
-                .collect(),
-            metadata,
-            created_timestamp: s.created,
-        });
+        if let Some(m) = batch.meta_of(i) {
+            let meta = v2::Metadata {
+                r#type: m.r#type,
+                help_ref: symbols.get(m.help.as_bytes()),
+                unit_ref: symbols.get(m.unit.as_bytes()),
+            };
+            prost::encoding::message::encode(5, &meta, &mut tail);
+        }
+        if s.created != 0 {
+            prost::encoding::int64::encode(6, &s.created, &mut tail);
+        }
+        let refs_len: usize = refs.iter().map(|r| encoded_len_varint(u64::from(*r))).sum();
+        let refs_field = if refs.is_empty() {
+            0
+        } else {
+            key_len(1) + encoded_len_varint(refs_len as u64) + refs_len
+        };
+        encode_key(5, WireType::LengthDelimited, &mut series);
+        encode_varint(
+            (refs_field + samples.len() + tail.len()) as u64,
+            &mut series,
+        );
+        if !refs.is_empty() {
+            encode_key(1, WireType::LengthDelimited, &mut series);
+            encode_varint(refs_len as u64, &mut series);
+            for r in &refs {
+                encode_varint(u64::from(*r), &mut series);
+            }
+        }
+        series.extend_from_slice(&samples);
+        series.extend_from_slice(&tail);
     }
-    req.symbols = symbols.list.into_iter().map(str::to_string).collect();
-    req.encode_to_vec()
+    let sym_len: usize = symbols
+        .list
+        .iter()
+        .map(|s| key_len(4) + encoded_len_varint(s.len() as u64) + s.len())
+        .sum();
+    let mut out = Vec::with_capacity(sym_len + series.len());
+    for s in &symbols.list {
+        encode_key(4, WireType::LengthDelimited, &mut out);
+        encode_varint(s.len() as u64, &mut out);
+        out.extend_from_slice(s);
+    }
+    out.extend_from_slice(&series);
+    out
+}
+
+/// A series' label pairs as symbol references, and its sample fields as they are.
+fn v2_parts<'a>(
+    entry: &'a [u8],
+    symbols: &mut Symbols<'a>,
+    refs: &mut Vec<u32>,
+    samples: &mut Vec<u8>,
+) -> Result<(), String> {
+    let ts = series_message(entry)?;
+    let mut pos = 0;
+    while let Some(f) = next_field(ts, &mut pos)? {
+        match (f.tag, f.val) {
+            (1, Val::Bytes(b)) => {
+                let (mut n, mut v): (&[u8], &[u8]) = (b"", b"");
+                let mut p = 0;
+                while let Some(lf) = next_field(b, &mut p)? {
+                    match (lf.tag, lf.val) {
+                        (1, Val::Bytes(s)) => n = s,
+                        (2, Val::Bytes(s)) => v = s,
+                        _ => {}
+                    }
+                }
+                refs.push(symbols.get(n));
+                refs.push(symbols.get(v));
+            }
+            (2, Val::Bytes(_)) => samples.extend_from_slice(&ts[f.start..f.end]),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The 2.0 symbols table being built: each distinct string once, in first-use order.
 #[derive(Default)]
 struct Symbols<'a> {
-    list: Vec<&'a str>,
-    index: HashMap<&'a str, u32>,
+    list: Vec<&'a [u8]>,
+    index: HashMap<&'a [u8], u32>,
 }
 
 impl<'a> Symbols<'a> {
-    fn get(&mut self, s: &'a str) -> u32 {
+    fn get(&mut self, s: &'a [u8]) -> u32 {
         *self.index.entry(s).or_insert_with(|| {
             self.list.push(s);
             (self.list.len() - 1) as u32
@@ -917,6 +978,42 @@ mod tests {
             "a symbol repeated: {:?}",
             req.symbols
         );
+        // Byte for byte what prost makes of the same request.
+        let mut syms: Vec<String> = vec![String::new()];
+        let mut sym = |x: &str| match syms.iter().position(|y| y == x) {
+            Some(i) => i as u32,
+            None => {
+                syms.push(x.to_string());
+                (syms.len() - 1) as u32
+            }
+        };
+        let mut want = v2::Request::default();
+        for (i, (ts, m)) in series.iter().zip(&meta).enumerate() {
+            let mut labels_refs = vec![];
+            for lb in &ts.labels {
+                labels_refs.push(sym(&lb.name));
+                labels_refs.push(sym(&lb.value));
+            }
+            want.timeseries.push(v2::TimeSeries {
+                labels_refs,
+                samples: ts
+                    .samples
+                    .iter()
+                    .map(|x| v2::Sample {
+                        value: x.value,
+                        timestamp: x.timestamp,
+                    })
+                    .collect(),
+                metadata: m.as_ref().map(|m| v2::Metadata {
+                    r#type: m.r#type,
+                    help_ref: sym(&m.help),
+                    unit_ref: sym(&m.unit),
+                }),
+                created_timestamp: if i == 0 { 7 } else { 0 },
+            });
+        }
+        want.symbols = syms;
+        assert_eq!(raw, want.encode_to_vec());
         let d = decode_v2(&compress(&raw)).unwrap();
         assert_eq!(d.series[..2], series[..2]);
         assert_eq!(d.series[2].labels, series[2].labels);

@@ -45,7 +45,10 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
          core): 20,000 series shaped like a node's (cpu×mode counters, filesystem gauges, HTTP \
          histogram buckets by method/status/route, with `instance` and `job`), encoded in \
          batches of 2,000 (Prometheus' default `max_samples_per_send`) and compressed with \
-         snappy (block format), repeated for at least 1.5 s. Bytes per sample are of the \
+         snappy (block format), repeated for at least 1.5 s. Encoding is what hostlens does per \
+         series: its labels (borrowed strings) and sample to protobuf bytes once, when it is \
+         queued (a 1.0 body is then those bytes as they are); for 2.0 also the request with its \
+         symbols table built from those bytes. Bytes per sample are of the \
          request body as sent. The 2.0 figures include per-series metadata (type, help).\n\n{table}\n{load}"
     );
     print!("{md}");

@@ -3,6 +3,9 @@
 //! snappy, HTTP) to `--url` every `--interval-ms`, for `--intervals` intervals. Prints
 //! `cpu_ms_per_interval=<f> rss_first_mb=<f> rss_last_mb=<f> queue_mb=<f> sent=<n>`.
 //! `--dump-text FILE` writes the same series as text 0.0.4 (what vmagent scrapes) and exits.
+//! `--baseline registry` measures the registry alone (no remote write), `--baseline gather`
+//! the registry gathered every interval and the result dropped (what any consumer of the
+//! registry pays), so that the remote-write path's own cost is the difference.
 use std::{sync::Arc, time::Duration};
 
 use hostlens::{
@@ -61,10 +64,14 @@ fn main() {
         std::fs::write(path, text).unwrap();
         return;
     }
-    let url = arg("--url").expect("--url");
-    let queue = arg("--queue").expect("--queue");
     let interval = Duration::from_millis(arg("--interval-ms").map_or(5000, |s| s.parse().unwrap()));
     let intervals: u32 = arg("--intervals").map_or(4, |s| s.parse().unwrap());
+    if let Some(mode) = arg("--baseline") {
+        baseline(n, &mode, interval, intervals);
+        return;
+    }
+    let url = arg("--url").expect("--url");
+    let queue = arg("--queue").expect("--queue");
     let cfg: RemoteWriteConfig =
         serde_yaml::from_str(&format!("url: {url}\nname: bench\n")).unwrap();
     let opts = RemoteWriteOptions {
@@ -108,4 +115,41 @@ fn main() {
         );
         running.shutdown().await;
     });
+}
+
+/// The registry without remote write: idle, or gathered every interval.
+fn baseline(n: usize, mode: &str, interval: Duration, intervals: u32) {
+    let gather = match mode {
+        "registry" => false,
+        "gather" => true,
+        m => panic!("--baseline {m}: registry or gather"),
+    };
+    let reg = registry(n);
+    let work = || {
+        if gather {
+            drop(exposition::gather(&reg).unwrap());
+            // As the remote-write loop does after each gather.
+            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    };
+    // The same schedule as the push mode: work at 0, 1, 2, … intervals; measured from 1.5
+    // intervals on, over `intervals` intervals.
+    work();
+    std::thread::sleep(interval);
+    work();
+    std::thread::sleep(interval / 2);
+    let (cpu0, rss_first) = self_stat();
+    for _ in 0..intervals {
+        std::thread::sleep(interval / 2);
+        work();
+        std::thread::sleep(interval / 2);
+    }
+    let (cpu1, rss_last) = self_stat();
+    println!(
+        "cpu_ms_per_interval={:.1} rss_first_mb={rss_first:.1} rss_last_mb={rss_last:.1} queue_mb=0 sent=0",
+        (cpu1 - cpu0) * 1000.0 / intervals as f64,
+    );
 }

@@ -207,6 +207,8 @@ struct Got {
     headers: BTreeMap<String, String>,
     series: Vec<proto::TimeSeries>,
     meta: Vec<Option<(i32, String, String)>>,
+    /// 2.0 created timestamps per series (empty for 1.0).
+    created: Vec<i64>,
 }
 
 /// Decides the answer: (status, extra headers, body). Raw bytes instead of an HTTP answer
@@ -435,15 +437,16 @@ fn serve_conn(inner: Arc<Inner>, mut s: impl Read + Write) {
         let v2 = headers
             .get("content-type")
             .is_some_and(|c| c.contains("io.prometheus.write.v2.Request"));
-        let (series, meta) = if v2 {
-            codec::decode_v2(&body).expect("a valid 2.0 body")
+        let (series, meta, created) = if v2 {
+            let d = codec::decode_v2(&body).expect("a valid 2.0 body");
+            (d.series, d.meta, d.created)
         } else {
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(&body)
                 .expect("snappy block format");
             let req = proto::WriteRequest::decode(raw.as_slice()).expect("a WriteRequest");
             let n = req.timeseries.len();
-            (req.timeseries, vec![None; n])
+            (req.timeseries, vec![None; n], vec![])
         };
         let mut got = Got {
             at: Instant::now(),
@@ -452,6 +455,7 @@ fn serve_conn(inner: Arc<Inner>, mut s: impl Read + Write) {
             headers,
             series,
             meta,
+            created,
         };
         let idx = inner.got.lock().unwrap().len();
         let (status, extra, rbody) = (inner.policy.lock().unwrap())(idx, &got);
@@ -1178,6 +1182,88 @@ fn remote_write_2_with_metadata() {
     }
     assert!(checked > 50, "{checked}");
     assert_order(&rx.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn remote_write_2_created_timestamps_for_counters_only() {
+    let rx = Receiver::start(free_port(), Mode::Normal, ok_policy());
+    let dir = tempdir("v2-created");
+    let agent = start_agent(&write_config(
+        &dir,
+        &rx.url(),
+        "    protobuf_message: io.prometheus.write.v2.Request\n",
+        "",
+    ));
+    // Per series: its created timestamps and sample timestamps over several gathers.
+    let collect = |rx: &Receiver| {
+        let mut per: BTreeMap<Labels, (i32, BTreeSet<i64>, Vec<i64>)> = BTreeMap::new();
+        for g in rx.got() {
+            for ((s, m), c) in g.series.iter().zip(&g.meta).zip(&g.created) {
+                // Stale markers carry no metadata (and no created timestamp).
+                let Some((t, _, _)) = m else {
+                    assert_eq!(*c, 0, "a stale marker with a created timestamp");
+                    continue;
+                };
+                let e = per.entry(to_labels(&s.labels)).or_default();
+                e.0 = *t;
+                e.1.insert(*c);
+                e.2.extend(s.samples.iter().map(|x| x.timestamp));
+            }
+        }
+        per
+    };
+    wait_until(
+        "five counter series in three gathers",
+        Duration::from_secs(30),
+        || {
+            collect(&rx)
+                .values()
+                .filter(|(t, _, ts)| *t == 1 && ts.iter().collect::<BTreeSet<_>>().len() >= 3)
+                .count()
+                >= 5
+        },
+    );
+    drop(agent);
+    let per = collect(&rx);
+    let (mut counters, mut gauges, mut repeated) = (0, 0, 0);
+    for (labels, (t, created, ts)) in &per {
+        let first = *ts.iter().min().unwrap();
+        match *t {
+            // counter, histogram, summary: one non-zero created timestamp, at or before the
+            // first sample, the same in every request.
+            1 | 3 | 5 => {
+                assert_eq!(
+                    created.len(),
+                    1,
+                    "{labels:?}: created timestamps {created:?}"
+                );
+                let c = *created.first().unwrap();
+                assert!(c > 0, "{labels:?}: created timestamp 0");
+                assert!(
+                    c <= first,
+                    "{labels:?}: created {c} after the first sample {first}"
+                );
+                counters += 1;
+                if ts.iter().collect::<BTreeSet<_>>().len() >= 2 {
+                    repeated += 1;
+                }
+            }
+            2 => {
+                assert_eq!(
+                    created,
+                    &BTreeSet::from([0]),
+                    "{labels:?}: a gauge with a created timestamp"
+                );
+                gauges += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        counters >= 5 && gauges >= 20 && repeated >= 5,
+        "{counters} counters ({repeated} in several requests), {gauges} gauges"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

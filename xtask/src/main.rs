@@ -55,6 +55,9 @@ enum Task {
         /// Only the TCP probe section (connection rate off vs on, CPU at 10k/s, memory).
         #[arg(long)]
         only_tcp: bool,
+        /// Only the remote-write section (encoding, and the 100k-series load vs vmagent).
+        #[arg(long, conflicts_with = "only_http")]
+        only_remote_write: bool,
     },
 }
 
@@ -74,8 +77,12 @@ fn main() -> Result<()> {
             no_write,
             only_http,
             only_tcp,
+            only_remote_write,
         } => {
             let env = setup::run()?;
+            if only_remote_write {
+                return bench_remote_write::run(&root, &env, !no_write);
+            }
             if only_http {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
                 return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);

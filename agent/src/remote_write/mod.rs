@@ -1,6 +1,7 @@
-//! Remote write: every `interval` the whole registry is gathered once, flattened to series
-//! (external labels, `write_relabel_configs`, stale markers for series that went away) and
-//! appended to each endpoint's durable disk queue ([`queue`]); one sender per endpoint sends
+//! Remote write: every `interval` the whole registry is gathered once, visited series by
+//! series (external labels, `write_relabel_configs`, stale markers for series that went away,
+//! created timestamps), encoded once and appended to each endpoint's durable disk queue
+//! ([`queue`]); one sender per endpoint sends
 //! the queue in order ([`sender`]), retrying network errors, 5xx and 429 with capped
 //! exponential backoff and jitter (Retry-After honoured), dropping batches the receiver
 //! rejects with another 4xx. Remote-Write 1.0 or 2.0 per endpoint (`protobuf_message`), 2.0
@@ -21,7 +22,7 @@ pub mod sender;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
-    hash::{Hash as _, Hasher as _},
+    hash::Hasher as _,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -37,12 +38,13 @@ use prometheus_client::{
 use tokio::sync::{Notify, watch};
 
 use crate::emit::{Kind, Out};
-use codec::{Batch, FlatSeries, Protocol};
+use codec::{Batch, Protocol};
 use config::{
     ProtobufMessage, RelabelAction, RelabelConfig, RemoteWriteConfig, RemoteWriteOptions,
 };
-use proto::{Label, MetricMetadata, QueueRecord, Sample, TimeSeries};
-use queue::DiskQueue;
+use hyper::body::Bytes;
+use proto::{MetricMetadata, Sample};
+use queue::{DiskQueue, RecordWriter};
 use sender::{Answer, Sender};
 
 /// How long a sender keeps sending queued samples after SIGTERM before leaving them on disk.
@@ -93,8 +95,37 @@ pub struct Endpoint {
     /// Set once a 2.0 endpoint answered 415: 1.0 from then on.
     fell_back: AtomicBool,
     external: BTreeMap<String, String>,
-    /// Series of the previous gather (label hash -> final labels), for stale markers.
-    previous: Mutex<HashMap<u64, Vec<Label>>>,
+    /// Series of the previous gather, for stale markers and created timestamps.
+    previous: Mutex<Seen>,
+}
+
+/// The series of one gather as queued: their encoded label fields, by label hash.
+#[derive(Default)]
+struct Seen {
+    labels: Vec<u8>,
+    index: HashMap<u64, SeenSeries>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeenSeries {
+    start: u32,
+    len: u32,
+    /// When this endpoint first queued the series (ms): its created timestamp when it counts.
+    first_ms: i64,
+}
+
+impl Seen {
+    fn labels_of(&self, s: &SeenSeries) -> &[u8] {
+        &self.labels[s.start as usize..(s.start + s.len) as usize]
+    }
+}
+
+/// What appending one gather's records did.
+#[derive(Default)]
+struct Appended {
+    dropped_full: u64,
+    failed: u64,
+    error: Option<std::io::Error>,
 }
 
 impl Endpoint {
@@ -117,127 +148,146 @@ impl Endpoint {
         self.stats.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Builds this endpoint's record from one gather and appends it to the queue.
-    fn enqueue(&self, flat: &[FlatSeries], meta: &[MetricMetadata], now_ms: i64) {
-        let mut rec = QueueRecord {
-            timeseries: Vec::with_capacity(flat.len()),
-            metadata: meta.to_vec(),
-            family: Vec::with_capacity(flat.len()),
-            queued_ms: now_ms,
+    /// Queues one gather for this endpoint: each series' final labels encoded once, its
+    /// sample and created timestamp, then stale markers for the series of the last gather
+    /// that are gone; appended as records of about [`queue::RECORD_TARGET`] bytes.
+    fn enqueue(&self, families: &[pb::MetricFamily], meta: &[MetricMetadata], now_ms: i64) {
+        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = Seen {
+            labels: Vec::with_capacity(prev.labels.len() + 4096),
+            index: HashMap::with_capacity(prev.index.len()),
         };
-        // Series are told apart by a hash of their labels (equal labels confirmed on a hit),
-        // so no second copy of every label set is made.
-        let mut seen: HashMap<u64, usize> = HashMap::with_capacity(flat.len());
-        let mut hashes = Vec::with_capacity(flat.len());
+        let mut w = RecordWriter::new(meta, now_ms);
+        let mut done = Appended::default();
         let mut invalid = 0u64;
-        for s in flat {
-            let labels = match codec::finish_labels(s.labels.clone(), &self.external) {
-                Ok(l) => l,
-                Err(e) => {
-                    invalid += 1;
-                    tracing::debug!(endpoint = %self.name, error = %e, "series not sent");
-                    continue;
-                }
-            };
-            let Some(labels) = relabel(labels, &self.cfg.write_relabel_configs) else {
-                continue;
-            };
-            let h = label_hash(&labels);
-            match seen.get(&h) {
-                Some(i) if rec.timeseries[*i].labels == labels => {
-                    invalid += 1;
-                    continue;
-                }
-                Some(_) => {}
-                None => {
-                    seen.insert(h, rec.timeseries.len());
-                }
+        let rules = &self.cfg.write_relabel_configs;
+        codec::visit(families, now_ms, |s| {
+            let mut labels: Vec<(&str, &str)> =
+                Vec::with_capacity(s.labels.len() + 2 + self.external.len());
+            labels.push(("__name__", s.name));
+            labels.extend(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+            labels.extend(s.extra);
+            if let Err(e) = codec::finish_label_refs(&mut labels, &self.external) {
+                invalid += 1;
+                tracing::debug!(endpoint = %self.name, error = %e, "series not sent");
+                return;
             }
-            hashes.push(h);
-            rec.timeseries.push(TimeSeries {
-                labels,
-                samples: vec![s.sample],
+            if !relabel(&mut labels, rules) {
+                return;
+            }
+            let start = cur.labels.len();
+            codec::put_labels(&labels, &mut cur.labels);
+            let h = hash_bytes(&cur.labels[start..]);
+            if let Some(o) = cur.index.get(&h)
+                && cur.labels_of(o) == &cur.labels[start..]
+            {
+                // The same series twice in one gather: the first one is sent.
+                invalid += 1;
+                cur.labels.truncate(start);
+                return;
+            }
+            let first_ms = prev
+                .index
+                .get(&h)
+                .map_or(now_ms.min(s.sample.timestamp), |p| p.first_ms);
+            cur.index.entry(h).or_insert(SeenSeries {
+                start: start as u32,
+                len: (cur.labels.len() - start) as u32,
+                first_ms,
             });
-            rec.family.push(s.family);
-        }
-        let live = rec.timeseries.len();
+            let created = if s.cumulative() {
+                s.start_ms.filter(|t| *t > 0).unwrap_or(first_ms)
+            } else {
+                0
+            };
+            w.push(&cur.labels[start..], s.sample, Some(s.family), created);
+            if w.full() {
+                self.append(&mut w, &mut done);
+            }
+        });
         // Series of the last gather that are gone get a stale marker now (once: they are not
         // remembered after this).
-        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
-        for (h, labels) in prev.drain() {
-            if !seen.contains_key(&h) {
-                rec.timeseries.push(TimeSeries {
-                    labels,
-                    samples: vec![Sample {
-                        value: codec::stale_nan(),
-                        timestamp: now_ms,
-                    }],
-                });
-                rec.family.push(u32::MAX);
+        for (h, p) in &prev.index {
+            if !cur.index.contains_key(h) {
+                let stale = Sample {
+                    value: codec::stale_nan(),
+                    timestamp: now_ms,
+                };
+                w.push(prev.labels_of(p), stale, None, 0);
+                if w.full() {
+                    self.append(&mut w, &mut done);
+                }
             }
         }
+        if !w.is_empty() {
+            self.append(&mut w, &mut done);
+        }
+        *prev = cur;
+        drop(prev);
         if invalid > 0 {
             tracing::warn!(endpoint = %self.name, series = invalid, "series with invalid or duplicate labels not sent");
             self.count_dropped(invalid);
         }
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match q.append(&rec) {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(endpoint = %self.name, samples = n, max_bytes = q.max_bytes(), "remote write queue full: oldest samples dropped");
-                self.count_dropped(n);
-            }
-            Err(e) => {
-                tracing::error!(endpoint = %self.name, error = %e, samples = rec.timeseries.len(), "cannot append to the remote write queue: samples dropped");
-                self.count_dropped(rec.timeseries.len() as u64);
-            }
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let segment = q.sync_handle();
+        if done.dropped_full > 0 {
+            tracing::warn!(endpoint = %self.name, samples = done.dropped_full, max_bytes = q.max_bytes(), "remote write queue full: oldest samples dropped");
+            self.count_dropped(done.dropped_full);
+        }
+        if let Some(e) = done.error {
+            tracing::error!(endpoint = %self.name, error = %e, samples = done.failed, "cannot append to the remote write queue: samples dropped");
+            self.count_dropped(done.failed);
         }
         self.update_queue_gauges(&q);
         drop(q);
         self.notify.notify_one();
-        // Remember this gather's series for the next one, moving the labels out of the record.
-        rec.timeseries.truncate(live);
-        for (h, ts) in hashes.into_iter().zip(rec.timeseries) {
-            prev.insert(h, ts.labels);
+        // The gather's records go to disk (fsync) while the sender may already send them.
+        if let Err(e) = segment.and_then(|f| f.map_or(Ok(()), |f| f.sync_data())) {
+            tracing::warn!(endpoint = %self.name, error = %e, "cannot fsync the remote write queue");
+        }
+    }
+
+    /// Cuts the writer's record and appends it to the queue.
+    fn append(&self, w: &mut RecordWriter<'_>, done: &mut Appended) {
+        let (raw, samples) = w.take();
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match q.append_raw(&raw, samples) {
+            Ok(n) => done.dropped_full += n,
+            Err(e) => {
+                done.failed += samples;
+                done.error = Some(e);
+            }
         }
     }
 }
 
-fn label_hash(labels: &[Label]) -> u64 {
+fn hash_bytes(b: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    labels.hash(&mut h);
+    h.write(b);
     h.finish()
 }
 
-/// Applies `write_relabel_configs`; `None` when the series is dropped.
-pub fn relabel(mut labels: Vec<Label>, rules: &[RelabelConfig]) -> Option<Vec<Label>> {
+/// Applies `write_relabel_configs` to sorted labels; false when the series is dropped.
+pub fn relabel(labels: &mut Vec<(&str, &str)>, rules: &[RelabelConfig]) -> bool {
     for r in rules {
         match r.action {
             RelabelAction::Keep | RelabelAction::Drop => {
                 let value = r
                     .source_labels
                     .iter()
-                    .map(|n| {
-                        labels
-                            .iter()
-                            .find(|l| &l.name == n)
-                            .map_or("", |l| l.value.as_str())
-                    })
+                    .map(|n| labels.iter().find(|l| l.0 == n).map_or("", |l| l.1))
                     .collect::<Vec<_>>()
                     .join(&r.separator);
                 let m = r.regex.is_match(&value);
                 if (r.action == RelabelAction::Keep) != m {
-                    return None;
+                    return false;
                 }
             }
-            RelabelAction::Labeldrop => labels.retain(|l| !r.regex.is_match(&l.name)),
-            RelabelAction::Labelkeep => labels.retain(|l| r.regex.is_match(&l.name)),
+            RelabelAction::Labeldrop => labels.retain(|l| !r.regex.is_match(l.0)),
+            RelabelAction::Labelkeep => labels.retain(|l| r.regex.is_match(l.0)),
         }
     }
-    labels
-        .iter()
-        .any(|l| l.name == "__name__")
-        .then_some(labels)
+    labels.iter().any(|l| l.0 == "__name__")
 }
 
 /// The configured endpoints, opened (queues on disk, HTTP clients) but not started.
@@ -283,7 +333,7 @@ impl RemoteWrite {
                 stats: Stats::default(),
                 fell_back: AtomicBool::new(false),
                 external: external.clone(),
-                previous: Mutex::new(HashMap::new()),
+                previous: Mutex::new(Seen::default()),
             };
             {
                 let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -389,12 +439,11 @@ async fn gather_loop(
         let done = tokio::task::spawn_blocking(move || {
             let families = g()?;
             let now = now_ms();
-            let (flat, meta) = codec::flatten(&families, now);
-            drop(families);
+            let meta = codec::metadata(&families);
             for ep in &eps {
-                ep.enqueue(&flat, &meta, now);
+                ep.enqueue(&families, &meta, now);
             }
-            drop(flat);
+            drop(families);
             // A gather of a large registry allocates and frees tens of MB at once; hand the
             // freed memory back so that the resident size reflects what is kept.
             #[cfg(target_env = "gnu")]
@@ -552,7 +601,7 @@ async fn send_batch(
     let n = batch.samples() as u64;
     let age_limit = ep.cfg.queue_config.sample_age_limit.0;
     let mut first_refusal: Option<Instant> = None;
-    let mut body_cache: Option<(Protocol, Vec<u8>)> = None;
+    let mut body_cache: Option<(Protocol, Bytes)> = None;
     loop {
         let proto = ep.protocol();
         let body = match &body_cache {
@@ -640,12 +689,12 @@ async fn send_batch(
     }
 }
 
-fn encode(batch: &Batch, proto: Protocol) -> Vec<u8> {
-    let raw = match proto {
-        Protocol::V1 => codec::encode_v1(batch),
-        Protocol::V2 => codec::encode_v2(batch),
-    };
-    codec::compress(&raw)
+/// The compressed body of a batch: a 1.0 body is the batch's bytes as they are.
+fn encode(batch: &Batch, proto: Protocol) -> Bytes {
+    Bytes::from(match proto {
+        Protocol::V1 => codec::compress(&batch.buf),
+        Protocol::V2 => codec::compress(&codec::encode_v2(batch)),
+    })
 }
 
 fn commit(ep: &Endpoint, p: &queue::Peeked) {
@@ -674,12 +723,12 @@ enum Outcome {
 /// each: a series is always in one shard, so sending shards in parallel keeps its order.
 fn split_shards(batch: Batch, shards: usize) -> Vec<Batch> {
     let mut out = vec![Batch::default(); shards];
-    for (s, m) in batch.series.into_iter().zip(batch.meta) {
-        let i = (label_hash(&s.labels) % shards as u64) as usize;
-        out[i].series.push(s);
-        out[i].meta.push(m);
+    for (i, s) in batch.series.iter().enumerate() {
+        let e = batch.entry(i);
+        let k = (codec::label_fields_hash(e) % shards as u64) as usize;
+        out[k].push_entry(e, s.samples, batch.meta_of(i), s.created);
     }
-    out.retain(|b| !b.series.is_empty());
+    out.retain(|b| !b.is_empty());
     out
 }
 
@@ -783,16 +832,6 @@ impl Collector for RemoteWriteMetrics {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
-        pairs
-            .iter()
-            .map(|(n, v)| Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect()
-    }
-
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
@@ -816,49 +855,44 @@ mod tests {
             "- source_labels: [__name__]\n  regex: node_.*\n  action: keep\n- regex: node_load5\n  action: drop\n- regex: job\n  action: labeldrop\n",
         )
         .unwrap();
-        let l = labels(&[("__name__", "node_load1"), ("job", "x")]);
-        assert_eq!(
-            relabel(l, &rules),
-            Some(labels(&[("__name__", "node_load1")]))
-        );
-        assert_eq!(relabel(labels(&[("__name__", "node_load5")]), &rules), None);
-        assert_eq!(
-            relabel(labels(&[("__name__", "process_open_fds")]), &rules),
-            None
-        );
+        let mut l = vec![("__name__", "node_load1"), ("job", "x")];
+        assert!(relabel(&mut l, &rules));
+        assert_eq!(l, vec![("__name__", "node_load1")]);
+        assert!(!relabel(&mut vec![("__name__", "node_load5")], &rules));
+        assert!(!relabel(
+            &mut vec![("__name__", "process_open_fds")],
+            &rules
+        ));
     }
 
-    #[test]
-    fn series_that_disappear_get_one_stale_marker() {
-        let dir = std::env::temp_dir().join(format!("hostlens-stale-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cfg: RemoteWriteConfig = serde_yaml::from_str("url: http://127.0.0.1:1/w\n").unwrap();
-        let opts = RemoteWriteOptions {
-            queue_dir: dir.clone(),
-            external_labels: Some(BTreeMap::from([("job".into(), "hostlens".into())])),
-            ..RemoteWriteOptions::default()
-        };
-        let rw = RemoteWrite::open(&[cfg], &opts).unwrap().unwrap();
-        let ep = &rw.endpoints[0];
-        let s = |name: &str, t: i64| FlatSeries {
-            labels: labels(&[("__name__", name)]),
-            sample: Sample {
-                value: 1.0,
-                timestamp: t,
-            },
-            family: 0,
-        };
-        ep.enqueue(&[s("a", 1000), s("b", 1000)], &[], 1000);
-        ep.enqueue(&[s("a", 2000)], &[], 2000);
-        ep.enqueue(&[s("a", 3000)], &[], 3000);
+    fn family(name: &str, kind: pb::MetricType, t: i64) -> pb::MetricFamily {
+        let value = 1.0;
+        pb::MetricFamily {
+            name: name.into(),
+            help: format!("{name} help"),
+            r#type: kind as i32,
+            metric: vec![pb::Metric {
+                timestamp_ms: t,
+                gauge: (kind == pb::MetricType::Gauge).then_some(pb::Gauge { value }),
+                counter: (kind == pb::MetricType::Counter).then(|| pb::Counter {
+                    value,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// (name, timestamp, stale, created) of every queued series, in queue order.
+    fn queued(ep: &Endpoint) -> Vec<(String, i64, bool, i64)> {
         let mut q = ep.queue.lock().unwrap();
         let (p, _) = q.peek(100).unwrap();
-        let got: Vec<(String, i64, bool)> = p
-            .unwrap()
-            .batch
-            .series
+        let b = p.unwrap().batch;
+        b.decode()
             .iter()
-            .map(|t| {
+            .zip(&b.series)
+            .map(|(t, s)| {
                 let name = t.labels.iter().find(|l| l.name == "__name__").unwrap();
                 assert!(
                     t.labels
@@ -869,20 +903,87 @@ mod tests {
                     name.value.clone(),
                     t.samples[0].timestamp,
                     codec::is_stale(t.samples[0].value),
+                    s.created,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn open_endpoint(name: &str) -> (RemoteWrite, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hostlens-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg: RemoteWriteConfig = serde_yaml::from_str("url: http://127.0.0.1:1/w\n").unwrap();
+        let opts = RemoteWriteOptions {
+            queue_dir: dir.clone(),
+            external_labels: Some(BTreeMap::from([("job".into(), "hostlens".into())])),
+            ..RemoteWriteOptions::default()
+        };
+        (RemoteWrite::open(&[cfg], &opts).unwrap().unwrap(), dir)
+    }
+
+    #[test]
+    fn series_that_disappear_get_one_stale_marker() {
+        let (rw, dir) = open_endpoint("stale");
+        let ep = &rw.endpoints[0];
+        let g = |names: &[&str], t: i64| {
+            let fams: Vec<_> = names
+                .iter()
+                .map(|n| family(n, pb::MetricType::Gauge, t))
+                .collect();
+            ep.enqueue(&fams, &codec::metadata(&fams), t);
+        };
+        g(&["a", "b"], 1000);
+        g(&["a"], 2000);
+        g(&["a"], 3000);
         assert_eq!(
-            got,
+            queued(ep),
             vec![
-                ("a".into(), 1000, false),
-                ("b".into(), 1000, false),
-                ("a".into(), 2000, false),
-                ("b".into(), 2000, true),
-                ("a".into(), 3000, false),
+                ("a".into(), 1000, false, 0),
+                ("b".into(), 1000, false, 0),
+                ("a".into(), 2000, false, 0),
+                ("b".into(), 2000, true, 0),
+                ("a".into(), 3000, false, 0),
             ]
         );
-        drop(q);
+        drop(rw);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn counters_carry_the_time_they_were_first_queued_gauges_none() {
+        let (rw, dir) = open_endpoint("created");
+        let ep = &rw.endpoints[0];
+        let g = |t: i64, with_d: bool| {
+            let mut fams = vec![
+                family("c_total", pb::MetricType::Counter, 0),
+                family("g", pb::MetricType::Gauge, 0),
+            ];
+            if with_d {
+                fams.push(family("d_total", pb::MetricType::Counter, 0));
+            }
+            ep.enqueue(&fams, &codec::metadata(&fams), t);
+        };
+        g(1000, false);
+        g(2000, true);
+        g(3000, false);
+        g(4000, true);
+        assert_eq!(
+            queued(ep),
+            vec![
+                ("c_total".into(), 1000, false, 1000),
+                ("g".into(), 1000, false, 0),
+                ("c_total".into(), 2000, false, 1000),
+                ("g".into(), 2000, false, 0),
+                ("d_total".into(), 2000, false, 2000),
+                ("c_total".into(), 3000, false, 1000),
+                ("g".into(), 3000, false, 0),
+                ("d_total".into(), 3000, true, 0),
+                // Gone and back: a new series from the queue's point of view.
+                ("c_total".into(), 4000, false, 1000),
+                ("g".into(), 4000, false, 0),
+                ("d_total".into(), 4000, false, 4000),
+            ]
+        );
         drop(rw);
         std::fs::remove_dir_all(&dir).unwrap();
     }

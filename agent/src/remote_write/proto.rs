@@ -115,8 +115,9 @@ pub mod v2 {
     }
 }
 
-/// One gather, as kept in the disk queue: the series (labels final: relabelled, external
-/// labels added, sorted) with their one sample, and the metadata of their families.
+/// A part of one gather, as kept in the disk queue: the series (labels final: relabelled,
+/// external labels added, sorted) with their one sample, and the metadata of their families.
+/// Field 1 is `WriteRequest.timeseries`'s, so the series' bytes are sent as they are.
 #[derive(Clone, PartialEq, Message)]
 pub struct QueueRecord {
     #[prost(message, repeated, tag = "1")]
@@ -129,4 +130,8 @@ pub struct QueueRecord {
     /// Wall-clock time the record was queued (ms since the epoch).
     #[prost(int64, tag = "4")]
     pub queued_ms: i64,
+    /// For each series, its Remote-Write 2.0 created timestamp (ms; 0: none). Absent in
+    /// records of older versions.
+    #[prost(int64, repeated, tag = "5")]
+    pub created: Vec<i64>,
 }

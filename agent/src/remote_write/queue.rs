@@ -3,14 +3,19 @@
 //!
 //! Layout: `<dir>/<id:020>.seg`, each a sequence of records
 //! `[len u32 LE][crc32 u32 LE][samples u32 LE][payload]` where the payload is a snappy
-//! compressed [`QueueRecord`] (one gather). `<dir>/cursor` holds `segment offset skip
-//! consumed`: the next record to send, how many of its series were already sent, and how many
-//! samples of that segment were. It is replaced atomically (write + rename) after every
+//! compressed [`QueueRecord`] (a part of one gather, about [`RECORD_TARGET`] bytes before
+//! compression). `<dir>/cursor` holds `segment offset skip consumed`: the next record to send,
+//! how many of its series were already sent, and how many samples of that segment were. It is replaced atomically (write + rename) after every
 //! acknowledged batch, so after a crash at most the batch in flight is sent again.
+//!
+//! Durability: a segment is fsynced when it is closed (the next one is started) and, through
+//! [`DiskQueue::sync_handle`], after each gather; the directory after a segment is created;
+//! the cursor at most once per [`CURSOR_SYNC_EVERY`], so after a power loss at most that much
+//! progress is forgotten (those batches are sent again; nothing is lost).
 //!
 //! Bounds: the segment files never exceed `max_bytes` together; to append a record that does
 //! not fit, the oldest segments are deleted and their unsent samples counted as dropped. Only
-//! the record being sent is held decoded in memory.
+//! the record being sent is held in memory, as its bytes plus an index of its series.
 use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
@@ -18,16 +23,22 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use prost::Message as _;
 
 use super::{
-    codec::{self, Batch},
-    proto::QueueRecord,
+    codec::{self, Batch, BatchSeries, Field, Val, next_field},
+    proto::{MetricMetadata, QueueRecord, Sample},
 };
 
 const HEADER: u64 = 12;
+/// The cursor file is fsynced at most this often.
+pub const CURSOR_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// A gather is queued as records of about this many bytes (before compression), so that the
+/// sender holds only that much of it.
+pub const RECORD_TARGET: usize = 256 << 10;
 /// Largest record accepted when reading back (a corrupt length must not allocate gigabytes).
 const MAX_RECORD: u64 = 1 << 30;
 
@@ -67,8 +78,12 @@ pub struct DiskQueue {
     writer: Option<(u64, File)>,
     reader: Option<(u64, File)>,
     cursor: Cursor,
-    /// The record last decoded: (segment, offset, length on disk, record).
-    cache: Option<(u64, u64, u64, Arc<QueueRecord>)>,
+    /// The record last read: (segment, offset, length on disk, record).
+    cache: Option<(u64, u64, u64, Arc<RawRecord>)>,
+    /// When the cursor file was last fsynced.
+    cursor_synced: Option<Instant>,
+    /// Scratch buffer for compressing records.
+    compressed: Vec<u8>,
     /// The batch handed out by the last `peek` and not yet committed: (start, end). Its
     /// samples are with the sender, so pushing their segment out does not lose them.
     inflight: Option<(Cursor, Cursor)>,
@@ -130,6 +145,8 @@ impl DiskQueue {
             reader: None,
             cursor: Cursor::default(),
             cache: None,
+            cursor_synced: None,
+            compressed: Vec::new(),
             inflight: None,
             _lock: lock,
         };
@@ -185,14 +202,31 @@ impl DiskQueue {
         }
     }
 
-    fn write_cursor(&self) -> io::Result<()> {
+    /// Replaces the cursor file (write + rename); fsyncs it when the last fsync is at least
+    /// [`CURSOR_SYNC_EVERY`] old.
+    fn write_cursor(&mut self) -> io::Result<()> {
         let c = self.cursor;
         let tmp = self.dir.join("cursor.tmp");
-        fs::write(
-            &tmp,
-            format!("{} {} {} {}\n", c.seg, c.off, c.skip, c.consumed),
-        )?;
-        fs::rename(tmp, self.dir.join("cursor"))
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{} {} {} {}\n", c.seg, c.off, c.skip, c.consumed).as_bytes())?;
+        let sync = self
+            .cursor_synced
+            .is_none_or(|t| t.elapsed() >= CURSOR_SYNC_EVERY);
+        if sync {
+            f.sync_data()?;
+        }
+        drop(f);
+        fs::rename(tmp, self.dir.join("cursor"))?;
+        if sync {
+            sync_dir(&self.dir)?;
+            self.cursor_synced = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// A handle of the segment being written, to fsync it without holding the queue.
+    pub fn sync_handle(&self) -> io::Result<Option<File>> {
+        self.writer.as_ref().map(|(_, f)| f.try_clone()).transpose()
     }
 
     /// Samples queued and not yet acknowledged.
@@ -223,7 +257,27 @@ impl DiskQueue {
             .iter()
             .map(|t| t.samples.len() as u64)
             .sum::<u64>();
-        let payload = codec::compress(&rec.encode_to_vec());
+        self.append_raw(&rec.encode_to_vec(), samples)
+    }
+
+    /// Appends one record given as an encoded [`QueueRecord`] holding `samples` samples; as
+    /// [`DiskQueue::append`].
+    pub fn append_raw(&mut self, raw: &[u8], samples: u64) -> io::Result<u64> {
+        let mut payload = std::mem::take(&mut self.compressed);
+        payload.resize(snap::raw::max_compress_len(raw.len()), 0);
+        let n = snap::raw::Encoder::new()
+            .compress(raw, &mut payload)
+            .map_err(io::Error::other)?;
+        payload.truncate(n);
+        let r = self.write_record(&payload, samples);
+        // Keep the scratch buffer only while it is small.
+        if payload.capacity() <= 2 * RECORD_TARGET {
+            self.compressed = payload;
+        }
+        r
+    }
+
+    fn write_record(&mut self, payload: &[u8], samples: u64) -> io::Result<u64> {
         let len = HEADER + payload.len() as u64;
         if len > self.max_bytes || payload.len() as u64 > MAX_RECORD {
             return Ok(samples);
@@ -237,12 +291,17 @@ impl DiskQueue {
             Some(s) => s.bytes > 0 && s.bytes + len > self.segment_max,
         };
         if roll {
+            // The segment being closed goes to disk before the next one starts.
+            if let Some((_, w)) = self.writer.take() {
+                w.sync_data()?;
+            }
             let id = self.next_id;
             self.next_id += 1;
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(seg_path(&self.dir, id))?;
+            sync_dir(&self.dir)?;
             self.segments.push_back(Segment {
                 id,
                 bytes: 0,
@@ -262,12 +321,12 @@ impl DiskQueue {
         let Some((_, w)) = self.writer.as_mut() else {
             return Err(io::Error::other("no segment writer"));
         };
-        let mut buf = Vec::with_capacity(len as usize);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        buf.extend_from_slice(&(samples as u32).to_le_bytes());
-        buf.extend_from_slice(&payload);
-        if let Err(e) = w.write_all(&buf) {
+        let mut hdr = [0u8; HEADER as usize];
+        hdr[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        hdr[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        hdr[8..].copy_from_slice(&(samples as u32).to_le_bytes());
+        let written = w.write_all(&hdr).and_then(|()| w.write_all(payload));
+        if let Err(e) = written {
             // Leave no half record behind: cut the file back to its last good length.
             let _ = w.set_len(last.bytes);
             return Err(e);
@@ -324,7 +383,7 @@ impl DiskQueue {
         Ok(unsent)
     }
 
-    fn read_record(&mut self, seg: u64, off: u64) -> io::Result<(u64, Arc<QueueRecord>)> {
+    fn read_record(&mut self, seg: u64, off: u64) -> io::Result<(u64, Arc<RawRecord>)> {
         if let Some((s, o, len, rec)) = &self.cache
             && *s == seg
             && *o == off
@@ -352,7 +411,8 @@ impl DiskQueue {
             return Err(io::Error::other("record checksum mismatch"));
         }
         let raw = codec::decompress(&payload).map_err(io::Error::other)?;
-        let rec = Arc::new(QueueRecord::decode(raw.as_slice()).map_err(io::Error::other)?);
+        drop(payload);
+        let rec = Arc::new(RawRecord::parse(raw).map_err(io::Error::other)?);
         let len = HEADER + plen;
         self.cache = Some((seg, off, len, Arc::clone(&rec)));
         Ok((len, rec))
@@ -401,21 +461,39 @@ impl DiskQueue {
                 }
             };
             oldest.get_or_insert(rec.queued_ms);
-            let start = (c.skip as usize).min(rec.timeseries.len());
-            let take = (rec.timeseries.len() - start).min(max_samples - samples);
+            let n = rec.series.len();
+            let start = (c.skip as usize).min(n);
+            let take = (n - start).min(max_samples - samples);
+            // This record's family indexes -> the batch's.
+            let mut fam: Vec<Option<u32>> = vec![None; rec.metadata.len()];
             for i in start..start + take {
-                let ts = rec.timeseries[i].clone();
-                samples += ts.samples.len();
-                c.consumed += ts.samples.len() as u64;
-                batch.series.push(ts);
-                batch.meta.push(
-                    rec.family
-                        .get(i)
-                        .and_then(|f| rec.metadata.get(*f as usize))
-                        .cloned(),
-                );
+                let (a, b) = rec.series[i];
+                let k = rec.samples_of(i);
+                samples += k as usize;
+                c.consumed += u64::from(k);
+                let meta = rec
+                    .family
+                    .get(i)
+                    .filter(|f| (**f as usize) < fam.len())
+                    .map(|f| {
+                        *fam[*f as usize].get_or_insert_with(|| {
+                            batch.metadata.push(rec.metadata[*f as usize].clone());
+                            (batch.metadata.len() - 1) as u32
+                        })
+                    });
+                let at = batch.buf.len() as u32;
+                batch
+                    .buf
+                    .extend_from_slice(&rec.raw[a as usize..b as usize]);
+                batch.series.push(BatchSeries {
+                    start: at,
+                    end: batch.buf.len() as u32,
+                    samples: k,
+                    meta,
+                    created: rec.created.get(i).copied().unwrap_or(0),
+                });
             }
-            if start + take >= rec.timeseries.len() {
+            if start + take >= n {
                 c.off += len;
                 c.skip = 0;
             } else {
@@ -471,6 +549,166 @@ impl DiskQueue {
             }
         }
         self.write_cursor()
+    }
+}
+
+/// fsync of a directory, so that files created or renamed in it stay after a power loss.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// One record read back: its decompressed bytes and an index of its series. A series is sent
+/// as the bytes of its field, so nothing of it is decoded.
+#[derive(Debug)]
+pub struct RawRecord {
+    raw: Vec<u8>,
+    /// Each series' `timeseries` field: (start, end) in `raw`.
+    series: Vec<(u32, u32)>,
+    /// Samples per series, when any series has other than one.
+    samples: Option<Vec<u32>>,
+    family: Vec<u32>,
+    created: Vec<i64>,
+    metadata: Vec<MetricMetadata>,
+    queued_ms: i64,
+}
+
+impl RawRecord {
+    fn parse(raw: Vec<u8>) -> Result<RawRecord, String> {
+        if raw.len() > u32::MAX as usize {
+            return Err("record larger than 4 GiB".into());
+        }
+        let mut rec = RawRecord {
+            raw: Vec::new(),
+            series: Vec::new(),
+            samples: None,
+            family: Vec::new(),
+            created: Vec::new(),
+            metadata: Vec::new(),
+            queued_ms: 0,
+        };
+        let mut counts = Vec::new();
+        let mut pos = 0;
+        while let Some(Field {
+            tag,
+            start,
+            end,
+            val,
+        }) = next_field(&raw, &mut pos)?
+        {
+            match (tag, val) {
+                (1, Val::Bytes(ts)) => {
+                    rec.series.push((start as u32, end as u32));
+                    counts.push(codec::count_samples(ts)?);
+                }
+                (2, Val::Bytes(m)) => rec
+                    .metadata
+                    .push(MetricMetadata::decode(m).map_err(|e| e.to_string())?),
+                (3, Val::Varint(v)) => rec.family.push(v as u32),
+                (3, Val::Bytes(b)) => rec.family.extend(varints(b)?.map(|v| v as u32)),
+                (4, Val::Varint(v)) => rec.queued_ms = v as i64,
+                (5, Val::Varint(v)) => rec.created.push(v as i64),
+                (5, Val::Bytes(b)) => rec.created.extend(varints(b)?.map(|v| v as i64)),
+                _ => {}
+            }
+        }
+        if counts.iter().any(|n| *n != 1) {
+            rec.samples = Some(counts);
+        }
+        rec.raw = raw;
+        Ok(rec)
+    }
+
+    fn samples_of(&self, i: usize) -> u32 {
+        self.samples.as_ref().map_or(1, |s| s[i])
+    }
+}
+
+/// The values of a packed repeated varint field.
+fn varints(mut b: &[u8]) -> Result<impl Iterator<Item = u64>, String> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        out.push(prost::encoding::decode_varint(&mut b).map_err(|e| e.to_string())?);
+    }
+    Ok(out.into_iter())
+}
+
+/// Builds the records of one gather: series are added as encoded fields, and every
+/// [`RECORD_TARGET`] bytes a record is cut, carrying the metadata of its own families.
+pub struct RecordWriter<'m> {
+    metadata: &'m [MetricMetadata],
+    queued_ms: i64,
+    buf: Vec<u8>,
+    family: Vec<u32>,
+    created: Vec<i64>,
+    /// Gather family index -> this record's, and the gather indexes in record order.
+    local: Vec<u32>,
+    order: Vec<u32>,
+    samples: u64,
+}
+
+impl<'m> RecordWriter<'m> {
+    pub fn new(metadata: &'m [MetricMetadata], queued_ms: i64) -> RecordWriter<'m> {
+        RecordWriter {
+            metadata,
+            queued_ms,
+            buf: Vec::new(),
+            family: Vec::new(),
+            created: Vec::new(),
+            local: vec![u32::MAX; metadata.len()],
+            order: Vec::new(),
+            samples: 0,
+        }
+    }
+
+    /// Adds one series: its encoded label fields, one sample, the gather index of its family
+    /// (`None`: no metadata, e.g. a stale marker) and its created timestamp (0: none).
+    pub fn push(&mut self, label_fields: &[u8], sample: Sample, family: Option<u32>, created: i64) {
+        codec::put_series(label_fields, sample, &mut self.buf);
+        let f = match family {
+            Some(g) if (g as usize) < self.local.len() => {
+                let l = &mut self.local[g as usize];
+                if *l == u32::MAX {
+                    *l = self.order.len() as u32;
+                    self.order.push(g);
+                }
+                *l
+            }
+            _ => u32::MAX,
+        };
+        self.family.push(f);
+        self.created.push(created);
+        self.samples += 1;
+    }
+
+    /// A record is due.
+    pub fn full(&self) -> bool {
+        self.buf.len() >= RECORD_TARGET
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.family.is_empty()
+    }
+
+    /// Cuts the record: its encoded [`QueueRecord`] and its samples; the writer is empty
+    /// again.
+    pub fn take(&mut self) -> (Vec<u8>, u64) {
+        use prost::encoding as enc;
+        let mut raw = std::mem::take(&mut self.buf);
+        for g in self.order.drain(..) {
+            enc::message::encode(2, &self.metadata[g as usize], &mut raw);
+            self.local[g as usize] = u32::MAX;
+        }
+        enc::uint32::encode_packed(3, &self.family, &mut raw);
+        if self.queued_ms != 0 {
+            enc::int64::encode(4, &self.queued_ms, &mut raw);
+        }
+        if self.created.iter().any(|c| *c != 0) {
+            enc::int64::encode_packed(5, &self.created, &mut raw);
+        }
+        self.family.clear();
+        self.created.clear();
+        self.buf = Vec::with_capacity(RECORD_TARGET + RECORD_TARGET / 8);
+        (raw, std::mem::take(&mut self.samples))
     }
 }
 
@@ -533,6 +771,7 @@ mod tests {
             metadata: vec![],
             family: vec![],
             queued_ms: first,
+            created: vec![],
         }
     }
 
@@ -545,7 +784,7 @@ mod tests {
     fn drain(q: &mut DiskQueue, max: usize) -> Vec<(i64, String)> {
         let mut got = Vec::new();
         while let (Some(p), _) = q.peek(max).unwrap() {
-            for s in &p.batch.series {
+            for s in p.batch.decode() {
                 got.push((s.samples[0].timestamp, s.labels[0].value.clone()));
             }
             q.commit(p.end).unwrap();

@@ -230,9 +230,9 @@ impl Sender {
         })
     }
 
-    fn request(&self, body: Vec<u8>, proto: Protocol) -> Result<Request<Body>, String> {
+    fn request(&self, body: Bytes, proto: Protocol) -> Result<Request<Body>, String> {
         let mut req = Request::post(self.url.clone())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         let h = req.headers_mut();
         // Extra headers first: the protocol headers below replace any of the same name.
@@ -271,7 +271,7 @@ impl Sender {
 
     /// Sends one compressed body; the whole exchange (connect, TLS, answer, error body) is
     /// bounded by `remote_timeout`.
-    pub async fn send(&self, body: Vec<u8>, proto: Protocol) -> Answer {
+    pub async fn send(&self, body: Bytes, proto: Protocol) -> Answer {
         let req = match self.request(body, proto) {
             Ok(r) => r,
             Err(message) => return Answer::Transport { message },

@@ -58,6 +58,9 @@ enum Task {
         /// Only the remote-write section (encoding, and the 100k-series load vs vmagent).
         #[arg(long, conflicts_with = "only_http")]
         only_remote_write: bool,
+        /// Everything but the remote-write section (which takes about 17 minutes).
+        #[arg(long, conflicts_with = "only_remote_write")]
+        skip_remote_write: bool,
     },
 }
 
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
             only_http,
             only_tcp,
             only_remote_write,
+            skip_remote_write,
         } => {
             let env = setup::run()?;
             if only_remote_write {
@@ -96,6 +100,9 @@ fn main() -> Result<()> {
                 );
             }
             bench::run(&root, &env, !no_write)?;
+            if skip_remote_write {
+                return Ok(());
+            }
             bench_remote_write::run(&root, &env, !no_write)
         }
     }

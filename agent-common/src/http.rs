@@ -23,7 +23,7 @@ pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 
 /// Ring buffer size in bytes as compiled (a power of two multiple of the page size); the
 /// agent sets the size from `http.ring_buffer_bytes` at load.
-pub const RING_BYTES: u32 = 2 << 20;
+pub const RING_BYTES: u32 = 4 << 20;
 /// Connections followed at once as compiled; the agent sets it from `http.max_connections`.
 /// The least recently used is forgotten beyond this.
 pub const MAX_CONNS: u32 = 16_384;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use hostlens::cli::{self, CliExit, EX_USAGE};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cfg = match cli::parse(args.clone()).and_then(|f| f.config()) {
         Ok(cfg) => cfg,
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
     // scraping does not need: threads created later inherit the reduced sets.
     hostlens::probes::http::configure(cfg.http.clone(), cfg.paths.procfs.clone());
     let probes = hostlens::probes::Probes::load(&cfg);
+    // Loading parsed the kernel's BTF (several MB) and the object; give that heap back.
+    trim_heap();
     match hostlens::caps::drop_to_scrape_set() {
         Ok(kept) => {
             tracing::info!(kept = %kept.join(","), "capabilities dropped after attaching the probes")
@@ -72,4 +75,26 @@ fn main() -> ExitCode {
         Some(probes),
         Some(reload),
     )))
+}
+
+/// glibc gives each thread that allocates under contention its own arena (up to 8 per core)
+/// and keeps what is freed in it: with concurrent scrapes on several runtime threads the
+/// resident memory grew by ~10 MB of mostly free arena space (8 scrapers, measured). Two
+/// arenas keep it near the single-threaded figure at no measurable CPU cost; an
+/// operator's `MALLOC_ARENA_MAX` still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
+/// Returns free heap memory to the kernel (glibc keeps it otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

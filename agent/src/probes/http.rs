@@ -157,10 +157,10 @@ impl HttpConfig {
     }
 }
 
-/// 2 MiB: at ~30k requests/s with both sides traced (four records of ~300 bytes each per
-/// request) it holds about 60 ms of events, six drain periods; a quarter of it wakes the
-/// agent early. Measured without loss at the highest rate this machine reaches (BENCHMARKS.md).
-pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
+/// 4 MiB: at ~30k requests/s with both sides traced (four records of ~300 bytes each per
+/// request) it holds about 110 ms of events; a quarter of it wakes the agent. 2 MiB lost
+/// events in one of ten rounds of the wrk benchmark on this (shared, 2-core) machine.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Largest kernel connection table accepted (about 90 bytes per entry).
 const MAX_KERNEL_CONNS: usize = 1 << 20;
 

@@ -14,7 +14,7 @@ use agent_common::syscalls::{
     OVERFLOW_SLOT, SyscallHist, SyscallKey, SyscallLost, SyscallStart, SyscallStats, log2_bucket,
 };
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -25,7 +25,7 @@ use aya_log_ebpf::debug;
 // Sizes are defaults; the agent sets `syscalls.max_series` / `syscalls.max_threads` at load.
 #[map(name = "SYSCALL_STATS")]
 static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
-    PerCpuHashMap::with_max_entries(DEFAULT_MAX_STATS, 0);
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_STATS, BPF_F_NO_PREALLOC);
 
 #[map(name = "SYSCALL_START")]
 static SYSCALL_START: LruHashMap<u32, SyscallStart> =

@@ -17,7 +17,7 @@ use agent_common::tcp::{
 };
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
@@ -25,14 +25,16 @@ use aya_ebpf::{
 };
 
 #[map(name = "TCP_SOCKS")]
-static TCP_SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(DEFAULT_MAX_SOCKETS, 0);
+static TCP_SOCKS: HashMap<u64, SockOwner> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOCKETS, BPF_F_NO_PREALLOC);
 
 #[map(name = "TCP_LISTENERS")]
-static TCP_LISTENERS: HashMap<u32, CommKey> = HashMap::with_max_entries(DEFAULT_MAX_LISTENERS, 0);
+static TCP_LISTENERS: HashMap<u32, CommKey> =
+    HashMap::with_max_entries(DEFAULT_MAX_LISTENERS, BPF_F_NO_PREALLOC);
 
 #[map(name = "TCP_STATS")]
 static TCP_STATS: PerCpuHashMap<CommKey, TcpStats> =
-    PerCpuHashMap::with_max_entries(DEFAULT_MAX_SERIES, 0);
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_SERIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "TCP_HIST")]
 static TCP_HIST: PerCpuArray<TcpHist> = PerCpuArray::with_max_entries(2, 0);

@@ -134,7 +134,8 @@ impl Client {
     }
 }
 
-fn cpu_seconds(pid: u32) -> Result<f64> {
+/// utime + stime of `pid` (all its threads, also exited ones), in seconds (10 ms ticks).
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

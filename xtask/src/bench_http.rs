@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::bench::{cpu_seconds, free_port};
 use anyhow::{Context as _, Result, bail};
 
 const ROUNDS: usize = 5;
@@ -39,12 +40,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -65,13 +60,6 @@ fn get(port: u16, path: &str) -> Result<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf)
-}
-
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?) as f64 / 100.0)
 }
 
 fn metric(body: &str, series: &str) -> f64 {

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::bench::free_port;
 use anyhow::{Context as _, Result, bail};
 
 use crate::setup::BuildEnv;
@@ -70,12 +71,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn wait_http(port: u16, path: &str) -> Result<()> {

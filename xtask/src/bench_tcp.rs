@@ -101,13 +101,6 @@ fn raise_nofile(want: u64) {
     }
 }
 
-fn cpu_ticks(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?) as f64)
-}
-
 /// `cargo xtask bench --only-tcp`: this section alone, written into BENCHMARKS.md.
 pub fn run_alone(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let date = Command::new("date")
@@ -148,13 +141,13 @@ pub fn run(bin: &Path, date: &str) -> Result<String> {
     };
     super::bench::wait_ready(agent.port, "/readyz")?;
     let pid = agent.child.id();
-    let cpu0 = cpu_ticks(pid)?;
+    let cpu0 = super::bench::cpu_seconds(pid)?;
     let t0 = Instant::now();
     let on = connection_rate(CLIENTS, None, RUN, || {})?;
-    let cpu_pct = (cpu_ticks(pid)? - cpu0) / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu_pct = (super::bench::cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     // A fixed 10k connections/s, scraped every second as Prometheus would (more often than
     // its usual 15 s): the agent's CPU is the kernel-side aggregation read back plus scrapes.
-    let cpu0 = cpu_ticks(pid)?;
+    let cpu0 = super::bench::cpu_seconds(pid)?;
     let t0 = Instant::now();
     let scrape_port = agent.port;
     let mut scrapes = 0u32;
@@ -163,7 +156,8 @@ pub fn run(bin: &Path, date: &str) -> Result<String> {
             scrapes += 1;
         }
     })?;
-    let fixed_cpu_pct = (cpu_ticks(pid)? - cpu0) / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let fixed_cpu_pct =
+        (super::bench::cpu_seconds(pid)? - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     // Many live connections at once: their owners sit in the socket map.
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let laddr = listener.local_addr()?;

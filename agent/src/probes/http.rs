@@ -209,59 +209,28 @@ pub fn loader_globals() -> (u32, u32, u32) {
 const PROGRAM: &str = "http_sys_exit_tp";
 const FALLBACK: &str = "http_sys_exit";
 
-/// `syscalls:sys_exit_<name>` events the program runs on (`agent-ebpf/src/http.rs`).
+/// The `syscalls` exit events the program runs on (`agent-ebpf/src/http.rs`).
 const EXIT_EVENTS: [&str; 13] = [
-    "read",
-    "readv",
-    "recvfrom",
-    "recvmsg",
-    "write",
-    "writev",
-    "sendto",
-    "sendmsg",
-    "sendfile64",
-    "accept",
-    "accept4",
-    "connect",
-    "close",
+    "sys_exit_read",
+    "sys_exit_readv",
+    "sys_exit_recvfrom",
+    "sys_exit_recvmsg",
+    "sys_exit_write",
+    "sys_exit_writev",
+    "sys_exit_sendto",
+    "sys_exit_sendmsg",
+    "sys_exit_sendfile64",
+    "sys_exit_accept",
+    "sys_exit_accept4",
+    "sys_exit_connect",
+    "sys_exit_close",
 ];
 
 /// Attaches to the thirteen syscall exit events, so that no other syscall runs the program;
 /// on a kernel that refuses it (no `bpf_task_pt_regs` before 5.15, or no syscall events) the
 /// raw `sys_exit` tracepoint, which runs on every syscall, takes its place.
 fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let preferred = (|| {
-        let program: &mut aya::programs::TracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::MissingProgram(PROGRAM))?
-            .try_into()
-            .map_err(|source| ProbeError::Program {
-                program: PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| ProbeError::Program {
-            program: PROGRAM,
-            source,
-        })?;
-        let mut links = Vec::with_capacity(EXIT_EVENTS.len());
-        for event in EXIT_EVENTS {
-            let tp = format!("sys_exit_{event}");
-            match program.attach("syscalls", &tp) {
-                Ok(link) => links.push(link),
-                Err(source) => {
-                    for link in links {
-                        let _ = program.detach(link);
-                    }
-                    return Err(ProbeError::Program {
-                        program: PROGRAM,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
-    })();
-    match preferred {
+    match super::attach_tracepoints(ebpf, PROGRAM, "syscalls", &EXIT_EVENTS) {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::warn!(

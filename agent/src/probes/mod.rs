@@ -149,6 +149,17 @@ pub fn attach_tracepoint(
     category: &str,
     tp: &str,
 ) -> Result<(), ProbeError> {
+    attach_tracepoints(ebpf, name, category, &[tp])
+}
+
+/// Loads program `name` of the object and attaches it to each tracepoint `category:tp` of
+/// `tps`. All or none: when one attach fails, the links made before it are detached.
+pub fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    tps: &[&str],
+) -> Result<(), ProbeError> {
     let prog_err = |source| ProbeError::Program {
         program: name,
         source,
@@ -159,7 +170,18 @@ pub fn attach_tracepoint(
         .try_into()
         .map_err(prog_err)?;
     program.load().map_err(prog_err)?;
-    program.attach(category, tp).map_err(prog_err)?;
+    let mut links = Vec::with_capacity(tps.len());
+    for tp in tps {
+        match program.attach(category, tp) {
+            Ok(link) => links.push(link),
+            Err(source) => {
+                for link in links {
+                    let _ = program.detach(link);
+                }
+                return Err(prog_err(source));
+            }
+        }
+    }
     Ok(())
 }
 

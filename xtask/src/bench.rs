@@ -311,11 +311,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     let tput_hl = throughput(&hostlens)?;
 
     let mut md = String::new();
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = utc_now();
     writeln!(
         md,
         "## Scrape cost and memory: hostlens vs node_exporter ({date})\n"
@@ -400,6 +396,15 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         eprintln!("==> BENCHMARKS.md updated");
     }
     crate::bench_http::run(root, &bin, write)
+}
+
+/// The run's time for section headings, e.g. `2026-11-29 09:50 UTC`.
+pub(crate) fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Keeps one section per benchmark: replaces the previous run's, or appends.

@@ -416,11 +416,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let on_cpu: f64 = on.iter().map(|o| o.cpu_s).sum();
     let lost: f64 = on.iter().map(|o| o.lost).sum();
     let counted: f64 = on.iter().map(|o| o.counted).sum();
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = super::bench::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "{MARKER} ({date})\n")?;

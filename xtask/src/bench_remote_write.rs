@@ -36,11 +36,7 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     }
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     let load = load_vs_vmagent(root, env)?;
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = super::bench::utc_now();
     let md = format!(
         "{MARKER} ({date})\n\n`cargo xtask bench` (`agent/examples/remote_write_bench.rs`, release build, one \
          core): 20,000 series shaped like a node's (cpu×mode counters, filesystem gauges, HTTP \

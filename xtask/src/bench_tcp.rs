@@ -103,11 +103,7 @@ fn raise_nofile(want: u64) {
 
 /// `cargo xtask bench --only-tcp`: this section alone, written into BENCHMARKS.md.
 pub fn run_alone(root: &Path, bin: &Path, write: bool) -> Result<()> {
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = super::bench::utc_now();
     let md = run(bin, &date)?;
     print!("{md}");
     if write {

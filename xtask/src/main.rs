@@ -55,6 +55,9 @@ enum Task {
         /// Only the TCP probe section (connection rate off vs on, CPU at 10k/s, memory).
         #[arg(long)]
         only_tcp: bool,
+        /// Only the syscall probe section (getppid loop: no probe, bpftrace peers, hostlens).
+        #[arg(long)]
+        only_syscalls: bool,
         /// Only the remote-write section (encoding, and the 100k-series load vs vmagent).
         #[arg(long, conflicts_with = "only_http")]
         only_remote_write: bool,
@@ -80,6 +83,7 @@ fn main() -> Result<()> {
             no_write,
             only_http,
             only_tcp,
+            only_syscalls,
             only_remote_write,
             skip_remote_write,
         } => {
@@ -90,6 +94,14 @@ fn main() -> Result<()> {
             if only_http {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
                 return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
+            }
+            if only_syscalls {
+                sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
+                return bench_syscalls::run_alone(
+                    &root,
+                    &root.join("target/release/hostlens"),
+                    !no_write,
+                );
             }
             if only_tcp {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;

@@ -1,15 +1,18 @@
 //! The `syscalls` probe: syscalls, failures and latency per process group, counted in the kernel.
 //!
-//! Kernel side: `raw_tracepoint/sys_enter` stores `(start ns, nr)` for the thread in an LRU hash
-//! keyed by thread id; `raw_tracepoint/sys_exit` takes it back, adds one call (and one error when
-//! the return value is negative) to the per-CPU hash entry `(comm, nr)`, and the duration to
-//! the per-CPU log2 histogram of `nr`. `exit`/`exit_group` never return, so they are counted at
-//! entry. User side: sums the per-CPU copies at scrape time.
+//! Kernel side: `raw_tracepoint/sys_enter` stores `(start ns, nr)` in the thread's task-local
+//! storage; `raw_tracepoint/sys_exit` takes it back, adds one call (and one error when the
+//! return value is negative) to the per-CPU hash entry `(comm, nr)`, and the duration to the
+//! per-CPU log2 histogram of `nr`. The thread's `comm` is read once and kept in the same
+//! task-local value; `tp_btf/task_rename` (exec, `prctl(PR_SET_NAME)`, writes to
+//! `/proc/PID/comm`) replaces it with the new name. `exit`/`exit_group` never return, so they are
+//! counted at entry. User side: sums the per-CPU copies at scrape time.
 
 /// Per-CPU hash `(comm, nr)` -> [`SyscallStats`].
 pub const MAP_STATS: &str = "SYSCALL_STATS";
-/// LRU hash thread id -> [`SyscallStart`]: the syscall the thread is in, bounded.
-pub const MAP_START: &str = "SYSCALL_START";
+/// Task-local storage -> [`SyscallTask`]: the syscall the thread is in and its cached `comm`.
+/// The kernel frees a thread's value with the thread, so it needs no size.
+pub const MAP_TASK: &str = "SYSCALL_TASK";
 /// Per-CPU array indexed by syscall number -> [`SyscallHist`].
 pub const MAP_HIST: &str = "SYSCALL_HIST";
 /// Per-CPU array, one [`SyscallLost`]: events the bounded maps could not take.
@@ -17,8 +20,6 @@ pub const MAP_LOST: &str = "SYSCALL_LOST";
 
 /// Default size of [`MAP_STATS`] (distinct `(comm, syscall)` pairs); `syscalls.max_series`.
 pub const DEFAULT_MAX_STATS: u32 = 4096;
-/// Default size of [`MAP_START`] (threads inside a syscall at once); `syscalls.max_threads`.
-pub const DEFAULT_MAX_THREADS: u32 = 8192;
 
 /// Syscall numbers are table indices; x86_64 uses fewer than 470 today. Ids at or above this
 /// (and the `-1` the kernel reports for some ptrace cases) land in [`OVERFLOW_SLOT`].
@@ -54,13 +55,16 @@ pub struct SyscallStats {
     pub errors: u64,
 }
 
-/// Value of [`MAP_START`].
+/// Value of [`MAP_TASK`], one per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-pub struct SyscallStart {
+pub struct SyscallTask {
+    /// Entry time of the syscall in progress; 0 when none is (or it was already counted).
     pub start_ns: u64,
     pub nr: u32,
-    pub pad: u32,
+    /// 1 once [`SyscallTask::comm`] holds the thread's name.
+    pub comm_ok: u32,
+    pub comm: [u8; 16],
 }
 
 /// One CPU's latency histogram of one syscall: log2 buckets and the sum in ns.
@@ -77,7 +81,8 @@ pub struct SyscallHist {
 pub struct SyscallLost {
     /// `(comm, nr)` pairs not counted because [`MAP_STATS`] was full.
     pub stats_full: u64,
-    /// Syscall entries whose start could not be stored (thread map full or busy).
+    /// Syscall entries whose start could not be stored (the kernel could not allocate the
+    /// thread's task-local value, or it was busy).
     pub start_full: u64,
 }
 
@@ -121,7 +126,7 @@ mod pod {
     // SAFETY: each type is `repr(C)`, made only of integers, with no padding.
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
-    unsafe impl aya::Pod for SyscallStart {}
+    unsafe impl aya::Pod for SyscallTask {}
     unsafe impl aya::Pod for SyscallHist {}
     unsafe impl aya::Pod for SyscallLost {}
 }

@@ -5,6 +5,7 @@
 
 mod http;
 mod syscalls;
+mod task_storage;
 mod tcp;
 
 #[cfg(not(test))]

@@ -2,34 +2,40 @@
 //!
 //! Hooks: `raw_tracepoint/sys_enter` (args `struct pt_regs *regs, long id`) and
 //! `raw_tracepoint/sys_exit` (args `struct pt_regs *regs, long ret`); see
-//! include/trace/events/syscalls.h. Produces, read by `agent/src/probes/syscalls.rs`:
+//! include/trace/events/syscalls.h. `tp_btf/task_rename` (args `struct task_struct *task,
+//! const char *comm`, include/trace/events/task.h) keeps the cached name right. Produces, read
+//! by `agent/src/probes/syscalls.rs`:
 //! - `SYSCALL_STATS`: per-CPU hash `(comm, nr)` -> calls, errors (ret < 0);
 //! - `SYSCALL_HIST`: per-CPU array by nr -> log2 latency histogram (ns);
 //! - `SYSCALL_LOST`: per-CPU counts of events the bounded maps refused.
 //!
-//! Per syscall: one LRU-hash lookup (or insert for a new thread) at entry, one LRU lookup, one
-//! per-CPU-hash lookup and one array update at exit. Nothing goes to userspace per event.
+//! Per syscall: one task-local storage lookup and one clock read at entry; the same lookup, one
+//! clock read, one per-CPU-hash lookup and one array update at exit. The thread's `comm` comes
+//! from its task-local value (read with `bpf_get_current_comm` once per thread, replaced at
+//! every rename), not from a helper call per syscall. Nothing goes to userspace per event.
 use agent_common::syscalls::{
-    DEFAULT_MAX_STATS, DEFAULT_MAX_THREADS, HIST_BUCKETS, MAX_SYSCALLS, NR_EXIT, NR_EXIT_GROUP,
-    OVERFLOW_SLOT, SyscallHist, SyscallKey, SyscallLost, SyscallStart, SyscallStats, log2_bucket,
+    DEFAULT_MAX_STATS, HIST_BUCKETS, MAX_SYSCALLS, NR_EXIT, NR_EXIT_GROUP, OVERFLOW_SLOT,
+    SyscallHist, SyscallKey, SyscallLost, SyscallStats, SyscallTask, log2_bucket,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::RawTracePointContext,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, task_struct},
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use aya_log_ebpf::debug;
 
-// Sizes are defaults; the agent sets `syscalls.max_series` / `syscalls.max_threads` at load.
+use crate::task_storage::TaskStorage;
+
+// Size is a default; the agent sets `syscalls.max_series` at load.
 #[map(name = "SYSCALL_STATS")]
 static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_STATS, BPF_F_NO_PREALLOC);
 
-#[map(name = "SYSCALL_START")]
-static SYSCALL_START: LruHashMap<u32, SyscallStart> =
-    LruHashMap::with_max_entries(DEFAULT_MAX_THREADS, 0);
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SYSCALL_TASK")]
+static SYSCALL_TASK: TaskStorage<SyscallTask> = TaskStorage::new();
 
 #[map(name = "SYSCALL_HIST")]
 static SYSCALL_HIST: PerCpuArray<SyscallHist> =
@@ -52,6 +58,32 @@ pub fn syscalls_sys_exit(ctx: RawTracePointContext) -> i32 {
     }
 }
 
+/// A thread is renamed (exec, `prctl(PR_SET_NAME)`, a write to `/proc/PID/comm`): its cached
+/// name becomes the new one. The tracepoint fires before the kernel copies the name, so the
+/// name is taken from the argument, not from the task.
+#[btf_tracepoint(function = "task_rename")]
+pub fn syscalls_task_rename(ctx: BtfTracePointContext) -> i32 {
+    let task: *mut task_struct = ctx.arg(0);
+    let comm: *const u8 = ctx.arg(1);
+    let Some(t) = SYSCALL_TASK.of(task) else {
+        // Not seen yet: its first syscall reads the name.
+        return 0;
+    };
+    let mut name = [0u8; 16];
+    // SAFETY: reads at most 16 bytes of a kernel string; the helper checks the address.
+    if unsafe { bpf_probe_read_kernel_str_bytes(comm, &mut name) }.is_ok() {
+        // SAFETY: the value lives as long as the task, which the tracepoint holds.
+        unsafe {
+            (*t).comm = name;
+            (*t).comm_ok = 1;
+        }
+    } else {
+        // Read again at the thread's next syscall exit.
+        unsafe { (*t).comm_ok = 0 };
+    }
+    0
+}
+
 /// Syscall ids outside the table (negative ids of ptrace-cancelled syscalls, future numbers)
 /// share one slot so they are counted, not lost.
 #[inline(always)]
@@ -69,29 +101,21 @@ fn slot(ctx: &RawTracePointContext, id: i64) -> u32 {
 fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
     let id: i64 = ctx.arg(1);
     let nr = slot(ctx, id);
+    let Some(t) = SYSCALL_TASK.current_or_zeroed() else {
+        lost(|l| l.start_full += 1);
+        return Ok(0);
+    };
     if nr == NR_EXIT || nr == NR_EXIT_GROUP {
         // These never reach sys_exit.
-        count(nr, false);
+        count(t, nr, false);
         return Ok(0);
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
     let now = unsafe { bpf_ktime_get_ns() };
-    match SYSCALL_START.get_ptr_mut(tid) {
-        // SAFETY: the entry belongs to this thread, which is running here; only it writes.
-        Some(p) => unsafe {
-            (*p).start_ns = now;
-            (*p).nr = nr;
-        },
-        None => {
-            let v = SyscallStart {
-                start_ns: now,
-                nr,
-                pad: 0,
-            };
-            if SYSCALL_START.insert(tid, v, 0).is_err() {
-                lost(|l| l.start_full += 1);
-            }
-        }
+    // SAFETY: the value belongs to this thread, which is running here; only it writes the
+    // start (task_rename writes the name fields only).
+    unsafe {
+        (*t).start_ns = now;
+        (*t).nr = nr;
     }
     Ok(0)
 }
@@ -99,18 +123,17 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
 #[inline(always)]
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
     let ret: i64 = ctx.arg(1);
-    let tid = bpf_get_current_pid_tgid() as u32;
     // A thread already inside a syscall when the probe attached has no start: skip that one.
-    let start = SYSCALL_START.get_ptr_mut(tid).ok_or(0)?;
-    // SAFETY: as above, only this thread touches its entry.
-    let (start_ns, nr) = unsafe { ((*start).start_ns, (*start).nr) };
+    let t = SYSCALL_TASK.current().ok_or(0)?;
+    // SAFETY: as above.
+    let (start_ns, nr) = unsafe { ((*t).start_ns, (*t).nr) };
     if start_ns == 0 {
         return Ok(0);
     }
     // Mark consumed so that a missed entry is never counted twice.
-    unsafe { (*start).start_ns = 0 };
+    unsafe { (*t).start_ns = 0 };
     let now = unsafe { bpf_ktime_get_ns() };
-    count(nr, ret < 0);
+    count(t, nr, ret < 0);
     let d = now.wrapping_sub(start_ns);
     if let Some(h) = SYSCALL_HIST.get_ptr_mut(nr) {
         let b = log2_bucket(d);
@@ -126,9 +149,17 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
 }
 
 #[inline(always)]
-fn count(nr: u32, error: bool) {
-    let Ok(comm) = bpf_get_current_comm() else {
-        return;
+fn count(t: *mut SyscallTask, nr: u32, error: bool) {
+    // SAFETY: `t` is this thread's own value (see try_sys_enter).
+    let comm = unsafe {
+        if (*t).comm_ok == 0 {
+            let Ok(comm) = bpf_get_current_comm() else {
+                return;
+            };
+            (*t).comm = comm;
+            (*t).comm_ok = 1;
+        }
+        (*t).comm
     };
     let key = SyscallKey { comm, nr, pad: 0 };
     let errors = u64::from(error);

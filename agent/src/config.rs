@@ -91,15 +91,16 @@ impl ProcessNamesConfig {
 pub struct SyscallsConfig {
     /// Distinct (comm, syscall) pairs counted in the kernel; more are counted as lost.
     pub max_series: u32,
-    /// Threads tracked inside a syscall at once (LRU: the least recently used is evicted).
-    pub max_threads: u32,
+    /// No longer used (per-thread state lives in task-local storage, freed with the thread);
+    /// accepted so that older configuration files still load, with a warning.
+    pub max_threads: Option<u32>,
 }
 
 impl Default for SyscallsConfig {
     fn default() -> Self {
         Self {
             max_series: agent_common::syscalls::DEFAULT_MAX_STATS,
-            max_threads: agent_common::syscalls::DEFAULT_MAX_THREADS,
+            max_threads: None,
         }
     }
 }
@@ -775,7 +776,6 @@ impl Config {
         }
         for (key, v) in [
             ("syscalls.max_series", self.syscalls.max_series),
-            ("syscalls.max_threads", self.syscalls.max_threads),
             ("tcp.max_sockets", self.tcp.max_sockets),
             ("tcp.max_listeners", self.tcp.max_listeners),
             ("tcp.max_series", self.tcp.max_series),
@@ -938,6 +938,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("web.telemetry_path"), "{m}");
+    }
+
+    #[test]
+    fn retired_syscalls_max_threads_still_loads() {
+        // Older files set it; it sized a map that task-local storage replaced.
+        let c = parse("syscalls:\n  max_series: 100\n  max_threads: 128\n").unwrap();
+        assert_eq!(c.syscalls.max_threads, Some(128));
+        assert_eq!(c.syscalls.max_series, 100);
+        assert!(parse("syscalls:\n  max_threads: many\n").is_err());
     }
 
     #[test]

@@ -127,6 +127,54 @@ fn syscalls_and_errors_per_process_are_exact() {
 }
 
 #[test]
+fn renamed_threads_are_counted_under_their_new_name() {
+    if !privileged("renamed_threads_are_counted_under_their_new_name") {
+        return;
+    }
+    let dir = TempDir::new("rename");
+    let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
+    let agent = start_probe_agent(&cfg, &["syscalls"]);
+    let (before, own, other) = (unique("hlrn0"), unique("hlrn1"), unique("hlrn2"));
+    let py = python_named(&dir.0, &before);
+    const N: u32 = 20_000;
+    const M: u32 = 7_000;
+    const K: u32 = 3_000;
+    // N getppid under the exec'd name; the process renames itself (prctl PR_SET_NAME = 15) and
+    // makes M more; then a second thread, renamed by the main thread through
+    // /proc/self/task/TID/comm while it waits, makes K. Every getppid is this script's own.
+    let script = format!(
+        "import ctypes, threading\nlibc = ctypes.CDLL(None, use_errno=True)\nf = libc.syscall\n\
+         for _ in range({N}):\n    f({SYS_GETPPID})\n\
+         assert libc.prctl(15, b'{own}', 0, 0, 0) == 0\n\
+         for _ in range({M}):\n    f({SYS_GETPPID})\n\
+         go = threading.Event(); tid = []\n\
+         def work():\n    tid.append(threading.get_native_id()); go.wait()\n    \
+         for _ in range({K}):\n        f({SYS_GETPPID})\n\
+         t = threading.Thread(target=work); t.start()\n\
+         while not tid: pass\n\
+         open('/proc/self/task/%d/comm' % tid[0], 'w').write('{other}')\n\
+         go.set(); t.join()\n"
+    );
+    run_ok(Command::new(&py).args(["-c", &script]));
+    let e = agent.scrape();
+    assert_eq!(
+        series(&e, "syscalls_total", &before, "getppid"),
+        f64::from(N),
+        "getppid under the exec'd name {before}"
+    );
+    assert_eq!(
+        series(&e, "syscalls_total", &own, "getppid"),
+        f64::from(M),
+        "getppid after prctl(PR_SET_NAME, {own})"
+    );
+    assert_eq!(
+        series(&e, "syscalls_total", &other, "getppid"),
+        f64::from(K),
+        "getppid of the thread renamed to {other} through /proc"
+    );
+}
+
+#[test]
 fn process_name_is_bounded_to_top_k_plus_other() {
     if !privileged("process_name_is_bounded_to_top_k_plus_other") {
         return;
@@ -775,7 +823,7 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
     let cfg = config(
         &dir.0,
         "process_names:\n  top_k: 1000\n  grace_period_seconds: 2\n\
-         syscalls:\n  max_series: 256\n  max_threads: 128\n\
+         syscalls:\n  max_series: 256\n\
          tcp:\n  max_sockets: 32\n  max_series: 16\n",
     );
     let agent = start_probe_agent(&cfg, &["syscalls", "tcp"]);

@@ -58,7 +58,7 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "syscalls",
         default_enabled: true,
-        hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit",
+        hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit, tp_btf/task_rename",
         attach: syscalls::attach,
     },
     ProbeEntry {
@@ -139,6 +139,29 @@ pub fn attach_raw_tracepoint(
         .map_err(prog_err)?;
     program.load().map_err(prog_err)?;
     program.attach(tp).map_err(prog_err)?;
+    Ok(())
+}
+
+/// Loads program `name` of the object as a BTF-typed tracepoint (`tp_btf`) of `tp` and
+/// attaches it. Its arguments carry their kernel types, so e.g. a `task_struct *` argument can
+/// key task-local storage.
+pub fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tp: &str,
+) -> Result<(), ProbeError> {
+    let prog_err = |source| ProbeError::Program {
+        program: name,
+        source,
+    };
+    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(e.into()))?;
+    let program: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load(tp, &btf).map_err(prog_err)?;
+    program.attach().map_err(prog_err)?;
     Ok(())
 }
 
@@ -315,6 +338,9 @@ fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
     };
     let (http_self_tgid, http_capture, http_wake) = http::loader_globals();
     let mut loader = EbpfLoader::new();
+    // Task-local storage (the syscalls probe's per-thread state) has no user-space wrapper in
+    // aya; the map is created all the same and only the kernel programs use it.
+    loader.allow_unsupported_maps();
     loader.override_global(aya_log::LEVEL, &level, false);
     loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false);
     loader.override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false);

@@ -1,5 +1,5 @@
-//! `syscalls` probe, user half: attaches `raw_tracepoint/sys_enter` and `sys_exit` and, at
-//! scrape time, reads the kernel's aggregates into
+//! `syscalls` probe, user half: attaches `tp_btf/task_rename` (keeps the kernel's cached
+//! thread names right), then `raw_tracepoint/sys_enter` and `sys_exit`, and, at scrape time, reads the kernel's aggregates into
 //! - `syscalls_total{process_name,syscall}`, `syscall_errors_total{process_name,syscall}`
 //!   (from the per-CPU hash `(comm, nr)`; `process_name` bounded by [`crate::procnames`]);
 //! - `syscall_duration_seconds{syscall}` (histogram from the per-CPU log2 arrays, exported with
@@ -8,7 +8,7 @@
 use std::{sync::Mutex, time::Instant};
 
 use agent_common::syscalls::{
-    HIST_BUCKETS, MAP_HIST, MAP_LOST, MAP_START, MAP_STATS, OVERFLOW_SLOT, SyscallHist, SyscallKey,
+    HIST_BUCKETS, MAP_HIST, MAP_LOST, MAP_STATS, OVERFLOW_SLOT, SyscallHist, SyscallKey,
     SyscallLost, SyscallStats,
 };
 use aya::{
@@ -34,10 +34,7 @@ pub const BOUNDS_LOG2_NS: [usize; 13] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
 
 /// Map sizes from the configuration, applied before the object is loaded.
 pub fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
-    vec![
-        (MAP_STATS, ctx.config.syscalls.max_series),
-        (MAP_START, ctx.config.syscalls.max_threads),
-    ]
+    vec![(MAP_STATS, ctx.config.syscalls.max_series)]
 }
 
 struct State {
@@ -58,6 +55,15 @@ impl std::fmt::Debug for SyscallsProbe {
 }
 
 pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
+    if let Some(n) = ctx.config.syscalls.max_threads {
+        tracing::warn!(
+            max_threads = n,
+            "syscalls.max_threads is no longer used (per-thread state lives in task-local \
+             storage, freed with each thread); remove it from the configuration"
+        );
+    }
+    // First: without it, a process would keep the name its parent had before exec.
+    super::attach_btf_tracepoint(ebpf, "syscalls_task_rename", "task_rename")?;
     for (name, tp) in PROGRAMS {
         super::attach_raw_tracepoint(ebpf, name, tp)?;
     }

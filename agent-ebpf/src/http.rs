@@ -1,5 +1,6 @@
-//! `http` probe, kernel half: one program on the `syscalls:sys_exit_*` tracepoints of the
-//! syscalls below (fallback: `raw_tracepoint/sys_exit`, every syscall).
+//! `http` probe, kernel half: one program at the exit of the syscalls below, on one of three
+//! hooks (the agent takes the first that loads, or the one `http.hook` names):
+//! `tp_btf/sys_exit`, the `syscalls:sys_exit_*` tracepoints, `raw_tracepoint/sys_exit`.
 //!
 //! At a syscall's exit the user registers still hold its arguments (x86_64 `pt_regs`: `di`,
 //! `si`, `dx`; `orig_ax` is the syscall number — arch/x86/include/asm/ptrace.h), and `ret` is
@@ -12,8 +13,8 @@
 //!   per-CPU scratch record and output exactly its used length to the `HTTP_EVENTS` ring
 //!   buffer; `sendfile` sends only its byte count.
 //!
-//! Other syscalls cost nothing beyond the kernel's bitmap test of enabled syscall events (on
-//! the raw-tracepoint fallback: a program call, one read of `orig_ax` and a branch); reads
+//! Other syscalls cost a program call, one load of `orig_ax` and a branch (`tp_btf`; the raw
+//! tracepoint needs a helper for the load; the per-syscall tracepoints never run); reads
 //! and writes of unfollowed fds cost one hash lookup. A connection whose first bytes
 //! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
 //! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
@@ -26,7 +27,7 @@ use agent_common::http::{
     SC_WRITE, SC_WRITEV,
 };
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -34,9 +35,9 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_probe_read_user as raw_read_user, bpf_task_pt_regs,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 #[unsafe(no_mangle)]
@@ -210,8 +211,8 @@ fn emit_header(hdr: EventHeader) {
         count_lost();
         return;
     };
-    // SAFETY: the record is HEADER_BYTES long; unaligned write for safety.
-    unsafe { core::ptr::write_unaligned(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    // SAFETY: the record is HEADER_BYTES long and 8-byte aligned (ring records are).
+    unsafe { core::ptr::write(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
     entry.submit(submit_flags());
 }
 
@@ -233,34 +234,76 @@ fn looks_like_http(w: [u8; 4]) -> bool {
     )
 }
 
-/// Preferred entry: one program attached to the `syscalls:sys_exit_*` tracepoints of exactly
+/// Preferred entry: `tp_btf/sys_exit` (args `struct pt_regs *regs, long ret`). It runs on
+/// every syscall's exit, but its arguments are typed kernel pointers, so the syscall number and
+/// the arguments are plain loads from `regs` (no helper call), and an uninteresting syscall
+/// costs the program call, one load and a branch.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn http_sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // SAFETY: `regs` is the kernel's `struct pt_regs *` (BTF-typed: the verifier checks the
+    // offset against the struct and the load faults safely).
+    let nr = unsafe { core::ptr::read_volatile(regs.add(REG_ORIG_AX as usize / 8)) };
+    on_exit(nr, ret, || unsafe { args_direct(regs) });
+    0
+}
+
+/// Second choice: one program attached to the `syscalls:sys_exit_*` tracepoints of exactly
 /// the syscalls above (record layout in `events/syscalls/sys_exit_read/format`: `__syscall_nr`
-/// at 8, `ret` at 16). Other syscalls never run it. The arguments come from the task's saved
-/// user registers (`bpf_task_pt_regs`, kernel 5.15+).
+/// at 8, `ret` at 16). Other syscalls never run it, but each event goes through perf's
+/// tracepoint path. The arguments come from the task's saved user registers
+/// (`bpf_task_pt_regs`, kernel 5.15+), a BTF-typed pointer read with plain loads.
 #[tracepoint]
 pub fn http_sys_exit_tp(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets of the syscall exit record, fixed for every sys_exit_* event.
-    let nr = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
-    // SAFETY: the helpers take the current task; the result is the task's user pt_regs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    if nr >= 0 && regs != 0 {
-        on_exit(regs, nr as u64, ret);
+    // SAFETY: the record is at least 24 bytes (fixed layout of every sys_exit_* event);
+    // direct context loads, checked by the verifier.
+    let (nr, ret) = unsafe {
+        let rec = ctx.as_ptr().cast::<u8>();
+        (
+            core::ptr::read_volatile(rec.add(8).cast::<i32>()),
+            core::ptr::read_volatile(rec.add(16).cast::<i64>()),
+        )
+    };
+    if nr >= 0 {
+        on_exit(nr as u64, ret, || {
+            // SAFETY: the helpers take the current task; the result is its user pt_regs.
+            let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+            unsafe { args_direct(regs) }
+        });
     }
     0
 }
 
-/// Fallback entry for kernels without `bpf_task_pt_regs`: every syscall's exit.
+/// Fallback entry for kernels without BTF or `bpf_task_pt_regs`: every syscall's exit, the
+/// registers read with a helper.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn http_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    on_exit(regs, reg(regs, REG_ORIG_AX), ret);
+    on_exit(reg(regs, REG_ORIG_AX), ret, || args(regs));
     0
 }
 
+/// `dx`, `si`, `di` of a BTF-typed `pt_regs` pointer, with plain loads.
+///
+/// # Safety
+/// `regs` is a `struct pt_regs *` the verifier knows by type.
 #[inline(always)]
-fn on_exit(regs: u64, nr: u64, ret: i64) {
+unsafe fn args_direct(regs: *const u64) -> Args {
+    unsafe {
+        Args {
+            dx: core::ptr::read_volatile(regs.add(REG_DX as usize / 8)),
+            si: core::ptr::read_volatile(regs.add(REG_DX as usize / 8 + 1)),
+            di: core::ptr::read_volatile(regs.add(REG_DX as usize / 8 + 2)),
+        }
+    }
+}
+
+/// The work at a syscall's exit; `args` reads the first three arguments, only for the
+/// syscalls that need them.
+#[inline(always)]
+fn on_exit(nr: u64, ret: i64, args: impl Fn() -> Args) {
     let (syscall, direction) = match nr {
         nr::READ => (SC_READ, DIR_IN),
         nr::READV => (SC_READV, DIR_IN),
@@ -272,21 +315,21 @@ fn on_exit(regs: u64, nr: u64, ret: i64) {
         nr::SENDMSG => (SC_SENDMSG, DIR_OUT),
         nr::SENDFILE => (SC_SENDFILE, DIR_OUT),
         nr::ACCEPT | nr::ACCEPT4 => {
-            on_accept(args(regs), ret);
+            on_accept(args(), ret);
             return;
         }
         nr::CONNECT => {
-            on_connect(args(regs), ret);
+            on_connect(args(), ret);
             return;
         }
         nr::CLOSE => {
-            on_close(args(regs));
+            on_close(args());
             return;
         }
         _ => return,
     };
     if ret > 0 {
-        on_data(args(regs), ret as u64, syscall, direction);
+        on_data(args(), ret as u64, syscall, direction);
     }
 }
 
@@ -395,8 +438,9 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
         off = MAX_CAPTURE as u64;
     }
     hdr.captured = off as u16;
-    // SAFETY: the scratch buffer starts with room for the header.
-    unsafe { core::ptr::write_unaligned(scratch.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    // SAFETY: the scratch buffer starts with room for the header and, being a map value, is
+    // 8-byte aligned.
+    unsafe { core::ptr::write(scratch.as_mut_ptr().cast::<EventHeader>(), hdr) };
     let len = HEADER_BYTES + off as usize;
     if len > SCRATCH_BYTES {
         return;
@@ -529,9 +573,9 @@ fn on_connect(a: Args, ret: i64) {
     };
     hdr.captured = sa_len;
     let p = entry.as_mut_ptr();
-    // SAFETY: the record is HEADER_BYTES + 32 bytes long.
+    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
     unsafe {
-        core::ptr::write_unaligned(p.cast::<EventHeader>(), hdr);
+        core::ptr::write(p.cast::<EventHeader>(), hdr);
         core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
     }
     entry.submit(submit_flags());

@@ -941,6 +941,21 @@ mod tests {
     }
 
     #[test]
+    fn http_hook_is_one_of_four_names() {
+        use crate::probes::http::HttpHook;
+        assert_eq!(
+            parse("http:\n  hook: tp_btf\n").unwrap().http.hook,
+            HttpHook::TpBtf
+        );
+        assert_eq!(
+            parse("http:\n  hook: raw_tracepoint\n").unwrap().http.hook,
+            HttpHook::RawTracepoint
+        );
+        let m = parse("http:\n  hook: kprobe\n").unwrap_err().to_string();
+        assert!(m.contains("http.hook") && m.contains("kprobe"), "{m}");
+    }
+
+    #[test]
     fn retired_syscalls_max_threads_still_loads() {
         // Older files set it; it sized a map that task-local storage replaced.
         let c = parse("syscalls:\n  max_series: 100\n  max_threads: 128\n").unwrap();

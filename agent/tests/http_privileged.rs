@@ -412,6 +412,77 @@ fn http_exact_counts_per_method_status_route() {
 }
 
 #[test]
+fn http_every_hook_counts_exactly() {
+    if !privileged("http_every_hook_counts_exactly") {
+        return;
+    }
+    let dir = temp_dir("hooks");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let port = nginx.port.to_string();
+    let p = port.as_str();
+    let py = python_comm();
+    for (hook, attached) in [
+        ("tp_btf", "tp_btf/sys_exit"),
+        ("tracepoint", "tracepoint/syscalls/sys_exit_*"),
+        ("raw_tracepoint", "raw_tracepoint/sys_exit"),
+    ] {
+        let agent = agent_with(&dir, &format!("  hook: {hook}\n"));
+        assert!(
+            agent.log().contains(&format!("hook=\"{attached}\"")),
+            "{hook}: {}",
+            agent.log()
+        );
+        let before = agent.scrape();
+        let mut reqs: Vec<(&str, String, &str)> = Vec::new();
+        reqs.extend((0..120).map(|_| ("GET", "/index.html".to_string(), "")));
+        reqs.extend((0..30).map(|_| ("POST", "/post".to_string(), "a=b")));
+        reqs.extend((0..15).map(|i| ("GET", format!("/missing/{i}"), "")));
+        let got = py_client(nginx.port, &reqs);
+        assert_eq!(got.len(), 165);
+        let expect = [
+            ("GET", "200", "/index.html", 120.0),
+            ("POST", "200", "/post", 30.0),
+            ("GET", "404", "/missing/*", 15.0),
+        ];
+        let after = settle(&agent, |e| {
+            delta(e, &before, SERVER, &[("server_port", p)]) >= 165.0
+                && delta(e, &before, CLIENT, &[("server_port", p)]) >= 165.0
+        });
+        for (m, st, r, n) in expect {
+            let server = [
+                ("server_port", p),
+                ("http_request_method", m),
+                ("http_response_status_code", st),
+                ("http_route", r),
+                ("process_name", "nginx"),
+            ];
+            assert_eq!(
+                delta(&after, &before, SERVER, &server),
+                n,
+                "{hook}: server {m} {st} {r}"
+            );
+            let client = [
+                ("server_port", p),
+                ("http_request_method", m),
+                ("http_response_status_code", st),
+                ("process_name", py.as_str()),
+            ];
+            assert_eq!(
+                delta(&after, &before, CLIENT, &client),
+                n,
+                "{hook}: client {m} {st}"
+            );
+        }
+        assert_eq!(
+            delta(&after, &before, SERVER, &[("server_port", p)]),
+            165.0,
+            "{hook}"
+        );
+        assert_eq!(lost(&after), lost(&before), "{hook}: events lost");
+    }
+}
+
+#[test]
 fn http_pipelined_requests_each_get_their_status() {
     if !privileged("http_pipelined_requests_each_get_their_status") {
         return;

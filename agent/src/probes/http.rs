@@ -1,8 +1,9 @@
 //! `http` probe, user half: HTTP/1.x RED metrics of every process, from the kernel.
 //!
-//! Hook: the `syscalls:sys_exit_*` tracepoints (fallback `raw_tracepoint/sys_exit`) of `read`, `readv`, `recvfrom`, `recvmsg`, `write`,
-//! `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and `close` (see
-//! `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
+//! Hook (`http.hook`): `tp_btf/sys_exit`, else the `syscalls:sys_exit_*` tracepoints, else
+//! `raw_tracepoint/sys_exit`; the program acts on `read`, `readv`, `recvfrom`, `recvmsg`,
+//! `write`, `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and
+//! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
 //! connection ([`decode`]), names routes ([`route`]) and records
 //! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
 //!   http_route,server_port,process_name}`: first request byte read → last response byte
@@ -55,10 +56,29 @@ pub const BUCKETS: [f64; 14] = [
 pub const SERVER_FAMILY: &str = "http_server_request_duration_seconds";
 pub const CLIENT_FAMILY: &str = "http_client_request_duration_seconds";
 
+/// `http.hook`: which kernel hook runs the capture program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpHook {
+    /// The first the kernel takes of `tp_btf`, `tracepoint`, `raw_tracepoint`.
+    #[default]
+    Auto,
+    /// `tp_btf/sys_exit`: every syscall's exit, arguments read with plain loads.
+    TpBtf,
+    /// The thirteen `syscalls:sys_exit_*` tracepoints: only the traced syscalls, but each
+    /// event goes through perf's tracepoint path and a helper reads the registers.
+    Tracepoint,
+    /// `raw_tracepoint/sys_exit`: every syscall's exit, registers read with a helper (kernels
+    /// without BTF).
+    RawTracepoint,
+}
+
 /// `http:` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Kernel hook of the capture program.
+    pub hook: HttpHook,
     /// Bytes of each read/write copied from the kernel (64..=4096): enough for the heads.
     pub capture_bytes: u32,
     /// Process names (`/proc/<pid>/comm`) to trace; empty = every process.
@@ -89,6 +109,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            hook: HttpHook::Auto,
             capture_bytes: 1024,
             include_processes: Vec::new(),
             exclude_processes: Vec::new(),
@@ -205,11 +226,13 @@ pub fn loader_globals() -> (u32, u32, u32) {
     (std::process::id(), c.capture_bytes, c.ring_buffer_bytes / 4)
 }
 
-/// The program for the per-syscall exit tracepoints, and its raw-tracepoint fallback.
-const PROGRAM: &str = "http_sys_exit_tp";
-const FALLBACK: &str = "http_sys_exit";
+/// The programs, best first: `tp_btf/sys_exit`, the per-syscall exit tracepoints, and
+/// `raw_tracepoint/sys_exit`.
+const PROGRAM_BTF: &str = "http_sys_exit_btf";
+const PROGRAM_TP: &str = "http_sys_exit_tp";
+const PROGRAM_RAW: &str = "http_sys_exit";
 
-/// The `syscalls` exit events the program runs on (`agent-ebpf/src/http.rs`).
+/// The `syscalls` exit events the tracepoint program runs on (`agent-ebpf/src/http.rs`).
 const EXIT_EVENTS: [&str; 13] = [
     "sys_exit_read",
     "sys_exit_readv",
@@ -226,20 +249,34 @@ const EXIT_EVENTS: [&str; 13] = [
     "sys_exit_close",
 ];
 
-/// Attaches to the thirteen syscall exit events, so that no other syscall runs the program;
-/// on a kernel that refuses it (no `bpf_task_pt_regs` before 5.15, or no syscall events) the
-/// raw `sys_exit` tracepoint, which runs on every syscall, takes its place.
-fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    match super::attach_tracepoints(ebpf, PROGRAM, "syscalls", &EXIT_EVENTS) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "http probe: per-syscall exit tracepoints unavailable; using raw_tracepoint/sys_exit, which runs on every syscall"
-            );
-            super::attach_raw_tracepoint(ebpf, FALLBACK, "sys_exit")
+/// Attaches the program of `hook`, or with `auto` the first of the three the kernel takes.
+/// Returns the hook attached.
+fn attach_exits(ebpf: &mut Ebpf, hook: HttpHook) -> Result<&'static str, ProbeError> {
+    let wanted = |h: HttpHook| hook == HttpHook::Auto || hook == h;
+    let mut last = None;
+    if wanted(HttpHook::TpBtf) {
+        match super::attach_btf_tracepoint(ebpf, PROGRAM_BTF, "sys_exit") {
+            Ok(()) => return Ok("tp_btf/sys_exit"),
+            Err(e) => {
+                tracing::warn!(error = %e, "http probe: tp_btf/sys_exit unavailable");
+                last = Some(e);
+            }
         }
     }
+    if wanted(HttpHook::Tracepoint) {
+        match super::attach_tracepoints(ebpf, PROGRAM_TP, "syscalls", &EXIT_EVENTS) {
+            Ok(()) => return Ok("tracepoint/syscalls/sys_exit_*"),
+            Err(e) => {
+                tracing::warn!(error = %e, "http probe: syscall exit tracepoints unavailable");
+                last = Some(e);
+            }
+        }
+    }
+    if wanted(HttpHook::RawTracepoint) {
+        return super::attach_raw_tracepoint(ebpf, PROGRAM_RAW, "sys_exit")
+            .map(|()| "raw_tracepoint/sys_exit");
+    }
+    Err(last.unwrap_or(ProbeError::MissingProgram(PROGRAM_RAW)))
 }
 
 pub fn attach(
@@ -247,7 +284,8 @@ pub fn attach(
     _ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
-    attach_exits(ebpf)?;
+    let hook = attach_exits(ebpf, settings.http.hook)?;
+    tracing::info!(hook, "http probe: capture program attached");
     let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
     let kconns = super::take_map(ebpf, CONNS_MAP)?;

@@ -72,7 +72,7 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "http",
         default_enabled: true,
-        hooks: "tracepoint/syscalls/sys_exit_* (read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close; fallback raw_tracepoint/sys_exit)",
+        hooks: "tp_btf/sys_exit (http.hook: auto falls back to tracepoint/syscalls/sys_exit_* of read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close, then raw_tracepoint/sys_exit)",
         attach: http::attach,
     },
 ];

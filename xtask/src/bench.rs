@@ -398,6 +398,84 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     crate::bench_http::run(root, &bin, write)
 }
 
+/// One program's share of [`bpf_run_time`]: name, ns it ran, runs.
+pub(crate) type ProgRunTime = (String, f64, f64);
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// `(run_time_ns, run_cnt)` of each loaded program whose name is in `names` (`bpftool prog
+/// show` prints both while `kernel.bpf_stats_enabled` is 1).
+fn bpf_prog_stats(names: &[&str]) -> Result<Vec<ProgRunTime>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .context("running bpftool (cargo xtask setup installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let field = |k: &str| {
+            w.iter()
+                .position(|x| *x == k)
+                .and_then(|i| w.get(i + 1))
+                .map(|v| v.to_string())
+        };
+        let (Some(name), Some(t), Some(c)) =
+            (field("name"), field("run_time_ns"), field("run_cnt"))
+        else {
+            continue;
+        };
+        // bpftool prints the full name when the program has BTF, else the kernel's 15 bytes.
+        let wanted = names
+            .iter()
+            .find(|n| **n == name || (name.len() == 15 && n.starts_with(name.as_str())));
+        if let Some(n) = wanted {
+            found.push((
+                n.to_string(),
+                t.parse().unwrap_or(0.0),
+                c.parse().unwrap_or(0.0),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Runs `f` with the kernel's BPF run-time statistics switched on and returns, for each
+/// loaded program named in `names`, the ns it ran and its runs during `f`
+/// (`(name, ns, runs)`, summed over programs of the same name).
+pub(crate) fn bpf_run_time<T>(
+    names: &[&str],
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<ProgRunTime>)> {
+    let before_flag = std::fs::read_to_string(BPF_STATS_SYSCTL).unwrap_or_default();
+    std::fs::write(BPF_STATS_SYSCTL, "1").with_context(|| format!("writing {BPF_STATS_SYSCTL}"))?;
+    let before = bpf_prog_stats(names);
+    let out = f();
+    let after = bpf_prog_stats(names);
+    let restore = match before_flag.trim() {
+        "" => "0",
+        v => v,
+    };
+    let _ = std::fs::write(BPF_STATS_SYSCTL, restore);
+    let (out, before, after) = (out?, before?, after?);
+    anyhow::ensure!(!after.is_empty(), "programs {names:?} not found by bpftool");
+    let mut per_name: Vec<ProgRunTime> = Vec::new();
+    for (name, t1, c1) in &after {
+        let (t0, c0) = before
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map_or((0.0, 0.0), |(_, t, c)| (*t, *c));
+        match per_name.iter_mut().find(|(n, ..)| n == name) {
+            Some(e) => {
+                e.1 += t1 - t0;
+                e.2 += c1 - c0;
+            }
+            None => per_name.push((name.clone(), t1 - t0, c1 - c0)),
+        }
+    }
+    Ok((out, per_name))
+}
+
 /// The run's time for section headings, e.g. `2026-11-29 09:50 UTC`.
 pub(crate) fn utc_now() -> String {
     Command::new("date")

@@ -14,7 +14,7 @@ use std::{
 use super::bench::{cpu_seconds, free_port};
 use anyhow::{Context as _, Result, bail};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const WRK_SECONDS: u32 = 5;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;
@@ -136,16 +136,24 @@ fn start_nginx() -> Result<Nginx> {
     })
 }
 
-/// hostlens with only the http probe (`on`) or no probe at all (`off`).
-fn start_hostlens(bin: &Path, on: bool) -> Result<(Proc, u16)> {
+/// hostlens with only the http probe on `hook` (`http.hook`), or with no probe at all (None).
+fn start_hostlens(bin: &Path, hook: Option<&str>) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let mut args = vec!["--web.listen-address", &addr, "--probe.disable-defaults"];
-    if on {
-        args.push("--probe.http");
-    }
+    let cfg = std::env::temp_dir().join(format!(
+        "hostlens-bench-http-{}-{}.yaml",
+        std::process::id(),
+        hook.unwrap_or("off")
+    ));
+    let yaml = match hook {
+        Some(h) => format!("probes:\n  disable_defaults: true\n  http: true\nhttp:\n  hook: {h}\n"),
+        None => "probes:\n  disable_defaults: true\n".to_string(),
+    };
+    std::fs::write(&cfg, yaml).with_context(|| format!("writing {}", cfg.display()))?;
+    let cfg_arg = cfg.to_string_lossy().into_owned();
+    let args = ["--web.listen-address", &addr, "--config.file", &cfg_arg];
     let child = Command::new(bin)
-        .args(&args)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -324,40 +332,88 @@ struct On {
     counted: f64,
 }
 
+/// The kernel programs of the probe, and of the bpftrace reference (named after the event).
+const HOSTLENS_PROGS: [&str; 3] = ["http_sys_exit_btf", "http_sys_exit_tp", "http_sys_exit"];
+
+fn reference_progs() -> Vec<String> {
+    HOOKED.iter().map(|s| format!("sys_exit_{s}")).collect()
+}
+
+/// wrk against nginx with hostlens's http probe on `hook`: throughput, hostlens's CPU, the
+/// events it lost and the requests it counted on nginx's port.
+fn measure_on(bin: &Path, nginx: &Nginx, hook: &str) -> Result<On> {
+    let (hl, port) = start_hostlens(bin, Some(hook))?;
+    let pid = hl.0.id();
+    let before = get(port, "/metrics")?;
+    let cpu0 = cpu_seconds(pid)?;
+    let w = wrk(nginx)?;
+    let cpu_s = cpu_seconds(pid)? - cpu0;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = get(port, "/metrics")?;
+    let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
+    let filter = format!("server_port=\"{}\"", nginx.port);
+    let count = "http_server_request_duration_seconds_count";
+    Ok(On {
+        wrk: w,
+        cpu_s,
+        lost: metric(&after, lost_series) - metric(&before, lost_series),
+        counted: metric_sum(&after, count, &filter) - metric_sum(&before, count, &filter),
+    })
+}
+
+/// Kernel program time per request (µs) of the programs `names` under one wrk run, from the
+/// kernel's run-time statistics (a separate run: the statistics cost time themselves).
+fn program_us_per_request(nginx: &Nginx, names: &[&str]) -> Result<f64> {
+    let (w, per_prog) = super::bench::bpf_run_time(names, || wrk(nginx))?;
+    let ns: f64 = per_prog.iter().map(|(_, ns, _)| ns).sum();
+    Ok(ns / 1e3 / w.requests)
+}
+
+/// One round: no probe, the bpftrace reference, the probe on its default hook (`auto`, which
+/// is `tp_btf` here) and on the per-syscall tracepoints.
+struct Round {
+    off: Wrk,
+    reference: Wrk,
+    on: On,
+    on_tp: On,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx = start_nginx()?;
-    let mut off = Vec::new();
-    let mut reference = Vec::new();
-    let mut on = Vec::new();
-    for _ in 0..ROUNDS {
-        {
-            let (_hl, _) = start_hostlens(bin, false)?;
-            off.push(wrk(&nginx)?);
-        }
-        {
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let off = {
+            let (_hl, _) = start_hostlens(bin, None)?;
+            wrk(&nginx)?
+        };
+        let reference = {
             let _bt = start_bpftrace_reference()?;
-            reference.push(wrk(&nginx)?);
-        }
-        let (hl, port) = start_hostlens(bin, true)?;
-        let pid = hl.0.id();
-        let before = get(port, "/metrics")?;
-        let cpu0 = cpu_seconds(pid)?;
-        let w = wrk(&nginx)?;
-        let cpu_s = cpu_seconds(pid)? - cpu0;
-        std::thread::sleep(Duration::from_millis(500));
-        let after = get(port, "/metrics")?;
-        let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
-        let filter = format!("server_port=\"{}\"", nginx.port);
-        let count = "http_server_request_duration_seconds_count";
-        on.push(On {
-            wrk: w,
-            cpu_s,
-            lost: metric(&after, lost_series) - metric(&before, lost_series),
-            counted: metric_sum(&after, count, &filter) - metric_sum(&before, count, &filter),
+            wrk(&nginx)?
+        };
+        let on = measure_on(bin, &nginx, "auto")?;
+        let on_tp = measure_on(bin, &nginx, "tracepoint")?;
+        eprintln!(
+            "http round {}/{ROUNDS}: req/s off {:.0}, ref {:.0}, on {:.0}, on(tracepoint) {:.0}",
+            i + 1,
+            off.rps,
+            reference.rps,
+            on.wrk.rps,
+            on_tp.wrk.rps
+        );
+        rounds.push(Round {
+            off,
+            reference,
+            on,
+            on_tp,
         });
     }
     // Fixed rate: hostlens CPU at 10k req/s.
-    let (hl, port) = start_hostlens(bin, true)?;
+    let (hl, port) = start_hostlens(bin, Some("auto"))?;
     let pid = hl.0.id();
     let before = get(port, "/metrics")?;
     let cpu0 = cpu_seconds(pid)?;
@@ -368,68 +424,61 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
     let fixed_lost = metric(&after, lost_series) - metric(&before, lost_series);
     drop(hl);
-
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    // The machine is shared: each round's on/off pair ran back to back, so the median of the
-    // per-round ratios is steadier than the ratio of means.
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    // Kernel program time per request, per setup.
+    let prog_ref = {
+        let _bt = start_bpftrace_reference()?;
+        let names = reference_progs();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        program_us_per_request(&nginx, &names)?
     };
-    let rps_ratio = median(
-        off.iter()
-            .zip(&on)
-            .map(|(f, o)| o.wrk.rps / f.rps)
-            .collect(),
-    );
-    let ref_ratio = median(
-        off.iter()
-            .zip(&reference)
-            .map(|(f, r)| r.rps / f.rps)
-            .collect(),
-    );
-    let on_ref_ratio = median(
-        reference
-            .iter()
-            .zip(&on)
-            .map(|(r, o)| o.wrk.rps / r.rps)
-            .collect(),
-    );
-    let p99_ratio = median(
-        off.iter()
-            .zip(&on)
-            .map(|(f, o)| o.wrk.p99_ms / f.p99_ms)
-            .collect(),
-    );
-    let off_rps = mean(&off.iter().map(|w| w.rps).collect::<Vec<_>>());
-    let on_rps = mean(&on.iter().map(|o| o.wrk.rps).collect::<Vec<_>>());
-    let off_p99 = mean(&off.iter().map(|w| w.p99_ms).collect::<Vec<_>>());
-    let on_p99 = mean(&on.iter().map(|o| o.wrk.p99_ms).collect::<Vec<_>>());
-    let on_requests: f64 = on.iter().map(|o| o.wrk.requests).sum();
-    let off_requests: f64 = off.iter().map(|w| w.requests).sum();
+    let prog_on = {
+        let _hl = start_hostlens(bin, Some("auto"))?;
+        program_us_per_request(&nginx, &HOSTLENS_PROGS)?
+    };
+    let prog_tp = {
+        let _hl = start_hostlens(bin, Some("tracepoint"))?;
+        program_us_per_request(&nginx, &HOSTLENS_PROGS)?
+    };
+
+    // The machine is shared: each round's setups ran back to back, so the median of the
+    // per-round ratios is steadier than the ratio of means.
+    let ratio = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let rps_ratio = ratio(&|r| r.on.wrk.rps / r.off.rps);
+    let tp_ratio = ratio(&|r| r.on_tp.wrk.rps / r.off.rps);
+    let ref_ratio = ratio(&|r| r.reference.rps / r.off.rps);
+    let on_ref_ratio = ratio(&|r| r.on.wrk.rps / r.reference.rps);
+    let p99_ratio = ratio(&|r| r.on.wrk.p99_ms / r.off.p99_ms);
+    let sum = |f: &dyn Fn(&Round) -> f64| rounds.iter().map(f).sum::<f64>();
+    let off_rps = sum(&|r| r.off.rps);
+    let on_rps = sum(&|r| r.on.wrk.rps);
     // CPU-bound estimate, insensitive to other load on the machine: nginx's CPU per request
-    // off / on (the probe's kernel work runs in nginx's syscalls and is charged to it).
-    let nginx_off = off.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / off_requests;
-    let nginx_on = on.iter().map(|o| o.wrk.nginx_cpu_s).sum::<f64>() / on_requests;
-    let ref_requests: f64 = reference.iter().map(|w| w.requests).sum();
-    let nginx_ref = reference.iter().map(|w| w.nginx_cpu_s).sum::<f64>() / ref_requests;
-    let on_cpu: f64 = on.iter().map(|o| o.cpu_s).sum();
-    let lost: f64 = on.iter().map(|o| o.lost).sum();
-    let counted: f64 = on.iter().map(|o| o.counted).sum();
+    // (the probe's kernel work runs in nginx's syscalls and is charged to it).
+    let per_req =
+        |cpu: &dyn Fn(&Round) -> &Wrk| sum(&|r| cpu(r).nginx_cpu_s) / sum(&|r| cpu(r).requests);
+    let nginx_off = per_req(&|r| &r.off);
+    let nginx_ref = per_req(&|r| &r.reference);
+    let nginx_on = per_req(&|r| &r.on.wrk);
+    let nginx_tp = per_req(&|r| &r.on_tp.wrk);
+    let on_requests = sum(&|r| r.on.wrk.requests);
+    let on_cpu = sum(&|r| r.on.cpu_s);
+    let lost = sum(&|r| r.on.lost + r.on_tp.lost);
     let date = super::bench::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "{MARKER} ({date})\n")?;
     writeln!(
         md,
-        "`cargo xtask bench`: nginx (1 worker, static 26-byte file, keep-alive) on 127.0.0.1, \
-         `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, {ROUNDS} rounds, each running hostlens with no \
-         probe (off), then the reference (ref: bpftrace counting, per probe, the calls of the \
-         thirteen `syscalls:sys_exit_*` tracepoints the probe attaches to — the floor any \
-         capture on these hooks pays on this machine), then hostlens with only the `http` probe \
-         (on, default config: every process, so both nginx's server side and wrk's client side \
-         are decoded). CPU is hostlens's utime+stime during the on-rounds (10 ms ticks). Load \
-         average at the end: {}.\n",
+        "`cargo xtask bench` (`--only-http` for this section alone): nginx (1 worker, static \
+         26-byte file, keep-alive) on 127.0.0.1, `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, \
+         {ROUNDS} rounds, each running hostlens with no probe (off), then the reference (ref: \
+         bpftrace counting, per probe, the calls of the thirteen `syscalls:sys_exit_*` \
+         tracepoints the probe's tracepoint hook uses — what merely watching these syscalls \
+         costs on this machine), then hostlens with only the `http` probe on its default hook \
+         (on: `http.hook: auto`, which loads `tp_btf/sys_exit` here), then on the per-syscall \
+         tracepoints (on(tp): `http.hook: tracepoint`). Default config otherwise: every \
+         process, so both nginx's server side and wrk's client side are decoded. CPU is \
+         hostlens's utime+stime during the on-rounds (10 ms ticks). Load average at the end: \
+         {}.\n",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -437,60 +486,62 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "| round | off req/s | ref req/s | on req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| round | off req/s | ref req/s | on req/s | on(tp) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(tp) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
-    for (i, ((f, r), o)) in off.iter().zip(&reference).zip(&on).enumerate() {
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let us = |w: &Wrk| w.nginx_cpu_s * 1e6 / w.requests;
+    for (i, r) in rounds.iter().enumerate() {
         writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
             i + 1,
-            f.rps,
-            r.rps,
-            o.wrk.rps,
-            f.p99_ms,
-            o.wrk.p99_ms,
-            f.nginx_cpu_s * 1e6 / f.requests,
-            r.nginx_cpu_s * 1e6 / r.requests,
-            o.wrk.nginx_cpu_s * 1e6 / o.wrk.requests,
-            o.cpu_s,
-            o.lost,
-            o.counted,
-            o.wrk.requests
+            r.off.rps,
+            r.reference.rps,
+            r.on.wrk.rps,
+            r.on_tp.wrk.rps,
+            r.off.p99_ms,
+            r.on.wrk.p99_ms,
+            us(&r.off),
+            us(&r.reference),
+            us(&r.on.wrk),
+            us(&r.on_tp.wrk),
+            r.on.cpu_s,
+            r.on.lost,
+            r.on.counted,
+            r.on.wrk.requests
         )?;
     }
     writeln!(
         md,
-        "\nThroughput on/off: median of the rounds' ratios **{:.2}×** (budget ≥ 0.90×), ratio of \
-         means {:.2}×. The reference alone: ref/off **{:.2}×**; the probe against it: on/ref \
-         **{:.2}×**. p99 latency on/off: median {:.2}×, of means {:.2}×; hostlens CPU \
-         **{:.2} ms per 1,000 requests**, events lost {:.0} (budget 0). Fixed rate: {} requests \
-         in {FIXED_SECONDS} s ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {:.2} s \
-         CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {:.0}. \
-         nginx worker CPU per request off/ref/on: {:.1} / {:.1} / {:.1} µs, i.e. a CPU-bound \
-         nginx would keep **{:.2}×** its throughput ({:.2}× under the reference) (this figure does not depend on the other load on the \
-         machine; the req/s ratios above do).\n",
-        rps_ratio,
+        "\nThroughput on/off: median of the rounds' ratios **{rps_ratio:.2}×** (budget ≥ 0.90×), \
+         ratio of means {:.2}×; on the tracepoint hook {tp_ratio:.2}×. The reference alone: \
+         ref/off **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**. p99 \
+         latency on/off: median {p99_ratio:.2}×. hostlens CPU **{:.2} ms per 1,000 requests**, \
+         events lost {lost:.0} (budget 0). Fixed rate: {done} requests in {FIXED_SECONDS} s \
+         ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {fixed_cpu:.2} s CPU = \
+         **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {fixed_lost:.0}. \
+         nginx worker CPU per request off/ref/on/on(tp): {:.1} / {:.1} / {:.1} / {:.1} µs, i.e. a \
+         CPU-bound nginx would keep **{:.2}×** its throughput ({:.2}× on the tracepoint hook, \
+         {:.2}× under the reference). Kernel program time per request (separate wrk runs with \
+         `kernel.bpf_stats_enabled`; both sides of each request, nginx's and wrk's): reference \
+         {prog_ref:.2} µs, on (`tp_btf`) **{prog_on:.2} µs**, on(tp) {prog_tp:.2} µs (the \
+         tracepoint hook also pays perf's per-event path, which this does not count).\n",
         on_rps / off_rps,
-        ref_ratio,
-        on_ref_ratio,
-        p99_ratio,
-        on_p99 / off_p99,
         on_cpu * 1e3 / (on_requests / 1e3),
-        lost,
-        done,
         done as f64 / FIXED_SECONDS as f64,
-        fixed_cpu,
         fixed_cpu * 100.0 / FIXED_SECONDS as f64,
         fixed_cpu * 1e3 / (done as f64 / 1e3),
-        fixed_lost,
         nginx_off * 1e6,
         nginx_ref * 1e6,
         nginx_on * 1e6,
+        nginx_tp * 1e6,
         nginx_off / nginx_on,
+        nginx_off / nginx_tp,
         nginx_off / nginx_ref,
     )?;
-    let _ = counted;
     print!("{md}");
     if write {
         super::bench::write_section(root, MARKER, &md)?;

@@ -54,67 +54,19 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-/// `(run_time_ns, run_cnt)` of each loaded program whose name is in `names` (`bpftool prog
-/// show` prints both while `kernel.bpf_stats_enabled` is 1).
-fn prog_stats(names: &[&str]) -> Result<Vec<(String, f64, f64)>> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .context("running bpftool (cargo xtask setup installs it)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let field = |k: &str| {
-            w.iter()
-                .position(|x| *x == k)
-                .and_then(|i| w.get(i + 1))
-                .map(|v| v.to_string())
-        };
-        let (Some(name), Some(t), Some(c)) =
-            (field("name"), field("run_time_ns"), field("run_cnt"))
-        else {
-            continue;
-        };
-        if names.contains(&name.as_str()) {
-            found.push((name, t.parse().unwrap_or(0.0), c.parse().unwrap_or(0.0)));
-        }
-    }
-    Ok(found)
-}
-
 /// In-kernel time of the programs `names` per syscall, from the kernel's own run-time
-/// statistics (switched on only around this loop: they cost time themselves): the sum over
-/// the programs of their mean ns per run.
+/// statistics (on only around this loop: they cost time themselves): the sum over the
+/// programs of their mean ns per run.
 fn prog_ns_per_syscall(names: &[&str]) -> Result<f64> {
-    let before_flag = std::fs::read_to_string(STATS_SYSCTL).unwrap_or_default();
-    std::fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
-    let before = prog_stats(names);
-    getppid_loop(CALLS);
-    let after = prog_stats(names);
-    let _ = std::fs::write(
-        STATS_SYSCTL,
-        if before_flag.trim().is_empty() {
-            "0"
-        } else {
-            before_flag.trim()
-        },
-    );
-    let (before, after) = (before?, after?);
-    let mut ns = 0.0;
-    for (name, t1, c1) in &after {
-        let (t0, c0) = before
-            .iter()
-            .find(|(n, ..)| n == name)
-            .map_or((0.0, 0.0), |(_, t, c)| (*t, *c));
-        if c1 > &c0 {
-            ns += (t1 - t0) / (c1 - c0);
-        }
-    }
-    anyhow::ensure!(!after.is_empty(), "programs {names:?} not found by bpftool");
-    Ok(ns)
+    let ((), per_prog) = super::bench::bpf_run_time(names, || {
+        getppid_loop(CALLS);
+        Ok(())
+    })?;
+    Ok(per_prog
+        .iter()
+        .filter(|(_, _, runs)| *runs > 0.0)
+        .map(|(_, ns, runs)| ns / runs)
+        .sum())
 }
 
 /// One setup measured once: ns per getppid, and the programs' in-kernel ns per syscall.

@@ -18,6 +18,8 @@ pub const CONNS_MAP: &str = "HTTP_CONNS";
 pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";
 /// Global: ring buffer fill level in bytes above which a record wakes the agent.
 pub const GLOBAL_WAKE_BYTES: &str = "HTTP_WAKE_BYTES";
+/// Global: bytes one CPU writes to the ring between two checks of its fill level.
+pub const GLOBAL_CHECK_BYTES: &str = "HTTP_CHECK_BYTES";
 /// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
 pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 

@@ -48,6 +48,14 @@ static HTTP_CAPTURE: Global<u32> = Global::new(1024);
 #[unsafe(no_mangle)]
 static HTTP_WAKE_BYTES: Global<u32> = Global::new(RING_BYTES / 4);
 
+/// Bytes one CPU may write between two fill-level checks (set by the agent: a sixteenth of
+/// the wake level per CPU, so all CPUs together overshoot it by at most a sixteenth).
+#[unsafe(no_mangle)]
+static HTTP_CHECK_BYTES: Global<u32> = Global::new(RING_BYTES / 4 / 16);
+
+#[map(name = "HTTP_UNCHECKED")]
+static HTTP_UNCHECKED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "HTTP_EVENTS")]
 static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
@@ -133,10 +141,23 @@ fn conn_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
-/// Submit flags: no wake-up of the agent per record unless the ring is a quarter full, so a
-/// burst is drained at once.
+/// Submit flags for a record of `len` bytes: no wake-up of the agent per record unless the
+/// ring is a quarter full, so a burst is drained at once. The fill level is asked of the ring
+/// only after this CPU wrote `HTTP_CHECK_BYTES` since it last asked (a per-CPU counter is a
+/// plain memory access; the query is a helper call).
 #[inline(always)]
-fn submit_flags() -> u64 {
+fn submit_flags(len: u64) -> u64 {
+    let Some(p) = HTTP_UNCHECKED.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP as u64;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    unsafe {
+        *p += len;
+        if *p < HTTP_CHECK_BYTES.load() as u64 {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+        *p = 0;
+    }
     if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > HTTP_WAKE_BYTES.load() as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -179,41 +200,54 @@ struct Rec {
     bytes: u64,
 }
 
-fn header(r: &Rec) -> EventHeader {
-    EventHeader {
-        // SAFETY: no preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        conn_id: r.conn_id,
-        bytes: r.bytes,
-        tgid: r.tgid,
-        fd: r.fd,
-        aux: r.aux,
-        captured: 0,
-        kind: r.kind,
-        direction: r.direction,
-        role: r.role,
-        syscall: r.syscall,
-        _pad: [0; 6],
+/// Writes the record header for `r` at `dst` (a ring record or the scratch value: 8-byte
+/// aligned, [`HEADER_BYTES`] long): zeroed with aligned stores, then the fields.
+///
+/// # Safety
+/// `dst` is 8-byte aligned and has room for an [`EventHeader`].
+#[inline(always)]
+unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
+    let h = dst.cast::<EventHeader>();
+    unsafe {
+        // One store per word: the compiler would turn a bulk zeroing into a call of its
+        // byte-wise memset routine.
+        let words = dst.cast::<u64>();
+        let mut i = 0;
+        while i < HEADER_BYTES / 8 {
+            core::ptr::write_volatile(words.add(i), 0);
+            i += 1;
+        }
+        (*h).ts_ns = bpf_ktime_get_ns();
+        (*h).conn_id = r.conn_id;
+        (*h).bytes = r.bytes;
+        (*h).tgid = r.tgid;
+        (*h).fd = r.fd;
+        (*h).aux = r.aux;
+        (*h).captured = captured;
+        (*h).kind = r.kind;
+        (*h).direction = r.direction;
+        (*h).role = r.role;
+        (*h).syscall = r.syscall;
         // The thread name is only needed once per connection (a fallback for the process
         // name); data records skip the helper call.
-        comm: if r.kind == EV_ACCEPT || r.kind == EV_CONNECT {
-            bpf_get_current_comm().unwrap_or([0; 16])
-        } else {
-            [0; 16]
-        },
+        if (r.kind == EV_ACCEPT || r.kind == EV_CONNECT)
+            && let Ok(c) = bpf_get_current_comm()
+        {
+            (*h).comm = c;
+        }
     }
 }
 
 /// Writes a record that is only a header (connection end, sendfile byte counts).
 #[inline(always)]
-fn emit_header(hdr: EventHeader) {
+fn emit_header(r: &Rec) {
     let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES, 0) else {
         count_lost();
         return;
     };
     // SAFETY: the record is HEADER_BYTES long and 8-byte aligned (ring records are).
-    unsafe { core::ptr::write(entry.as_mut_ptr().cast::<EventHeader>(), hdr) };
-    entry.submit(submit_flags());
+    unsafe { write_header(entry.as_mut_ptr().cast(), r, 0) };
+    entry.submit(submit_flags(HEADER_BYTES as u64));
 }
 
 /// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
@@ -365,7 +399,7 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
         bytes: moved,
     };
     if syscall == SC_SENDFILE {
-        emit_header(header(&rec));
+        emit_header(&rec);
         return;
     }
     // The user buffer, or the iovec array and its count.
@@ -433,21 +467,22 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
             i += 1;
         }
     }
-    let mut hdr = header(&rec);
     if off > MAX_CAPTURE as u64 {
         off = MAX_CAPTURE as u64;
     }
-    hdr.captured = off as u16;
     // SAFETY: the scratch buffer starts with room for the header and, being a map value, is
     // 8-byte aligned.
-    unsafe { core::ptr::write(scratch.as_mut_ptr().cast::<EventHeader>(), hdr) };
+    unsafe { write_header(scratch.as_mut_ptr(), &rec, off as u16) };
     let len = HEADER_BYTES + off as usize;
     if len > SCRATCH_BYTES {
         return;
     }
     // SAFETY: `len <= SCRATCH_BYTES`, the scratch array's size.
     let record = unsafe { core::slice::from_raw_parts(scratch.as_ptr(), len) };
-    if HTTP_EVENTS.output::<[u8]>(record, submit_flags()).is_err() {
+    if HTTP_EVENTS
+        .output::<[u8]>(record, submit_flags(len as u64))
+        .is_err()
+    {
         count_lost();
     }
 }
@@ -514,7 +549,7 @@ fn on_accept(a: Args, ret: i64) {
     };
     let fd = ret as u32;
     let conn_id = follow(tgid, fd, ROLE_SERVER);
-    emit_header(header(&Rec {
+    emit_header(&Rec {
         kind: EV_ACCEPT,
         tgid,
         fd,
@@ -524,7 +559,7 @@ fn on_accept(a: Args, ret: i64) {
         role: ROLE_SERVER,
         syscall: 0,
         bytes: 0,
-    }));
+    });
 }
 
 /// `connect(fd, addr, addrlen)`: 0, or -EINPROGRESS (115) for a non-blocking socket.
@@ -556,7 +591,7 @@ fn on_connect(a: Args, ret: i64) {
         return;
     }
     let conn_id = follow(tgid, fd, ROLE_CLIENT);
-    let mut hdr = header(&Rec {
+    let rec = Rec {
         kind: EV_CONNECT,
         tgid,
         fd,
@@ -566,19 +601,18 @@ fn on_connect(a: Args, ret: i64) {
         role: ROLE_CLIENT,
         syscall: 0,
         bytes: 0,
-    });
+    };
     let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
         count_lost();
         return;
     };
-    hdr.captured = sa_len;
-    let p = entry.as_mut_ptr();
+    let p: *mut u8 = entry.as_mut_ptr().cast();
     // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
     unsafe {
-        core::ptr::write(p.cast::<EventHeader>(), hdr);
+        write_header(p, &rec, sa_len);
         core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
     }
-    entry.submit(submit_flags());
+    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
 }
 
 /// `close(fd)`: the end of a followed connection.
@@ -594,7 +628,7 @@ fn on_close(a: Args) {
         return;
     };
     let _ = HTTP_CONNS.remove(key);
-    emit_header(header(&Rec {
+    emit_header(&Rec {
         kind: EV_CLOSE,
         tgid,
         fd,
@@ -604,5 +638,5 @@ fn on_close(a: Args) {
         role: conn.role,
         syscall: 0,
         bytes: 0,
-    }));
+    });
 }

@@ -219,11 +219,29 @@ fn settings() -> Settings {
         })
 }
 
-/// Values for the kernel globals: the agent's own tgid (never traced), the capture size and
-/// the ring fill level that wakes the agent (a quarter of the ring).
-pub fn loader_globals() -> (u32, u32, u32) {
+/// Values for the kernel globals (`agent_common::http::GLOBAL_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct LoaderGlobals {
+    /// The agent's own tgid, never traced.
+    pub self_tgid: u32,
+    pub capture: u32,
+    /// Ring fill level that wakes the agent: a quarter of the ring.
+    pub wake_bytes: u32,
+    /// Bytes one CPU writes between two fill-level checks: a sixteenth of the wake level
+    /// shared by the possible CPUs (at least one page).
+    pub check_bytes: u32,
+}
+
+pub fn loader_globals() -> LoaderGlobals {
     let c = settings().http;
-    (std::process::id(), c.capture_bytes, c.ring_buffer_bytes / 4)
+    let wake_bytes = c.ring_buffer_bytes / 4;
+    let cpus = aya::util::nr_cpus().unwrap_or(64).max(1) as u32;
+    LoaderGlobals {
+        self_tgid: std::process::id(),
+        capture: c.capture_bytes,
+        wake_bytes,
+        check_bytes: (wake_bytes / 16 / cpus).max(4096),
+    }
 }
 
 /// The programs, best first: `tp_btf/sys_exit`, the per-syscall exit tracepoints, and

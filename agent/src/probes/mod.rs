@@ -336,15 +336,20 @@ fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
         LogLevel::Info => 3,
         LogLevel::Debug => 4,
     };
-    let (http_self_tgid, http_capture, http_wake) = http::loader_globals();
+    let g = http::loader_globals();
     let mut loader = EbpfLoader::new();
     // Task-local storage (the syscalls probe's per-thread state) has no user-space wrapper in
     // aya; the map is created all the same and only the kernel programs use it.
     loader.allow_unsupported_maps();
     loader.override_global(aya_log::LEVEL, &level, false);
-    loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &http_self_tgid, false);
-    loader.override_global(agent_common::http::GLOBAL_CAPTURE, &http_capture, false);
-    loader.override_global(agent_common::http::GLOBAL_WAKE_BYTES, &http_wake, false);
+    loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &g.self_tgid, false);
+    loader.override_global(agent_common::http::GLOBAL_CAPTURE, &g.capture, false);
+    loader.override_global(agent_common::http::GLOBAL_WAKE_BYTES, &g.wake_bytes, false);
+    loader.override_global(
+        agent_common::http::GLOBAL_CHECK_BYTES,
+        &g.check_bytes,
+        false,
+    );
     let sizes = max_entries(ctx);
     for (map, n) in &sizes {
         loader.map_max_entries(map, *n);

@@ -122,23 +122,34 @@ fn verifier_tail(e: &aya::programs::ProgramError) -> String {
     }
 }
 
+/// The error of program `name`.
+fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> ProbeError {
+    move |source| ProbeError::Program {
+        program: name,
+        source,
+    }
+}
+
+/// Program `name` of the object as the program type `P`.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
 /// Loads program `name` of the object and attaches it to raw tracepoint `tp`.
 pub fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     tp: &str,
 ) -> Result<(), ProbeError> {
-    let prog_err = |source| ProbeError::Program {
-        program: name,
-        source,
-    };
-    let program: &mut aya::programs::RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))?
-        .try_into()
-        .map_err(prog_err)?;
-    program.load().map_err(prog_err)?;
-    program.attach(tp).map_err(prog_err)?;
+    let program: &mut aya::programs::RawTracePoint = program_of(ebpf, name)?;
+    program.load().map_err(prog_err(name))?;
+    program.attach(tp).map_err(prog_err(name))?;
     Ok(())
 }
 
@@ -150,18 +161,10 @@ pub fn attach_btf_tracepoint(
     name: &'static str,
     tp: &str,
 ) -> Result<(), ProbeError> {
-    let prog_err = |source| ProbeError::Program {
-        program: name,
-        source,
-    };
-    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(e.into()))?;
-    let program: &mut aya::programs::BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))?
-        .try_into()
-        .map_err(prog_err)?;
-    program.load(tp, &btf).map_err(prog_err)?;
-    program.attach().map_err(prog_err)?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(name)(e.into()))?;
+    let program: &mut aya::programs::BtfTracePoint = program_of(ebpf, name)?;
+    program.load(tp, &btf).map_err(prog_err(name))?;
+    program.attach().map_err(prog_err(name))?;
     Ok(())
 }
 
@@ -183,16 +186,9 @@ pub fn attach_tracepoints(
     category: &str,
     tps: &[&str],
 ) -> Result<(), ProbeError> {
-    let prog_err = |source| ProbeError::Program {
-        program: name,
-        source,
-    };
-    let program: &mut aya::programs::TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))?
-        .try_into()
-        .map_err(prog_err)?;
-    program.load().map_err(prog_err)?;
+    let prog_err = prog_err(name);
+    let program: &mut aya::programs::TracePoint = program_of(ebpf, name)?;
+    program.load().map_err(&prog_err)?;
     let mut links = Vec::with_capacity(tps.len());
     for tp in tps {
         match program.attach(category, tp) {

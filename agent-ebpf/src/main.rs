@@ -1,22 +1,11 @@
-//! hostlens kernel programs. One module per probe; each module's programs are loaded and
-//! attached on their own by the matching `agent/src/probes/<name>.rs`.
+//! hostlens kernel programs, main object (`agent-ebpf`): the `tcp` and `http` probes. The
+//! `syscalls` probe is its own object (`agent-ebpf-syscalls`, `syscalls_main.rs`) because its
+//! task-local storage map needs Linux 5.11+, and a map the kernel cannot create fails the whole
+//! object. Each module's programs are loaded and attached on their own by the matching
+//! `agent/src/probes/<name>.rs`.
 #![no_std]
 #![no_main]
 
 mod http;
-mod syscalls;
-mod task_storage;
+mod rt;
 mod tcp;
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any path that could reach here; this only satisfies `no_std`.
-    loop {}
-}
-
-/// The kernel refuses GPL-only helpers (e.g. `bpf_probe_read_user`) to programs without a
-/// GPL-compatible licence.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -159,7 +159,7 @@ pub async fn run_with(
             return 1;
         }
     };
-    let log_task = probes.ebpf_mut().and_then(forward_ebpf_logs);
+    let log_tasks: Vec<_> = probes.objects_mut().filter_map(forward_ebpf_logs).collect();
     let mut remote_write = match remote_write.map(|rw| start_remote_write(rw, &state)) {
         None => None,
         Some(Ok(running)) => Some(running),
@@ -221,7 +221,7 @@ pub async fn run_with(
     if let Some(rw) = remote_write {
         rw.shutdown().await;
     }
-    if let Some(t) = log_task {
+    for t in log_tasks {
         t.abort();
     }
     let n = probes.detach();

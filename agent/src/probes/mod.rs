@@ -1,8 +1,9 @@
 //! eBPF probes: each a kernel half in `agent-ebpf/src/<name>.rs` and a user half here.
 //!
 //! [`PROBES`] is the registration table (flags `--probe.<name>` / `--no-probe.<name>`, YAML
-//! `probes.<name>`). The one eBPF object is loaded once; then each probe loads and attaches its
-//! own programs, so a program the kernel refuses fails only its probe
+//! `probes.<name>`). Each eBPF object ([`Object`]: the main one, and the `syscalls` probe's) is
+//! loaded once; then each probe loads and attaches its own programs, so a program or object the
+//! kernel refuses fails only its probes
 //! (`hostlens_probe_attached{probe}=0`, reason on the status page and in the log).
 use std::{fmt, sync::Arc};
 
@@ -21,9 +22,36 @@ pub mod syscall_names;
 pub mod syscalls;
 pub mod tcp;
 
-/// The compiled kernel programs, built by `agent/build.rs`. Empty when the build skipped the
-/// eBPF step (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
+/// The compiled kernel programs, built by `agent/build.rs`: the main object (`tcp`, `http`)
+/// and the `syscalls` probe's own (its task-local storage map needs Linux 5.11+, and a map the
+/// kernel cannot create fails its whole object). Empty when the build skipped the eBPF step
+/// (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+static SYSCALLS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-syscalls"));
+
+/// Which compiled object holds a probe's programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Main,
+    Syscalls,
+}
+
+impl Object {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Object::Main => EBPF_OBJECT,
+            Object::Syscalls => SYSCALLS_OBJECT,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Object::Main => "agent-ebpf",
+            Object::Syscalls => "agent-ebpf-syscalls",
+        }
+    }
+}
 
 /// The user half of an attached probe: reads its maps at scrape time.
 pub trait ProbeCollector: fmt::Debug + Send + Sync {
@@ -50,6 +78,7 @@ pub struct ProbeEntry {
     pub default_enabled: bool,
     /// The kernel hooks it uses, for the status page and the docs.
     pub hooks: &'static str,
+    pub object: Object,
     pub attach: Attach,
 }
 
@@ -59,6 +88,7 @@ pub static PROBES: &[ProbeEntry] = &[
         name: "syscalls",
         default_enabled: true,
         hooks: "raw_tracepoint/sys_enter, raw_tracepoint/sys_exit, tp_btf/task_rename",
+        object: Object::Syscalls,
         attach: syscalls::attach,
     },
     ProbeEntry {
@@ -67,12 +97,14 @@ pub static PROBES: &[ProbeEntry] = &[
         hooks: "tracepoint/sock:inet_sock_set_state, tcp:tcp_probe, sock:sock_send_length, \
             sock:sock_recv_length; raw_tracepoint/tcp_retransmit_skb, tcp_send_reset, \
             tcp_receive_reset",
+        object: Object::Main,
         attach: tcp::attach,
     },
     ProbeEntry {
         name: "http",
         default_enabled: true,
         hooks: "tp_btf/sys_exit (http.hook: auto falls back to tracepoint/syscalls/sys_exit_* of read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close, then raw_tracepoint/sys_exit)",
+        object: Object::Main,
         attach: http::attach,
     },
 ];
@@ -233,10 +265,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The probes after start-up: the loaded object (dropping it detaches every program), the
+/// The probes after start-up: the loaded objects (dropping one detaches its programs), the
 /// attached probes' collectors and each probe's state.
 pub struct Probes {
-    ebpf: Option<Ebpf>,
+    objects: Vec<Ebpf>,
     pub states: Vec<(&'static str, State)>,
     pub metrics: Arc<ProbeMetrics>,
 }
@@ -253,11 +285,15 @@ impl Probes {
             .map(|p| (p.name, State::Disabled))
             .collect();
         let mut active = Vec::new();
-        let mut ebpf = None;
-        if !enabled.is_empty() {
-            match load_object(&ctx) {
+        let mut objects = Vec::new();
+        for object in [Object::Main, Object::Syscalls] {
+            let these: Vec<&&ProbeEntry> = enabled.iter().filter(|p| p.object == object).collect();
+            if these.is_empty() {
+                continue;
+            }
+            match load_object(&ctx, object) {
                 Ok(mut obj) => {
-                    for p in &enabled {
+                    for p in these {
                         match (p.attach)(&mut obj, &ctx) {
                             Ok(c) => {
                                 tracing::info!(probe = p.name, hooks = p.hooks, "probe attached");
@@ -271,11 +307,15 @@ impl Probes {
                             }
                         }
                     }
-                    ebpf = Some(obj);
+                    objects.push(obj);
                 }
                 Err(reason) => {
-                    tracing::warn!(%reason, "eBPF unavailable; every probe is reported failed");
-                    for p in &enabled {
+                    tracing::warn!(
+                        object = object.name(),
+                        %reason,
+                        "eBPF object unavailable; its probes are reported failed"
+                    );
+                    for p in these {
                         states.push((p.name, State::Failed(reason.clone())));
                     }
                 }
@@ -287,27 +327,22 @@ impl Probes {
             .map(|(n, s)| (*n, matches!(s, State::Active)))
             .collect();
         Probes {
-            ebpf,
+            objects,
             states,
             metrics: Arc::new(ProbeMetrics { active, attached }),
         }
     }
 
-    /// The loaded object, e.g. for forwarding aya-log records.
-    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
-        self.ebpf.as_mut()
+    /// The loaded objects, e.g. for forwarding aya-log records.
+    pub fn objects_mut(&mut self) -> impl Iterator<Item = &mut Ebpf> {
+        self.objects.iter_mut()
     }
 
     /// Detaches and unloads every program now (also happens on drop).
     pub fn detach(&mut self) -> usize {
-        match self.ebpf.take() {
-            Some(ebpf) => {
-                let n = ebpf.programs().count();
-                drop(ebpf);
-                n
-            }
-            None => 0,
-        }
+        let n = self.objects.iter().map(|o| o.programs().count()).sum();
+        self.objects.clear();
+        n
     }
 }
 
@@ -319,8 +354,9 @@ fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
     v
 }
 
-fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
-    if EBPF_OBJECT.is_empty() {
+fn load_object(ctx: &ProbeContext, object: Object) -> Result<Ebpf, String> {
+    let bytes = object.bytes();
+    if bytes.is_empty() {
         return Err(
             "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
         );
@@ -350,8 +386,12 @@ fn load_object(ctx: &ProbeContext) -> Result<Ebpf, String> {
     for (map, n) in &sizes {
         loader.map_max_entries(map, *n);
     }
-    loader.load(EBPF_OBJECT).map_err(|e| {
-        let mut reason = format!("loading the eBPF object: {}", error_chain(&e));
+    loader.load(bytes).map_err(|e| {
+        let mut reason = format!(
+            "loading the eBPF object {}: {}",
+            object.name(),
+            error_chain(&e)
+        );
         if !is_root() {
             reason
                 .push_str(" (not running as root: eBPF needs CAP_BPF and CAP_PERFMON, see README)");

@@ -20,7 +20,7 @@ use agent_common::syscalls::{
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, task_struct},
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
-    macros::{btf_tracepoint, map, raw_tracepoint},
+    macros::{btf_map, btf_tracepoint, map, raw_tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -33,8 +33,7 @@ use crate::task_storage::TaskStorage;
 static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_STATS, BPF_F_NO_PREALLOC);
 
-#[unsafe(link_section = ".maps")]
-#[unsafe(export_name = "SYSCALL_TASK")]
+#[btf_map(name = "SYSCALL_TASK")]
 static SYSCALL_TASK: TaskStorage<SyscallTask> = TaskStorage::new();
 
 #[map(name = "SYSCALL_HIST")]
@@ -79,6 +78,7 @@ pub fn syscalls_task_rename(ctx: BtfTracePointContext) -> i32 {
         }
     } else {
         // Read again at the thread's next syscall exit.
+        // SAFETY: as above.
         unsafe { (*t).comm_ok = 0 };
     }
     0

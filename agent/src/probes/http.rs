@@ -66,7 +66,8 @@ pub enum HttpHook {
     /// `tp_btf/sys_exit`: every syscall's exit, arguments read with plain loads.
     TpBtf,
     /// The thirteen `syscalls:sys_exit_*` tracepoints: only the traced syscalls, but each
-    /// event goes through perf's tracepoint path and a helper reads the registers.
+    /// event goes through perf's tracepoint path, and the registers are found with the
+    /// `bpf_task_pt_regs` helper (5.15+).
     Tracepoint,
     /// `raw_tracepoint/sys_exit`: every syscall's exit, registers read with a helper (kernels
     /// without BTF).
@@ -269,11 +270,15 @@ const EXIT_EVENTS: [&str; 13] = [
 
 /// Attaches the program of `hook`, or with `auto` the first of the three the kernel takes.
 /// Returns the hook attached.
-fn attach_exits(ebpf: &mut Ebpf, hook: HttpHook) -> Result<&'static str, ProbeError> {
+fn attach_exits(
+    ebpf: &mut Ebpf,
+    ctx: &super::ProbeContext,
+    hook: HttpHook,
+) -> Result<&'static str, ProbeError> {
     let wanted = |h: HttpHook| hook == HttpHook::Auto || hook == h;
     let mut last = None;
     if wanted(HttpHook::TpBtf) {
-        match super::attach_btf_tracepoint(ebpf, PROGRAM_BTF, "sys_exit") {
+        match super::attach_btf_tracepoint(ebpf, ctx, PROGRAM_BTF, "sys_exit") {
             Ok(()) => return Ok("tp_btf/sys_exit"),
             Err(e) => {
                 tracing::warn!(error = %e, "http probe: tp_btf/sys_exit unavailable");
@@ -299,10 +304,10 @@ fn attach_exits(ebpf: &mut Ebpf, hook: HttpHook) -> Result<&'static str, ProbeEr
 
 pub fn attach(
     ebpf: &mut Ebpf,
-    _ctx: &super::ProbeContext,
+    ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
-    let hook = attach_exits(ebpf, settings.http.hook)?;
+    let hook = attach_exits(ebpf, ctx, settings.http.hook)?;
     tracing::info!(hook, "http probe: capture program attached");
     let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
     let lost = super::take_map(ebpf, LOST_MAP)?;

@@ -64,10 +64,13 @@ pub trait ProbeCollector: fmt::Debug + Send + Sync {
     }
 }
 
-/// What a probe is attached with: the configuration (name limits, map sizes).
+/// What a probe is attached with: the configuration (name limits, map sizes) and the kernel's
+/// BTF, parsed once for every `tp_btf` attach (None when `/sys/kernel/btf/vmlinux` cannot be
+/// read).
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeContext<'a> {
     pub config: &'a Config,
+    pub btf: Option<&'a aya::Btf>,
 }
 
 type Attach = fn(&mut Ebpf, &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError>;
@@ -115,6 +118,8 @@ pub enum ProbeError {
     MissingProgram(&'static str),
     #[error("map {0} is not in the eBPF object")]
     MissingMap(&'static str),
+    #[error("program {0}: the kernel's BTF (/sys/kernel/btf/vmlinux) could not be read")]
+    NoKernelBtf(&'static str),
     #[error("program {program}: {source}{}", verifier_tail(.source))]
     Program {
         program: &'static str,
@@ -190,12 +195,13 @@ pub fn attach_raw_tracepoint(
 /// key task-local storage.
 pub fn attach_btf_tracepoint(
     ebpf: &mut Ebpf,
+    ctx: &ProbeContext,
     name: &'static str,
     tp: &str,
 ) -> Result<(), ProbeError> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| prog_err(name)(e.into()))?;
+    let btf = ctx.btf.ok_or(ProbeError::NoKernelBtf(name))?;
     let program: &mut aya::programs::BtfTracePoint = program_of(ebpf, name)?;
-    program.load(tp, &btf).map_err(prog_err(name))?;
+    program.load(tp, btf).map_err(prog_err(name))?;
     program.attach().map_err(prog_err(name))?;
     Ok(())
 }
@@ -277,8 +283,24 @@ impl Probes {
     /// Loads the eBPF object and attaches every enabled probe, each on its own.
     pub fn load(config: &Config) -> Probes {
         let toggles = &config.probes;
-        let ctx = ProbeContext { config };
         let enabled: Vec<&ProbeEntry> = PROBES.iter().filter(|p| toggles.enabled(p.name)).collect();
+        // Parsed once (several MB), for the probes' tp_btf attaches; dropped after start-up.
+        let btf = if enabled.is_empty() {
+            None
+        } else {
+            aya::Btf::from_sys_fs()
+                .inspect_err(|e| tracing::warn!(error = %e, "kernel BTF unavailable"))
+                .ok()
+        };
+        let ctx = ProbeContext {
+            config,
+            btf: btf.as_ref(),
+        };
+        // One loader (it parses the kernel's BTF itself, once) for every object.
+        let level = log_level(config.log.level);
+        let globals = http::loader_globals();
+        let sizes = max_entries(&ctx);
+        let mut loader = object_loader(&level, &globals, &sizes);
         let mut states: Vec<(&'static str, State)> = PROBES
             .iter()
             .filter(|p| !toggles.enabled(p.name))
@@ -291,7 +313,7 @@ impl Probes {
             if these.is_empty() {
                 continue;
             }
-            match load_object(&ctx, object) {
+            match load_object(&mut loader, object) {
                 Ok(mut obj) => {
                     for p in these {
                         match (p.attach)(&mut obj, &ctx) {
@@ -354,26 +376,28 @@ fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
     v
 }
 
-fn load_object(ctx: &ProbeContext, object: Object) -> Result<Ebpf, String> {
-    let bytes = object.bytes();
-    if bytes.is_empty() {
-        return Err(
-            "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
-        );
-    }
-    // aya-log-ebpf's level filter: records below the agent's log level are never written.
-    let level: u8 = match ctx.config.log.level {
+/// aya-log-ebpf's level filter: records below the agent's log level are never written.
+fn log_level(level: LogLevel) -> u8 {
+    match level {
         LogLevel::Error => 1,
         LogLevel::Warn => 2,
         LogLevel::Info => 3,
         LogLevel::Debug => 4,
-    };
-    let g = http::loader_globals();
+    }
+}
+
+/// The loader of every object: the kernel globals (each object has those of its own probes)
+/// and the configured map sizes.
+fn object_loader<'a>(
+    level: &'a u8,
+    g: &'a http::LoaderGlobals,
+    sizes: &[(&'static str, u32)],
+) -> EbpfLoader<'a> {
     let mut loader = EbpfLoader::new();
     // Task-local storage (the syscalls probe's per-thread state) has no user-space wrapper in
     // aya; the map is created all the same and only the kernel programs use it.
     loader.allow_unsupported_maps();
-    loader.override_global(aya_log::LEVEL, &level, false);
+    loader.override_global(aya_log::LEVEL, level, false);
     loader.override_global(agent_common::http::GLOBAL_SELF_TGID, &g.self_tgid, false);
     loader.override_global(agent_common::http::GLOBAL_CAPTURE, &g.capture, false);
     loader.override_global(agent_common::http::GLOBAL_WAKE_BYTES, &g.wake_bytes, false);
@@ -382,9 +406,18 @@ fn load_object(ctx: &ProbeContext, object: Object) -> Result<Ebpf, String> {
         &g.check_bytes,
         false,
     );
-    let sizes = max_entries(ctx);
-    for (map, n) in &sizes {
+    for (map, n) in sizes {
         loader.map_max_entries(map, *n);
+    }
+    loader
+}
+
+fn load_object(loader: &mut EbpfLoader<'_>, object: Object) -> Result<Ebpf, String> {
+    let bytes = object.bytes();
+    if bytes.is_empty() {
+        return Err(
+            "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
+        );
     }
     loader.load(bytes).map_err(|e| {
         let mut reason = format!(

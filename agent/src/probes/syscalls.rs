@@ -63,7 +63,7 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
         );
     }
     // First: without it, a process would keep the name its parent had before exec.
-    super::attach_btf_tracepoint(ebpf, "syscalls_task_rename", "task_rename")?;
+    super::attach_btf_tracepoint(ebpf, ctx, "syscalls_task_rename", "task_rename")?;
     for (name, tp) in PROGRAMS {
         super::attach_raw_tracepoint(ebpf, name, tp)?;
     }

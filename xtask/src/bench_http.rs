@@ -159,13 +159,10 @@ fn start_hostlens(bin: &Path, hook: Option<&str>) -> Result<(Proc, u16)> {
         .spawn()
         .context("starting hostlens")?;
     let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !get(port, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
-        if Instant::now() > deadline {
-            bail!("hostlens not ready after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ready = super::bench::wait_ready(port, "/readyz");
+    // Read at start (the bench never sends SIGHUP), so it can go now.
+    let _ = std::fs::remove_file(&cfg);
+    ready?;
     Ok((p, port))
 }
 

@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 
     // With AYA_BUILD_SKIP=1 aya-build produces nothing; an empty object makes the agent
     // report every probe as failed instead of failing to compile.
-    for object in ["agent-ebpf", "agent-ebpf-syscalls"] {
+    for object in ["agent-ebpf", "agent-ebpf-syscalls", "agent-ebpf-http"] {
         let out = PathBuf::from(std::env::var("OUT_DIR")?).join(object);
         if !out.exists() {
             std::fs::write(&out, b"").with_context(|| format!("writing {}", out.display()))?;

@@ -1,17 +1,31 @@
-//! The `http` probe: socket I/O of every process, captured at the `sys_exit` raw tracepoint
-//! and sent to the agent through a ring buffer, where HTTP/1.x is decoded and timed.
+//! The `http` probe: socket I/O of every process, captured in the kernel and sent to the agent
+//! through a ring buffer, where HTTP/1.x is decoded and timed.
 //!
-//! Kernel side (`agent-ebpf/src/http.rs`): `accept`/`accept4`/`connect` mark a `(tgid, fd)` as a
-//! socket connection with a fresh id (so fd reuse after `close` is a new connection); the
-//! read/write families copy a bounded prefix of the bytes of known connections into
-//! [`EVENTS_MAP`]; `close` ends the connection. User side (`agent/src/probes/http.rs`) decodes.
+//! Kernel side (`agent-ebpf/src/http.rs`), two ways:
+//! - socket hooks (`sock:sock_send_length`/`sock_recv_length`, Linux 6.4+): each TCP socket's
+//!   state lives in socket-local storage ([`SOCKS_MAP`]) under a fresh id, so fd reuse is a
+//!   new socket; the first bytes tell HTTP from other protocols and the side (server or
+//!   client); `inet_sock_set_state` to `TCP_CLOSE` ends the connection;
+//! - syscall exits (older kernels): `accept`/`accept4`/`connect` mark a `(tgid, fd)` as a
+//!   connection with a fresh id in [`CONNS_MAP`], `close` ends it.
+//!
+//! Either way the read/write families copy a bounded prefix of the bytes of HTTP connections
+//! into [`EVENTS_MAP`]. User side (`agent/src/probes/http.rs`) decodes.
 
 /// Ring buffer carrying [`EventHeader`] + payload records.
 pub const EVENTS_MAP: &str = "HTTP_EVENTS";
 /// Per-CPU `u64` counting records the ring buffer had no room for.
 pub const LOST_MAP: &str = "HTTP_LOST";
-/// LRU hash `(tgid << 32 | fd)` -> [`ConnInfo`] of the socket connections being followed.
+/// LRU hash `(tgid << 32 | fd)` -> [`ConnInfo`] of the socket connections being followed
+/// (syscall-exit hooks).
 pub const CONNS_MAP: &str = "HTTP_CONNS";
+/// Socket-local storage: [`ConnInfo`] of every TCP socket seen moving bytes (socket hooks).
+pub const SOCKS_MAP: &str = "HTTP_SOCKS";
+/// Hash `tgid -> 1` of processes the configuration filters out (socket hooks): their new
+/// connections are never copied. Written by the agent.
+pub const SKIP_MAP: &str = "HTTP_SKIP";
+/// Entries of [`SKIP_MAP`]; further filtered-out processes are only dropped by the agent.
+pub const MAX_SKIPPED: u32 = 1024;
 
 /// Global (`EbpfLoader::override_global`): the agent's own tgid, never traced (its scrapes
 /// would otherwise feed the probe).
@@ -37,12 +51,16 @@ pub const EV_ACCEPT: u8 = 1;
 pub const EV_CONNECT: u8 = 2;
 pub const EV_DATA: u8 = 3;
 pub const EV_CLOSE: u8 = 4;
+/// Socket hooks: the first request bytes arrived on a socket (server side); `aux` = its
+/// local port.
+pub const EV_SERVER: u8 = 5;
 
 /// [`EventHeader::direction`]: bytes the process received / sent.
 pub const DIR_IN: u8 = 1;
 pub const DIR_OUT: u8 = 2;
 
-/// [`ConnInfo::role`]: accepted (server side) or connected (client side).
+/// [`ConnInfo::role`]: accepted (server side) or connected (client side); with the socket
+/// hooks, the side that received (server) or sent (client) the first request bytes.
 pub const ROLE_SERVER: u8 = 1;
 pub const ROLE_CLIENT: u8 = 2;
 
@@ -66,17 +84,22 @@ pub const SC_SENDFILE: u8 = 9;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
-    /// Unique per connection: the accept/connect timestamp (ns since boot).
+    /// Unique per connection: the accept/connect timestamp (ns since boot), or with the socket
+    /// hooks that of the socket's first bytes.
     pub id: u64,
+    /// The process that first moved bytes on it (socket hooks: the close comes from softirq).
+    pub tgid: u32,
     pub role: u8,
     pub proto: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Header of every ring-buffer record; `captured` payload bytes follow it.
 ///
 /// - `EV_ACCEPT`: `aux` = the listening fd (the agent resolves its port once per listener).
-/// - `EV_CONNECT`: payload = the `struct sockaddr` given to `connect` (`captured` bytes).
+/// - `EV_CONNECT`: payload = the peer as a `struct sockaddr_in`/`sockaddr_in6` (`captured`
+///   bytes; given to `connect`, or with the socket hooks built from the socket).
+/// - `EV_SERVER`: `aux` = the socket's local port.
 /// - `EV_DATA`: `bytes` = the syscall's return value (all bytes moved, also those not copied);
 ///   payload = the first `captured` bytes (none for `sendfile`).
 /// - `EV_CLOSE`: the fd was closed.

@@ -20,11 +20,12 @@
 //! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
 //! drains every few ms) until the ring is 1/4 full. Syscall numbers are x86_64's; on other
 //! architectures the program attaches but follows nothing.
+use crate::local_storage::SkStorage;
 use agent_common::http::{
-    ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EventHeader, HEADER_BYTES,
-    MAX_CAPTURE, MAX_CONNS, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT,
-    ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO,
-    SC_WRITE, SC_WRITEV,
+    ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader,
+    HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_SKIPPED, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN,
+    RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE,
+    SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
 };
 use aya_ebpf::{
     EbpfContext, Global,
@@ -35,8 +36,8 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_probe_read_user as raw_read_user, bpf_task_pt_regs,
         },
     },
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, btf_tracepoint, map, raw_tracepoint, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
@@ -230,7 +231,7 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
         (*h).syscall = r.syscall;
         // The thread name is only needed once per connection (a fallback for the process
         // name); data records skip the helper call.
-        if (r.kind == EV_ACCEPT || r.kind == EV_CONNECT)
+        if (r.kind == EV_ACCEPT || r.kind == EV_CONNECT || r.kind == EV_SERVER)
             && let Ok(c) = bpf_get_current_comm()
         {
             (*h).comm = c;
@@ -338,7 +339,106 @@ unsafe fn args_direct(regs: *const u64) -> Args {
 /// syscalls that need them.
 #[inline(always)]
 fn on_exit(nr: u64, ret: i64, args: impl Fn() -> Args) {
-    let (syscall, direction) = match nr {
+    if let Some((syscall, direction)) = data_syscall(nr) {
+        if ret > 0 {
+            on_data(args(), ret as u64, syscall, direction);
+        }
+        return;
+    }
+    match nr {
+        nr::ACCEPT | nr::ACCEPT4 => on_accept(args(), ret),
+        nr::CONNECT => on_connect(args(), ret),
+        nr::CLOSE => on_close(args()),
+        _ => {}
+    }
+}
+
+/// Socket-local state of every TCP socket that moved bytes for a process (socket hooks); the
+/// kernel frees it with the socket, so a reused fd or socket address is a new connection.
+#[btf_map(name = "HTTP_SOCKS")]
+static HTTP_SOCKS: SkStorage<ConnInfo> = SkStorage::new();
+
+/// Processes the agent's configuration filters out (socket hooks): a socket of theirs is
+/// marked `PROTO_OTHER` when it would have become an HTTP connection.
+#[map(name = "HTTP_SKIP")]
+static HTTP_SKIP: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SKIPPED, 0);
+
+/// Offsets in `struct sock_common` (include/net/sock.h; stable since Linux 4.x, checked
+/// against the kernel's BTF by the verifier): `skc_daddr` (IPv4 peer) at 0, `skc_dport`
+/// (network order) at 12, `skc_num` (local port) at 14, `skc_family` at 16, `skc_v6_daddr`
+/// at 56.
+const SK_DADDR: usize = 0;
+const SK_DPORT: usize = 12;
+const SK_NUM: usize = 14;
+const SK_FAMILY: usize = 16;
+const SK_V6_DADDR: usize = 56;
+/// `pt_regs.cs` (offset 136): the low two bits are 3 for a user-mode frame.
+const REG_CS: usize = 136;
+/// `MSG_PEEK`: a peek reads bytes without consuming them.
+const MSG_PEEK: i32 = 2;
+/// `TCP_CLOSE` (include/net/tcp_states.h).
+const TCP_CLOSE: i32 = 7;
+
+/// Preferred entry, bytes sent: `tp_btf/sock_send_length` (`struct sock *sk, int ret, int
+/// flags`), from `sock_sendmsg` inside `write`, `writev`, `sendto`, `sendmsg` and `sendfile`.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn http_sock_send(ctx: BtfTracePointContext) -> i32 {
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    on_sock(sk, ret, DIR_OUT);
+    0
+}
+
+/// Bytes received: `tp_btf/sock_recv_length`, from `sock_recvmsg` inside `read`, `readv`,
+/// `recvfrom` and `recvmsg`; peeks are skipped (the same bytes come again).
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn http_sock_recv(ctx: BtfTracePointContext) -> i32 {
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    if flags & MSG_PEEK == 0 {
+        on_sock(sk, ret, DIR_IN);
+    }
+    0
+}
+
+/// The end of a followed socket: `tp_btf/inet_sock_set_state` (`struct sock *sk, int
+/// oldstate, int newstate`) to `TCP_CLOSE`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn http_sock_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    let new_state: i32 = ctx.arg(2);
+    if new_state != TCP_CLOSE {
+        return 0;
+    }
+    let Some(c) = HTTP_SOCKS.of(sk) else {
+        return 0;
+    };
+    // SAFETY: the socket's own storage value; plain loads and one store.
+    let conn = unsafe { *c };
+    if conn.proto != PROTO_HTTP {
+        return 0;
+    }
+    // SAFETY: as above; a socket closes once, this stops a second record.
+    unsafe { (*c).proto = PROTO_OTHER };
+    emit_header(&Rec {
+        kind: EV_CLOSE,
+        tgid: conn.tgid,
+        fd: 0,
+        conn_id: conn.id,
+        aux: 0,
+        direction: 0,
+        role: conn.role,
+        syscall: 0,
+        bytes: 0,
+    });
+    0
+}
+
+/// A read or write family syscall: its code and direction.
+#[inline(always)]
+fn data_syscall(nr: u64) -> Option<(u8, u8)> {
+    Some(match nr {
         nr::READ => (SC_READ, DIR_IN),
         nr::READV => (SC_READV, DIR_IN),
         nr::RECVFROM => (SC_RECVFROM, DIR_IN),
@@ -348,23 +448,172 @@ fn on_exit(nr: u64, ret: i64, args: impl Fn() -> Args) {
         nr::SENDTO => (SC_SENDTO, DIR_OUT),
         nr::SENDMSG => (SC_SENDMSG, DIR_OUT),
         nr::SENDFILE => (SC_SENDFILE, DIR_OUT),
-        nr::ACCEPT | nr::ACCEPT4 => {
-            on_accept(args(), ret);
-            return;
-        }
-        nr::CONNECT => {
-            on_connect(args(), ret);
-            return;
-        }
-        nr::CLOSE => {
-            on_close(args());
-            return;
-        }
-        _ => return,
-    };
-    if ret > 0 {
-        on_data(args(), ret as u64, syscall, direction);
+        _ => return None,
+    })
+}
+
+/// `ret` bytes moved on socket `sk` in `direction`, inside a syscall of the current task.
+#[inline(always)]
+fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
+    if ret <= 0 {
+        return;
     }
+    // SAFETY: `sk` is the tracepoint's BTF-typed `struct sock *`; the verifier checks the
+    // offset against `struct sock_common` and the load faults safely.
+    let family = unsafe { core::ptr::read_volatile(sk.cast::<u8>().add(SK_FAMILY).cast::<u16>()) };
+    if family != 2 && family != 10 {
+        return;
+    }
+    let Some(tgid) = caller() else {
+        return;
+    };
+    // The syscall and its arguments, from the task's saved user registers (kernel-internal
+    // socket I/O — no user frame — and io_uring are skipped).
+    // SAFETY: the helpers take the current task; the result is its user pt_regs (BTF-typed).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    // SAFETY: BTF-typed `struct pt_regs *`, plain loads.
+    let (cs, nr) = unsafe {
+        (
+            core::ptr::read_volatile(regs.add(REG_CS / 8)),
+            core::ptr::read_volatile(regs.add(REG_ORIG_AX as usize / 8)),
+        )
+    };
+    if cs & 3 != 3 {
+        return;
+    }
+    let Some((syscall, dir)) = data_syscall(nr) else {
+        return;
+    };
+    if dir != direction {
+        return;
+    }
+    let Some(c) = HTTP_SOCKS.of_or_zeroed(sk) else {
+        return;
+    };
+    // SAFETY: the socket's own storage value: plain loads and stores (two CPUs moving bytes
+    // on one socket at once may both classify it; they write the same values).
+    let mut conn = unsafe { *c };
+    if conn.proto == PROTO_OTHER {
+        return;
+    }
+    // SAFETY: as above.
+    let a = unsafe { args_direct(regs) };
+    let Some(bufs) = user_buffers(a, syscall) else {
+        return;
+    };
+    let moved = ret as u64;
+    if conn.proto == PROTO_UNKNOWN {
+        if syscall == SC_SENDFILE {
+            return;
+        }
+        let Some(w) = first_word(&bufs, moved) else {
+            return;
+        };
+        // A request's first bytes received make this the server side, sent the client side;
+        // a status line the other way round (a connection seen from mid-stream).
+        let role = match (looks_like_http(w), &w == b"HTTP", direction) {
+            (false, _, _) => None,
+            (true, false, DIR_IN) | (true, true, DIR_OUT) => Some(ROLE_SERVER),
+            _ => Some(ROLE_CLIENT),
+        };
+        // SAFETY: read-only lookup.
+        let skipped = unsafe { HTTP_SKIP.get(tgid) }.is_some();
+        let Some(role) = role.filter(|_| !skipped) else {
+            // SAFETY: as above.
+            unsafe { (*c).proto = PROTO_OTHER };
+            return;
+        };
+        // SAFETY: no preconditions.
+        conn = ConnInfo {
+            id: unsafe { bpf_ktime_get_ns() },
+            tgid,
+            role,
+            proto: PROTO_HTTP,
+            _pad: [0; 2],
+        };
+        // SAFETY: as above.
+        unsafe { *c = conn };
+        sock_start(sk, &conn, a.di as u32);
+    }
+    capture(
+        &Rec {
+            kind: EV_DATA,
+            tgid,
+            fd: a.di as u32,
+            conn_id: conn.id,
+            aux: 0,
+            direction,
+            role: conn.role,
+            syscall,
+            bytes: moved,
+        },
+        &bufs,
+    );
+}
+
+/// The start record of a socket found to carry HTTP: the server side's local port
+/// (`EV_SERVER`), or the client side's peer as a `sockaddr_in`/`sockaddr_in6` (`EV_CONNECT`).
+#[inline(always)]
+fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
+    let base = sk.cast::<u8>();
+    let mut rec = Rec {
+        kind: EV_SERVER,
+        tgid: conn.tgid,
+        fd,
+        conn_id: conn.id,
+        aux: 0,
+        direction: 0,
+        role: conn.role,
+        syscall: 0,
+        bytes: 0,
+    };
+    if conn.role == ROLE_SERVER {
+        // SAFETY: BTF-typed loads from `struct sock_common`.
+        rec.aux = u32::from(unsafe { core::ptr::read_volatile(base.add(SK_NUM).cast::<u16>()) });
+        emit_header(&rec);
+        return;
+    }
+    rec.kind = EV_CONNECT;
+    // sockaddr_in: family, port (network order), address; sockaddr_in6: family, port,
+    // flowinfo, address at 8.
+    let mut sa = [0u8; 32];
+    // SAFETY: BTF-typed loads from `struct sock_common`.
+    let (family, dport) = unsafe {
+        (
+            core::ptr::read_volatile(base.add(SK_FAMILY).cast::<u16>()),
+            core::ptr::read_volatile(base.add(SK_DPORT).cast::<u16>()),
+        )
+    };
+    sa[0..2].copy_from_slice(&family.to_ne_bytes());
+    sa[2..4].copy_from_slice(&dport.to_ne_bytes());
+    let sa_len: u16 = if family == 2 {
+        // SAFETY: as above.
+        let a = unsafe { core::ptr::read_volatile(base.add(SK_DADDR).cast::<u32>()) };
+        sa[4..8].copy_from_slice(&a.to_ne_bytes());
+        16
+    } else {
+        // SAFETY: as above (two loads of the 16-byte `in6_addr`).
+        let (hi, lo) = unsafe {
+            (
+                core::ptr::read_volatile(base.add(SK_V6_DADDR).cast::<u64>()),
+                core::ptr::read_volatile(base.add(SK_V6_DADDR + 8).cast::<u64>()),
+            )
+        };
+        sa[8..16].copy_from_slice(&hi.to_ne_bytes());
+        sa[16..24].copy_from_slice(&lo.to_ne_bytes());
+        28
+    };
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
+        count_lost();
+        return;
+    };
+    let p: *mut u8 = entry.as_mut_ptr().cast();
+    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
+    unsafe {
+        write_header(p, &rec, sa_len);
+        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
+    }
+    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
 }
 
 /// The caller's tgid, or None for the agent itself.
@@ -380,57 +629,24 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
         return;
     };
     let fd = a.di as u32;
+    let key = conn_key(tgid, fd);
     // SAFETY: read-only copy of a map value; a concurrent delete only makes it stale.
-    let Some(conn) = (unsafe { HTTP_CONNS.get(conn_key(tgid, fd)) }).copied() else {
+    let Some(conn) = (unsafe { HTTP_CONNS.get(key) }).copied() else {
         return;
     };
     if conn.proto == PROTO_OTHER {
         return;
     }
-    let rec = Rec {
-        kind: EV_DATA,
-        tgid,
-        fd,
-        conn_id: conn.id,
-        aux: 0,
-        direction,
-        role: conn.role,
-        syscall,
-        bytes: moved,
-    };
-    if syscall == SC_SENDFILE {
-        emit_header(&rec);
+    let Some(bufs) = user_buffers(a, syscall) else {
         return;
-    }
-    // The user buffer, or the iovec array and its count.
-    let (buf, buf_len, iov, iovcnt) = match syscall {
-        SC_READV | SC_WRITEV => (0, 0, a.si, a.dx),
-        SC_RECVMSG | SC_SENDMSG => {
-            // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
-            let msg = a.si;
-            // SAFETY: bpf_probe_read_user checks the address.
-            let [iov, iovlen] = unsafe { read_user::<[u64; 2]>(msg + 16) }.unwrap_or([0, 0]);
-            (0, 0, iov, iovlen)
-        }
-        _ => (a.si, a.dx, 0, 0),
     };
-    let (first, first_len) = if iov != 0 {
-        if iovcnt == 0 {
-            return;
-        }
-        iovec_at(iov)
-    } else {
-        (buf, buf_len)
-    };
-    if conn.proto == PROTO_UNKNOWN && first_len >= 4 && moved >= 4 {
-        // SAFETY: bpf_probe_read_user checks the address.
-        let w = unsafe { read_user::<[u8; 4]>(first) }.unwrap_or([0; 4]);
-        let proto = if looks_like_http(w) {
-            PROTO_HTTP
-        } else {
-            PROTO_OTHER
+    if conn.proto == PROTO_UNKNOWN && syscall != SC_SENDFILE {
+        let proto = match first_word(&bufs, moved) {
+            Some(w) if looks_like_http(w) => PROTO_HTTP,
+            Some(_) => PROTO_OTHER,
+            None => PROTO_UNKNOWN,
         };
-        if let Some(c) = HTTP_CONNS.get_ptr_mut(conn_key(tgid, fd)) {
+        if let Some(c) = HTTP_CONNS.get_ptr_mut(key) {
             // SAFETY: a plain store into the map value; races only with the same fd's close.
             unsafe {
                 if (*c).id == conn.id {
@@ -442,6 +658,84 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
             return;
         }
     }
+    capture(
+        &Rec {
+            kind: EV_DATA,
+            tgid,
+            fd,
+            conn_id: conn.id,
+            aux: 0,
+            direction,
+            role: conn.role,
+            syscall,
+            bytes: moved,
+        },
+        &bufs,
+    );
+}
+
+/// Where a read or write's bytes are in user memory: one buffer, or an iovec array.
+struct Bufs {
+    first: u64,
+    first_len: u64,
+    iov: u64,
+    iovcnt: u64,
+}
+
+/// The user buffers of syscall `syscall` with arguments `a` (None: a vectored call with no
+/// iovec). `sendfile` has none (only a byte count is sent).
+#[inline(always)]
+fn user_buffers(a: Args, syscall: u8) -> Option<Bufs> {
+    let (buf, buf_len, iov, iovcnt) = match syscall {
+        SC_SENDFILE => (0, 0, 0, 0),
+        SC_READV | SC_WRITEV => (0, 0, a.si, a.dx),
+        SC_RECVMSG | SC_SENDMSG => {
+            // struct user_msghdr: msg_iov at offset 16, msg_iovlen at 24 (64-bit).
+            let msg = a.si;
+            // SAFETY: bpf_probe_read_user checks the address.
+            let [iov, iovlen] = unsafe { read_user::<[u64; 2]>(msg + 16) }.unwrap_or([0, 0]);
+            (0, 0, iov, iovlen)
+        }
+        _ => (a.si, a.dx, 0, 0),
+    };
+    if iov != 0 {
+        if iovcnt == 0 {
+            return None;
+        }
+        let (first, first_len) = iovec_at(iov);
+        return Some(Bufs {
+            first,
+            first_len,
+            iov,
+            iovcnt,
+        });
+    }
+    Some(Bufs {
+        first: buf,
+        first_len: buf_len,
+        iov: 0,
+        iovcnt: 0,
+    })
+}
+
+/// The first four bytes moved, when there are four.
+#[inline(always)]
+fn first_word(b: &Bufs, moved: u64) -> Option<[u8; 4]> {
+    if b.first_len < 4 || moved < 4 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user checks the address.
+    Some(unsafe { read_user::<[u8; 4]>(b.first) }.unwrap_or([0; 4]))
+}
+
+/// Outputs the record `rec` with a bounded prefix of the bytes moved (none for `sendfile`).
+#[inline(always)]
+fn capture(rec: &Rec, b: &Bufs) {
+    if rec.syscall == SC_SENDFILE {
+        emit_header(rec);
+        return;
+    }
+    let moved = rec.bytes;
     let mut cap = HTTP_CAPTURE.load() as u64;
     if cap > MAX_CAPTURE as u64 {
         cap = MAX_CAPTURE as u64;
@@ -454,16 +748,16 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
     };
     // SAFETY: the per-CPU scratch value is only used by this CPU for this program run.
     let scratch = unsafe { &mut *scratch };
-    let mut off = copy_into(scratch, 0, first, first_len, cap);
-    if iov != 0 {
+    let mut off = copy_into(scratch, 0, b.first, b.first_len, cap);
+    if b.iov != 0 {
         // The bytes continue in the next iovecs (a vectored call fills them in order).
         let mut i = 1u64;
         while i < MAX_IOV {
-            if off >= cap || i >= iovcnt {
+            if off >= cap || i >= b.iovcnt {
                 break;
             }
-            let (b, l) = iovec_at(iov + 16 * i);
-            off = copy_into(scratch, off, b, l, cap);
+            let (p, l) = iovec_at(b.iov + 16 * i);
+            off = copy_into(scratch, off, p, l, cap);
             i += 1;
         }
     }
@@ -472,7 +766,7 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
     }
     // SAFETY: the scratch buffer starts with room for the header and, being a map value, is
     // 8-byte aligned.
-    unsafe { write_header(scratch.as_mut_ptr(), &rec, off as u16) };
+    unsafe { write_header(scratch.as_mut_ptr(), rec, off as u16) };
     let len = HEADER_BYTES + off as usize;
     if len > SCRATCH_BYTES {
         return;
@@ -530,9 +824,10 @@ fn follow(tgid: u32, fd: u32, role: u8) -> u64 {
     let id = unsafe { bpf_ktime_get_ns() };
     let info = ConnInfo {
         id,
+        tgid,
         role,
         proto: PROTO_UNKNOWN,
-        _pad: [0; 6],
+        _pad: [0; 2],
     };
     let _ = HTTP_CONNS.insert(conn_key(tgid, fd), info, 0);
     id

@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 
-use crate::task_storage::TaskStorage;
+use crate::local_storage::TaskStorage;
 
 // Size is a default; the agent sets `syscalls.max_series` at load.
 #[map(name = "SYSCALL_STATS")]

@@ -4,6 +4,6 @@
 #![no_std]
 #![no_main]
 
+mod local_storage;
 mod rt;
 mod syscalls;
-mod task_storage;

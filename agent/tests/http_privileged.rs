@@ -422,6 +422,10 @@ fn http_every_hook_counts_exactly() {
     let p = port.as_str();
     let py = python_comm();
     for (hook, attached) in [
+        (
+            "sock",
+            "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state",
+        ),
         ("tp_btf", "tp_btf/sys_exit"),
         ("tracepoint", "tracepoint/syscalls/sys_exit_*"),
         ("raw_tracepoint", "raw_tracepoint/sys_exit"),
@@ -685,6 +689,87 @@ fn http_client_side_from_curl() {
     });
     assert_eq!(delta(&after, &before, CLIENT, &ok), 15.0);
     assert_eq!(delta(&after, &before, CLIENT, &nf), 5.0);
+    // Socket hooks (the default here): the filtered-out nginx worker is in the kernel's skip
+    // table, so its later connections are never copied.
+    assert!(
+        agent.log().contains("hook=\"tp_btf/sock_send_length"),
+        "{}",
+        agent.log()
+    );
+    let skipped = skip_table();
+    assert!(
+        skipped
+            .iter()
+            .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "nginx")),
+        "no nginx process in HTTP_SKIP: {skipped:?}"
+    );
+    // An IPv6 peer: its address comes from the socket (`skc_v6_daddr`).
+    let v6_port = free_port();
+    let _server = Proc(
+        Command::new("python3")
+            .args(["-m", "http.server", "-b", "::1", &v6_port.to_string()])
+            .current_dir(dir.join("nginx/www"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("::1", v6_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on [::1]:{v6_port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let vp = v6_port.to_string();
+    let v6 = [
+        ("server_address", "::1"),
+        ("server_port", vp.as_str()),
+        ("process_name", "curl"),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+    ];
+    let before = agent.scrape();
+    let mut args = vec!["-s".to_string()];
+    for _ in 0..7 {
+        args.extend([
+            "-o".into(),
+            "/dev/null".into(),
+            format!("http://[::1]:{vp}/index.html"),
+        ]);
+    }
+    run_ok(Command::new("curl").args(&args));
+    let after = settle(&agent, |e| delta(e, &before, CLIENT, &v6) >= 7.0);
+    assert_eq!(delta(&after, &before, CLIENT, &v6), 7.0);
+}
+
+/// The tgids in the http probe's kernel skip table (`bpftool map dump name HTTP_SKIP`).
+fn skip_table() -> Vec<u32> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", "HTTP_SKIP"])
+        .output()
+        .expect("run bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .expect("a list of entries")
+        .iter()
+        .map(|e| {
+            // Without BTF for the map, keys are lists of hex bytes ("0x2a", ...), little-endian.
+            let bytes: Vec<u8> = e["key"]
+                .as_array()
+                .expect("key bytes")
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect();
+            u32::from_le_bytes(bytes[..4].try_into().unwrap())
+        })
+        .collect()
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! `http` probe, user half: HTTP/1.x RED metrics of every process, from the kernel.
 //!
-//! Hook (`http.hook`): `tp_btf/sys_exit`, else the `syscalls:sys_exit_*` tracepoints, else
-//! `raw_tracepoint/sys_exit`; the program acts on `read`, `readv`, `recvfrom`, `recvmsg`,
-//! `write`, `writev`, `sendto`, `sendmsg`, `sendfile`, `accept`, `accept4`, `connect` and
-//! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer, decodes each
-//! connection ([`decode`]), names routes ([`route`]) and records
+//! Hooks (`http.hook`): the socket tracepoints `sock:sock_send_length`/`sock_recv_length` plus
+//! `sock:inet_sock_set_state` as `tp_btf` (Linux 6.4+), else syscall exits — `tp_btf/sys_exit`,
+//! the `syscalls:sys_exit_*` tracepoints, `raw_tracepoint/sys_exit`. Either way the bytes of
+//! `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` and
+//! `sendfile` are captured; the syscall exits also follow `accept`, `accept4`, `connect` and
+//! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer,
+//! decodes each connection ([`decode`]), names routes ([`route`]) and records
 //! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
 //!   http_route,server_port,process_name}`: first request byte read → last response byte
 //!   written;
@@ -14,8 +16,9 @@
 //! - `hostlens_probe_events_lost_total{probe="http"}`, `hostlens_series_dropped_total{family}`,
 //!   `hostlens_http_decode_errors_total{reason}`, `hostlens_http_connections`.
 //!
-//! Only connections accepted or connected while the probe runs are seen; a response whose end
-//! is not framed (no Content-Length, not chunked, or framing lost in uncopied bytes) ends at
+//! With the syscall-exit hooks only connections accepted or connected while the probe runs
+//! are seen (the socket hooks also pick up older ones at their next request); a response whose
+//! end is not framed (no Content-Length, not chunked, or framing lost in uncopied bytes) ends at
 //! its last byte seen before the next request or the close.
 use std::{
     collections::HashMap,
@@ -26,8 +29,8 @@ use std::{
 };
 
 use agent_common::http::{
-    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EVENTS_MAP, EventHeader,
-    HEADER_BYTES, LOST_MAP, MAX_CAPTURE, ROLE_CLIENT,
+    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EVENTS_MAP,
+    EventHeader, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED, ROLE_CLIENT, SKIP_MAP,
 };
 use aya::{
     Ebpf,
@@ -60,9 +63,13 @@ pub const CLIENT_FAMILY: &str = "http_client_request_duration_seconds";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpHook {
-    /// The first the kernel takes of `tp_btf`, `tracepoint`, `raw_tracepoint`.
+    /// The first the kernel takes of `sock`, `tp_btf`, `tracepoint`, `raw_tracepoint`.
     #[default]
     Auto,
+    /// `tp_btf/sock_send_length`, `sock_recv_length` and `inet_sock_set_state` (Linux 6.4+):
+    /// the program runs only on socket I/O, and per-socket state lives in socket-local
+    /// storage (no hash lookup, freed with the socket).
+    Sock,
     /// `tp_btf/sys_exit`: every syscall's exit, arguments read with plain loads.
     TpBtf,
     /// The thirteen `syscalls:sys_exit_*` tracepoints: only the traced syscalls, but each
@@ -186,13 +193,26 @@ pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Largest kernel connection table accepted (about 90 bytes per entry).
 const MAX_KERNEL_CONNS: usize = 1 << 20;
 
-/// Kernel map sizes from the configuration: the ring buffer and the followed-connection LRU.
-pub fn max_entries() -> Vec<(&'static str, u32)> {
+/// Kernel map sizes from the configuration: the ring buffer and the followed-connection LRU
+/// of the syscall-exit hooks (one entry when the socket hooks will be used: the kernel BTF
+/// has their tracepoint).
+pub fn max_entries(ctx: &super::ProbeContext) -> Vec<(&'static str, u32)> {
     let c = settings().http;
-    vec![
-        (EVENTS_MAP, c.ring_buffer_bytes),
-        (CONNS_MAP, c.max_connections.min(MAX_KERNEL_CONNS) as u32),
-    ]
+    let conns = if matches!(c.hook, HttpHook::Auto | HttpHook::Sock) && sock_hooks_exist(ctx) {
+        1
+    } else {
+        c.max_connections.min(MAX_KERNEL_CONNS) as u32
+    };
+    vec![(EVENTS_MAP, c.ring_buffer_bytes), (CONNS_MAP, conns)]
+}
+
+/// Whether the kernel has the `sock_send_length` tracepoint (its BTF names the tracepoint's
+/// function type `btf_trace_sock_send_length`).
+fn sock_hooks_exist(ctx: &super::ProbeContext) -> bool {
+    ctx.btf.is_some_and(|b| {
+        b.id_by_type_name_kind("btf_trace_sock_send_length", aya_obj::btf::BtfKind::Typedef)
+            .is_ok()
+    })
 }
 
 /// What the probe needs from the agent's configuration, set before the probes load.
@@ -245,8 +265,13 @@ pub fn loader_globals() -> LoaderGlobals {
     }
 }
 
-/// The programs, best first: `tp_btf/sys_exit`, the per-syscall exit tracepoints, and
-/// `raw_tracepoint/sys_exit`.
+/// The programs, best first: the socket tracepoints (three programs), `tp_btf/sys_exit`, the
+/// per-syscall exit tracepoints, and `raw_tracepoint/sys_exit`.
+const SOCK_PROGRAMS: [(&str, &str); 3] = [
+    ("http_sock_send", "sock_send_length"),
+    ("http_sock_recv", "sock_recv_length"),
+    ("http_sock_state", "inet_sock_set_state"),
+];
 const PROGRAM_BTF: &str = "http_sys_exit_btf";
 const PROGRAM_TP: &str = "http_sys_exit_tp";
 const PROGRAM_RAW: &str = "http_sys_exit";
@@ -268,15 +293,39 @@ const EXIT_EVENTS: [&str; 13] = [
     "sys_exit_close",
 ];
 
-/// Attaches the program of `hook`, or with `auto` the first of the three the kernel takes.
-/// Returns the hook attached.
-fn attach_exits(
+/// The socket tracepoint programs, all or none.
+fn attach_sock(ebpf: &mut Ebpf, ctx: &super::ProbeContext) -> Result<(), ProbeError> {
+    for (i, (name, tp)) in SOCK_PROGRAMS.iter().enumerate() {
+        if let Err(e) = super::attach_btf_tracepoint(ebpf, ctx, name, tp) {
+            for (done, _) in &SOCK_PROGRAMS[..i] {
+                if let Ok(p) = super::program_of::<aya::programs::BtfTracePoint>(ebpf, done) {
+                    let _ = p.unload();
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the programs of `hook`, or with `auto` the first hook the kernel takes. Returns
+/// the hook attached.
+fn attach_hook(
     ebpf: &mut Ebpf,
     ctx: &super::ProbeContext,
     hook: HttpHook,
 ) -> Result<&'static str, ProbeError> {
     let wanted = |h: HttpHook| hook == HttpHook::Auto || hook == h;
     let mut last = None;
+    if wanted(HttpHook::Sock) {
+        match attach_sock(ebpf, ctx) {
+            Ok(()) => return Ok(SOCK_HOOK),
+            Err(e) => {
+                tracing::warn!(error = %e, "http probe: socket tracepoints unavailable");
+                last = Some(e);
+            }
+        }
+    }
     if wanted(HttpHook::TpBtf) {
         match super::attach_btf_tracepoint(ebpf, ctx, PROGRAM_BTF, "sys_exit") {
             Ok(()) => return Ok("tp_btf/sys_exit"),
@@ -307,18 +356,25 @@ pub fn attach(
     ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
-    let hook = attach_exits(ebpf, ctx, settings.http.hook)?;
+    let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
     tracing::info!(hook, "http probe: capture program attached");
     let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
-    let kconns = super::take_map(ebpf, CONNS_MAP)?;
+    let kernel = if hook == SOCK_HOOK {
+        Kernel::Skip(super::take_map(ebpf, SKIP_MAP)?)
+    } else {
+        Kernel::Conns(super::take_map(ebpf, CONNS_MAP)?)
+    };
     let shared = Arc::new(Mutex::new(Store::new(&settings.http)));
-    let decoder = Decoder::new(settings, Arc::clone(&shared), Some(kconns));
+    let decoder = Decoder::new(settings, Arc::clone(&shared), kernel);
     // Probes attach before the async runtime exists (main.rs drops capabilities while the
     // process has one thread); the drain task starts in `start_pending`.
     *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some((events, decoder));
     Ok(Box::new(HttpProbe { lost, shared }))
 }
+
+/// The socket hooks, as logged and on the status page.
+const SOCK_HOOK: &str = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";
 
 /// The attached probe's ring buffer and decoder, until the runtime starts draining them.
 static PENDING: Mutex<Option<(RingBuf<MapData>, Decoder)>> = Mutex::new(None);
@@ -536,18 +592,29 @@ struct Decoder {
     names_alive: HashMap<String, Instant>,
     router: route::Router,
     names: procname::ProcNames,
-    /// The kernel's table of followed connections: a filtered-out connection is removed so
-    /// its bytes stay in the kernel.
-    /// None in unit tests.
-    kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
+    /// Where the kernel learns of filtered-out connections, so their bytes stay in the kernel.
+    kernel: Kernel,
+    /// Processes in the kernel's skip table (socket hooks), with the name they were filtered
+    /// out under.
+    skipped: HashMap<u32, String>,
+}
+
+/// What the decoder can tell the kernel about connections the configuration filters out.
+enum Kernel {
+    /// Unit tests: nothing.
+    #[cfg(test)]
+    None,
+    /// Syscall-exit hooks: the table of followed `(tgid, fd)`; a filtered-out connection is
+    /// removed from it.
+    Conns(BpfHashMap<MapData, u64, ConnInfo>),
+    /// Socket hooks: the processes whose new connections the kernel marks as not HTTP (the
+    /// agent cannot address socket storage; a filtered-out process's connection that is
+    /// already open is dropped here).
+    Skip(BpfHashMap<MapData, u32, u8>),
 }
 
 impl Decoder {
-    fn new(
-        settings: Settings,
-        shared: Arc<Mutex<Store>>,
-        kconns: Option<BpfHashMap<MapData, u64, ConnInfo>>,
-    ) -> Self {
+    fn new(settings: Settings, shared: Arc<Mutex<Store>>, kernel: Kernel) -> Self {
         let cfg = settings.http;
         Decoder {
             router: route::Router::new(&cfg.route_templates, cfg.route_segment_max_values),
@@ -559,7 +626,8 @@ impl Decoder {
             procs: HashMap::new(),
             listen_ports: HashMap::new(),
             names_alive: HashMap::new(),
-            kconns,
+            kernel,
+            skipped: HashMap::new(),
             cfg,
         }
     }
@@ -589,7 +657,7 @@ impl Decoder {
         let key = (h.tgid, h.conn_id);
         let now = self.now;
         match h.kind {
-            EV_ACCEPT | EV_CONNECT => {
+            EV_ACCEPT | EV_CONNECT | EV_SERVER => {
                 // A connection id is new; one left over under the same key is replaced.
                 self.make_room();
                 let role = if h.kind == EV_CONNECT {
@@ -706,7 +774,7 @@ impl Decoder {
 
     /// Stops the kernel following a filtered-out connection (if the fd still is that one).
     fn unfollow(&mut self, h: &EventHeader) {
-        let Some(kconns) = self.kconns.as_mut() else {
+        let Kernel::Conns(kconns) = &mut self.kernel else {
             return;
         };
         let key = (u64::from(h.tgid) << 32) | u64::from(h.fd);
@@ -718,13 +786,20 @@ impl Decoder {
     /// Labels of a new connection, or None when the configuration filters it out.
     fn labels_for(&mut self, h: &EventHeader, payload: &[u8]) -> Option<Arc<ConnLabels>> {
         let name = self.process_name(h);
-        if (!self.cfg.include_processes.is_empty() && !self.cfg.include_processes.contains(&name))
-            || self.cfg.exclude_processes.contains(&name)
-        {
+        if !process_wanted(&self.cfg, &name) {
+            if let Kernel::Skip(skip) = &mut self.kernel
+                && !self.skipped.contains_key(&h.tgid)
+                && self.skipped.len() < MAX_SKIPPED as usize
+                && skip.insert(h.tgid, 1, 0).is_ok()
+            {
+                self.skipped.insert(h.tgid, name);
+            }
             return None;
         }
         let (address, port) = if h.kind == EV_CONNECT {
             parse_sockaddr(payload).map_or((String::new(), 0), |(a, p)| (a.to_string(), p))
+        } else if h.kind == EV_SERVER {
+            (String::new(), h.aux as u16)
         } else if h.kind == EV_ACCEPT {
             let port = *self
                 .listen_ports
@@ -745,6 +820,25 @@ impl Decoder {
             address: Arc::from(address),
             port,
         }))
+    }
+
+    /// Takes processes off the kernel's skip table once they are gone or renamed (a reused
+    /// tgid, an exec) to a name the filters keep.
+    fn sweep_skipped(&mut self) {
+        let Kernel::Skip(skip) = &mut self.kernel else {
+            return;
+        };
+        let procfs = &self.procfs;
+        let cfg = &self.cfg;
+        self.skipped.retain(|tgid, name| {
+            let now = std::fs::read_to_string(procfs.join(tgid.to_string()).join("comm"))
+                .map(|s| s.trim_end().to_string());
+            let keep = now.is_ok_and(|n| &n == name || !process_wanted(cfg, &n));
+            if !keep {
+                let _ = skip.remove(tgid);
+            }
+            keep
+        });
     }
 
     /// `/proc/<tgid>/comm` (the process, not the thread), cached; the event's thread name when
@@ -783,6 +877,7 @@ impl Decoder {
     /// Drops idle connections, forgets exited processes and, after the grace period, their
     /// series.
     fn sweep(&mut self) {
+        self.sweep_skipped();
         let now = Instant::now();
         let idle = Duration::from_secs(self.cfg.connection_idle_timeout_seconds);
         let shared = Arc::clone(&self.shared);
@@ -829,6 +924,12 @@ impl Decoder {
         }
         store.connections = self.conns.len();
     }
+}
+
+/// Whether the process filters (`include_processes`, `exclude_processes`) keep `name`.
+fn process_wanted(cfg: &HttpConfig, name: &String) -> bool {
+    (cfg.include_processes.is_empty() || cfg.include_processes.contains(name))
+        && !cfg.exclude_processes.contains(name)
 }
 
 /// Peer of a `connect`: `struct sockaddr_in` / `sockaddr_in6` (family in host order, port in
@@ -1203,7 +1304,7 @@ mod tests {
                 procfs: procfs.clone(),
             },
             Arc::clone(&shared),
-            None,
+            Kernel::None,
         );
         exchange(&mut d);
         {
@@ -1262,7 +1363,7 @@ mod tests {
                     procfs: procfs.clone(),
                 },
                 Arc::clone(&shared),
-                None,
+                Kernel::None,
             );
             exchange(&mut d);
             let store = shared.lock().unwrap();

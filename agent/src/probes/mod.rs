@@ -22,19 +22,23 @@ pub mod syscall_names;
 pub mod syscalls;
 pub mod tcp;
 
-/// The compiled kernel programs, built by `agent/build.rs`: the main object (`tcp`, `http`)
-/// and the `syscalls` probe's own (its task-local storage map needs Linux 5.11+, and a map the
-/// kernel cannot create fails its whole object). Empty when the build skipped the eBPF step
+/// The compiled kernel programs, built by `agent/build.rs`: the main object (`tcp`), the
+/// `syscalls` probe's own (its task-local storage map needs Linux 5.11+, and a map the kernel
+/// cannot create fails its whole object) and the `http` probe's (socket-local storage, which
+/// needs kernel BTF). Empty when the build skipped the eBPF step
 /// (`AYA_BUILD_SKIP=1`, used for quick `cargo check`/`clippy`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 static SYSCALLS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-syscalls"));
+static HTTP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-http"));
 
 /// Which compiled object holds a probe's programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Object {
     Main,
     Syscalls,
+    Http,
 }
 
 impl Object {
@@ -42,6 +46,7 @@ impl Object {
         match self {
             Object::Main => EBPF_OBJECT,
             Object::Syscalls => SYSCALLS_OBJECT,
+            Object::Http => HTTP_OBJECT,
         }
     }
 
@@ -49,6 +54,7 @@ impl Object {
         match self {
             Object::Main => "agent-ebpf",
             Object::Syscalls => "agent-ebpf-syscalls",
+            Object::Http => "agent-ebpf-http",
         }
     }
 }
@@ -106,8 +112,8 @@ pub static PROBES: &[ProbeEntry] = &[
     ProbeEntry {
         name: "http",
         default_enabled: true,
-        hooks: "tp_btf/sys_exit (http.hook: auto falls back to tracepoint/syscalls/sys_exit_* of read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close, then raw_tracepoint/sys_exit)",
-        object: Object::Main,
+        hooks: "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state (http.hook: auto falls back to tp_btf/sys_exit, then tracepoint/syscalls/sys_exit_* of read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg, sendfile64, accept, accept4, connect, close, then raw_tracepoint/sys_exit)",
+        object: Object::Http,
         attach: http::attach,
     },
 ];
@@ -308,7 +314,7 @@ impl Probes {
             .collect();
         let mut active = Vec::new();
         let mut objects = Vec::new();
-        for object in [Object::Main, Object::Syscalls] {
+        for object in [Object::Main, Object::Syscalls, Object::Http] {
             let these: Vec<&&ProbeEntry> = enabled.iter().filter(|p| p.object == object).collect();
             if these.is_empty() {
                 continue;
@@ -372,7 +378,7 @@ impl Probes {
 fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
     let mut v = syscalls::max_entries(ctx);
     v.extend(tcp::max_entries(ctx));
-    v.extend(http::max_entries());
+    v.extend(http::max_entries(ctx));
     v
 }
 

@@ -941,8 +941,12 @@ mod tests {
     }
 
     #[test]
-    fn http_hook_is_one_of_four_names() {
+    fn http_hook_is_one_of_five_names() {
         use crate::probes::http::HttpHook;
+        assert_eq!(
+            parse("http:\n  hook: sock\n").unwrap().http.hook,
+            HttpHook::Sock
+        );
         assert_eq!(
             parse("http:\n  hook: tp_btf\n").unwrap().http.hook,
             HttpHook::TpBtf

@@ -330,7 +330,14 @@ struct On {
 }
 
 /// The kernel programs of the probe, and of the bpftrace reference (named after the event).
-const HOSTLENS_PROGS: [&str; 3] = ["http_sys_exit_btf", "http_sys_exit_tp", "http_sys_exit"];
+const HOSTLENS_PROGS: [&str; 6] = [
+    "http_sock_send",
+    "http_sock_recv",
+    "http_sock_state",
+    "http_sys_exit_btf",
+    "http_sys_exit_tp",
+    "http_sys_exit",
+];
 
 fn reference_progs() -> Vec<String> {
     HOOKED.iter().map(|s| format!("sys_exit_{s}")).collect()
@@ -366,13 +373,13 @@ fn program_us_per_request(nginx: &Nginx, names: &[&str]) -> Result<f64> {
     Ok(ns / 1e3 / w.requests)
 }
 
-/// One round: no probe, the bpftrace reference, the probe on its default hook (`auto`, which
-/// is `tp_btf` here) and on the per-syscall tracepoints.
+/// One round: no probe, the bpftrace reference, the probe on its default hooks (`auto`, which
+/// is `sock` here) and on the syscall-exit hook (`tp_btf/sys_exit`, the fallback).
 struct Round {
     off: Wrk,
     reference: Wrk,
     on: On,
-    on_tp: On,
+    on_exit: On,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -393,20 +400,20 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             wrk(&nginx)?
         };
         let on = measure_on(bin, &nginx, "auto")?;
-        let on_tp = measure_on(bin, &nginx, "tracepoint")?;
+        let on_exit = measure_on(bin, &nginx, "tp_btf")?;
         eprintln!(
-            "http round {}/{ROUNDS}: req/s off {:.0}, ref {:.0}, on {:.0}, on(tracepoint) {:.0}",
+            "http round {}/{ROUNDS}: req/s off {:.0}, ref {:.0}, on {:.0}, on(sys_exit) {:.0}",
             i + 1,
             off.rps,
             reference.rps,
             on.wrk.rps,
-            on_tp.wrk.rps
+            on_exit.wrk.rps
         );
         rounds.push(Round {
             off,
             reference,
             on,
-            on_tp,
+            on_exit,
         });
     }
     // Fixed rate: hostlens CPU at 10k req/s.
@@ -432,8 +439,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         let _hl = start_hostlens(bin, Some("auto"))?;
         program_us_per_request(&nginx, &HOSTLENS_PROGS)?
     };
-    let prog_tp = {
-        let _hl = start_hostlens(bin, Some("tracepoint"))?;
+    let prog_exit = {
+        let _hl = start_hostlens(bin, Some("tp_btf"))?;
         program_us_per_request(&nginx, &HOSTLENS_PROGS)?
     };
 
@@ -441,7 +448,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     // per-round ratios is steadier than the ratio of means.
     let ratio = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     let rps_ratio = ratio(&|r| r.on.wrk.rps / r.off.rps);
-    let tp_ratio = ratio(&|r| r.on_tp.wrk.rps / r.off.rps);
+    let exit_ratio = ratio(&|r| r.on_exit.wrk.rps / r.off.rps);
     let ref_ratio = ratio(&|r| r.reference.rps / r.off.rps);
     let on_ref_ratio = ratio(&|r| r.on.wrk.rps / r.reference.rps);
     let p99_ratio = ratio(&|r| r.on.wrk.p99_ms / r.off.p99_ms);
@@ -455,10 +462,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx_off = per_req(&|r| &r.off);
     let nginx_ref = per_req(&|r| &r.reference);
     let nginx_on = per_req(&|r| &r.on.wrk);
-    let nginx_tp = per_req(&|r| &r.on_tp.wrk);
+    let nginx_exit = per_req(&|r| &r.on_exit.wrk);
     let on_requests = sum(&|r| r.on.wrk.requests);
     let on_cpu = sum(&|r| r.on.cpu_s);
-    let lost = sum(&|r| r.on.lost + r.on_tp.lost);
+    let lost = sum(&|r| r.on.lost + r.on_exit.lost);
     let date = super::bench::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut md = String::new();
@@ -470,9 +477,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          {ROUNDS} rounds, each running hostlens with no probe (off), then the reference (ref: \
          bpftrace counting, per probe, the calls of the thirteen `syscalls:sys_exit_*` \
          tracepoints the probe's tracepoint hook uses — what merely watching these syscalls \
-         costs on this machine), then hostlens with only the `http` probe on its default hook \
-         (on: `http.hook: auto`, which loads `tp_btf/sys_exit` here), then on the per-syscall \
-         tracepoints (on(tp): `http.hook: tracepoint`). Default config otherwise: every \
+         costs on this machine), then hostlens with only the `http` probe on its default hooks \
+         (on: `http.hook: auto`, which loads the socket tracepoints `tp_btf/sock_send_length`, \
+         `sock_recv_length`, `inet_sock_set_state` here), then on the syscall-exit fallback \
+         (on(exit): `http.hook: tp_btf`, `tp_btf/sys_exit`). Default config otherwise: every \
          process, so both nginx's server side and wrk's client side are decoded. CPU is \
          hostlens's utime+stime during the on-rounds (10 ms ticks). Load average at the end: \
          {}.\n",
@@ -483,7 +491,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "| round | off req/s | ref req/s | on req/s | on(tp) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(tp) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| round | off req/s | ref req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
     writeln!(
         md,
@@ -498,13 +506,13 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             r.off.rps,
             r.reference.rps,
             r.on.wrk.rps,
-            r.on_tp.wrk.rps,
+            r.on_exit.wrk.rps,
             r.off.p99_ms,
             r.on.wrk.p99_ms,
             us(&r.off),
             us(&r.reference),
             us(&r.on.wrk),
-            us(&r.on_tp.wrk),
+            us(&r.on_exit.wrk),
             r.on.cpu_s,
             r.on.lost,
             r.on.counted,
@@ -514,18 +522,18 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     writeln!(
         md,
         "\nThroughput on/off: median of the rounds' ratios **{rps_ratio:.2}×** (budget ≥ 0.90×), \
-         ratio of means {:.2}×; on the tracepoint hook {tp_ratio:.2}×. The reference alone: \
+         ratio of means {:.2}×; on the syscall-exit hook {exit_ratio:.2}×. The reference alone: \
          ref/off **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**. p99 \
          latency on/off: median {p99_ratio:.2}×. hostlens CPU **{:.2} ms per 1,000 requests**, \
          events lost {lost:.0} (budget 0). Fixed rate: {done} requests in {FIXED_SECONDS} s \
          ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {fixed_cpu:.2} s CPU = \
          **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {fixed_lost:.0}. \
-         nginx worker CPU per request off/ref/on/on(tp): {:.1} / {:.1} / {:.1} / {:.1} µs, i.e. a \
-         CPU-bound nginx would keep **{:.2}×** its throughput ({:.2}× on the tracepoint hook, \
+         nginx worker CPU per request off/ref/on/on(exit): {:.1} / {:.1} / {:.1} / {:.1} µs, i.e. \
+         a CPU-bound nginx would keep **{:.2}×** its throughput ({:.2}× on the syscall-exit hook, \
          {:.2}× under the reference). Kernel program time per request (separate wrk runs with \
          `kernel.bpf_stats_enabled`; both sides of each request, nginx's and wrk's): reference \
-         {prog_ref:.2} µs, on (`tp_btf`) **{prog_on:.2} µs**, on(tp) {prog_tp:.2} µs (the \
-         tracepoint hook also pays perf's per-event path, which this does not count).\n",
+         {prog_ref:.2} µs (which also pays perf's per-event tracepoint path, not counted \
+         here), on (socket hooks) **{prog_on:.2} µs**, on(exit) {prog_exit:.2} µs.\n",
         on_rps / off_rps,
         on_cpu * 1e3 / (on_requests / 1e3),
         done as f64 / FIXED_SECONDS as f64,
@@ -534,9 +542,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         nginx_off * 1e6,
         nginx_ref * 1e6,
         nginx_on * 1e6,
-        nginx_tp * 1e6,
+        nginx_exit * 1e6,
         nginx_off / nginx_on,
-        nginx_off / nginx_tp,
+        nginx_off / nginx_exit,
         nginx_off / nginx_ref,
     )?;
     print!("{md}");

@@ -251,6 +251,23 @@ fn emit_header(r: &Rec) {
     entry.submit(submit_flags(HEADER_BYTES as u64));
 }
 
+/// Writes a client's start record: the header and the peer's `sockaddr` (`sa_len` bytes of
+/// `sa` used).
+#[inline(always)]
+fn emit_peer(r: &Rec, sa: &[u8; 32], sa_len: u16) {
+    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
+        count_lost();
+        return;
+    };
+    let p: *mut u8 = entry.as_mut_ptr().cast();
+    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
+    unsafe {
+        write_header(p, r, sa_len);
+        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
+    }
+    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
+}
+
 /// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
 #[inline(always)]
 fn looks_like_http(w: [u8; 4]) -> bool {
@@ -603,17 +620,7 @@ fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
         sa[16..24].copy_from_slice(&lo.to_ne_bytes());
         28
     };
-    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
-        count_lost();
-        return;
-    };
-    let p: *mut u8 = entry.as_mut_ptr().cast();
-    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
-    unsafe {
-        write_header(p, &rec, sa_len);
-        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
-    }
-    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
+    emit_peer(&rec, &sa, sa_len);
 }
 
 /// The caller's tgid, or None for the agent itself.
@@ -897,17 +904,7 @@ fn on_connect(a: Args, ret: i64) {
         syscall: 0,
         bytes: 0,
     };
-    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
-        count_lost();
-        return;
-    };
-    let p: *mut u8 = entry.as_mut_ptr().cast();
-    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
-    unsafe {
-        write_header(p, &rec, sa_len);
-        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), sa);
-    }
-    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
+    emit_peer(&rec, &sa, sa_len);
 }
 
 /// `close(fd)`: the end of a followed connection.

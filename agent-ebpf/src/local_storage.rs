@@ -15,9 +15,11 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_sk_storage_get, bpf_task_storage_get},
 };
 
+/// A local storage map of kernel map type `TYPE`; [`TaskStorage`] and [`SkStorage`] add the
+/// lookups through their kernel object.
 #[repr(C)]
-pub struct TaskStorage<T> {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+pub struct LocalStorage<T, const TYPE: usize> {
+    r#type: *const [i32; TYPE],
     key: *const i32,
     value: *const T,
     // Local storage has no size of its own (0) and must not be preallocated.
@@ -26,9 +28,9 @@ pub struct TaskStorage<T> {
 }
 
 // SAFETY: the fields are never dereferenced; the kernel owns the map and synchronises it.
-unsafe impl<T> Sync for TaskStorage<T> {}
+unsafe impl<T, const TYPE: usize> Sync for LocalStorage<T, TYPE> {}
 
-impl<T> TaskStorage<T> {
+impl<T, const TYPE: usize> LocalStorage<T, TYPE> {
     pub const fn new() -> Self {
         Self {
             r#type: core::ptr::null(),
@@ -39,17 +41,19 @@ impl<T> TaskStorage<T> {
         }
     }
 
+    fn as_map(&self) -> *mut core::ffi::c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+pub type TaskStorage<T> = LocalStorage<T, { bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize }>;
+pub type SkStorage<T> = LocalStorage<T, { bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize }>;
+
+impl<T> TaskStorage<T> {
     #[inline(always)]
     fn get(&self, task: *mut aya_ebpf::bindings::task_struct, flags: u64) -> Option<*mut T> {
         // SAFETY: `task` is a BTF task pointer the verifier checks; `self` is the map.
-        let p = unsafe {
-            bpf_task_storage_get(
-                core::ptr::from_ref(self).cast_mut().cast(),
-                task,
-                core::ptr::null_mut(),
-                flags,
-            )
-        };
+        let p = unsafe { bpf_task_storage_get(self.as_map(), task, core::ptr::null_mut(), flags) };
         (!p.is_null()).then_some(p.cast())
     }
 
@@ -77,40 +81,11 @@ impl<T> TaskStorage<T> {
     }
 }
 
-#[repr(C)]
-pub struct SkStorage<T> {
-    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
-    key: *const i32,
-    value: *const T,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: as for TaskStorage.
-unsafe impl<T> Sync for SkStorage<T> {}
-
 impl<T> SkStorage<T> {
-    pub const fn new() -> Self {
-        Self {
-            r#type: core::ptr::null(),
-            key: core::ptr::null(),
-            value: core::ptr::null(),
-            max_entries: core::ptr::null(),
-            map_flags: core::ptr::null(),
-        }
-    }
-
     #[inline(always)]
     fn get(&self, sk: *mut core::ffi::c_void, flags: u64) -> Option<*mut T> {
         // SAFETY: `sk` is a BTF `struct sock` pointer the verifier checks; `self` is the map.
-        let p = unsafe {
-            bpf_sk_storage_get(
-                core::ptr::from_ref(self).cast_mut().cast(),
-                sk,
-                core::ptr::null_mut(),
-                flags,
-            )
-        };
+        let p = unsafe { bpf_sk_storage_get(self.as_map(), sk, core::ptr::null_mut(), flags) };
         (!p.is_null()).then_some(p.cast())
     }
 

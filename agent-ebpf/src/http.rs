@@ -481,9 +481,15 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     if family != 2 && family != 10 {
         return;
     }
-    let Some(tgid) = caller() else {
+    let Some(c) = HTTP_SOCKS.of_or_zeroed(sk) else {
         return;
     };
+    // SAFETY: the socket's own storage value: plain loads and stores (two CPUs moving bytes
+    // on one socket at once may both classify it; they write the same values).
+    let mut conn = unsafe { *c };
+    if conn.proto == PROTO_OTHER {
+        return;
+    }
     // The syscall and its arguments, from the task's saved user registers (kernel-internal
     // socket I/O — no user frame — and io_uring are skipped).
     // SAFETY: the helpers take the current task; the result is its user pt_regs (BTF-typed).
@@ -504,15 +510,6 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     if dir != direction {
         return;
     }
-    let Some(c) = HTTP_SOCKS.of_or_zeroed(sk) else {
-        return;
-    };
-    // SAFETY: the socket's own storage value: plain loads and stores (two CPUs moving bytes
-    // on one socket at once may both classify it; they write the same values).
-    let mut conn = unsafe { *c };
-    if conn.proto == PROTO_OTHER {
-        return;
-    }
     // SAFETY: as above.
     let a = unsafe { args_direct(regs) };
     let Some(bufs) = user_buffers(a, syscall) else {
@@ -524,6 +521,13 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
             return;
         }
         let Some(w) = first_word(&bufs, moved) else {
+            return;
+        };
+        // The process is looked up once per socket (it is kept in the storage): the agent's
+        // own sockets are marked not-HTTP, and every record carries the first process's tgid.
+        let Some(tgid) = caller() else {
+            // SAFETY: as above.
+            unsafe { (*c).proto = PROTO_OTHER };
             return;
         };
         // A request's first bytes received make this the server side, sent the client side;
@@ -555,7 +559,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     capture(
         &Rec {
             kind: EV_DATA,
-            tgid,
+            tgid: conn.tgid,
             fd: a.di as u32,
             conn_id: conn.id,
             aux: 0,

@@ -14,8 +14,10 @@ use std::{
 use super::bench::{cpu_seconds, free_port};
 use anyhow::{Context as _, Result, bail};
 
-const ROUNDS: usize = 7;
-const WRK_SECONDS: u32 = 5;
+/// Many short rounds: on this shared machine single rounds swing by ±20 %, and the median of
+/// the per-round ratios needs enough of them.
+const ROUNDS: usize = 11;
+const WRK_SECONDS: u32 = 4;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;
 const MARKER: &str = "## HTTP probe: nginx under wrk, probe off vs on";
@@ -391,16 +393,27 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx = start_nginx()?;
     let mut rounds = Vec::with_capacity(ROUNDS);
     for i in 0..ROUNDS {
-        let off = {
-            let (_hl, _) = start_hostlens(bin, None)?;
-            wrk(&nginx)?
+        // Every other round runs the setups in reverse order, so a drift of the machine's load
+        // within a round does not always favour the same setup.
+        let (mut off, mut reference, mut on, mut on_exit) = (None, None, None, None);
+        for step in 0..4 {
+            match if i % 2 == 0 { step } else { 3 - step } {
+                0 => {
+                    let (_hl, _) = start_hostlens(bin, None)?;
+                    off = Some(wrk(&nginx)?);
+                }
+                1 => {
+                    let _bt = start_bpftrace_reference()?;
+                    reference = Some(wrk(&nginx)?);
+                }
+                2 => on = Some(measure_on(bin, &nginx, "auto")?),
+                _ => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
+            }
+        }
+        let (Some(off), Some(reference), Some(on), Some(on_exit)) = (off, reference, on, on_exit)
+        else {
+            bail!("http round {}: a setup did not run", i + 1);
         };
-        let reference = {
-            let _bt = start_bpftrace_reference()?;
-            wrk(&nginx)?
-        };
-        let on = measure_on(bin, &nginx, "auto")?;
-        let on_exit = measure_on(bin, &nginx, "tp_btf")?;
         eprintln!(
             "http round {}/{ROUNDS}: req/s off {:.0}, ref {:.0}, on {:.0}, on(sys_exit) {:.0}",
             i + 1,
@@ -474,7 +487,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         md,
         "`cargo xtask bench` (`--only-http` for this section alone): nginx (1 worker, static \
          26-byte file, keep-alive) on 127.0.0.1, `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, \
-         {ROUNDS} rounds, each running hostlens with no probe (off), then the reference (ref: \
+         {ROUNDS} rounds (every other one in reverse order), each running hostlens with no probe \
+         (off), then the reference (ref: \
          bpftrace counting, per probe, the calls of the thirteen `syscalls:sys_exit_*` \
          tracepoints the probe's tracepoint hook uses — what merely watching these syscalls \
          costs on this machine), then hostlens with only the `http` probe on its default hooks \

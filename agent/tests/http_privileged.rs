@@ -697,11 +697,16 @@ fn http_client_side_from_curl() {
         agent.log()
     );
     let skipped = skip_table();
+    let nginx_pids: Vec<u32> = skipped
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "nginx")
+        })
+        .collect();
     assert!(
-        skipped
-            .iter()
-            .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end() == "nginx")),
+        !nginx_pids.is_empty(),
         "no nginx process in HTTP_SKIP: {skipped:?}"
     );
     // An IPv6 peer: its address comes from the socket (`skc_v6_daddr`).
@@ -744,6 +749,20 @@ fn http_client_side_from_curl() {
     run_ok(Command::new("curl").args(&args));
     let after = settle(&agent, |e| delta(e, &before, CLIENT, &v6) >= 7.0);
     assert_eq!(delta(&after, &before, CLIENT, &v6), 7.0);
+    // Once nginx has exited, the agent's sweep (every 5 s here) takes it off the skip table.
+    drop(nginx);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = skip_table();
+        if !left.iter().any(|p| nginx_pids.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exited nginx {nginx_pids:?} still in HTTP_SKIP: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The tgids in the http probe's kernel skip table (`bpftool map dump name HTTP_SKIP`).

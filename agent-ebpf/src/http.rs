@@ -27,6 +27,7 @@ use agent_common::http::{
     RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE,
     SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
 };
+use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
 use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -199,6 +200,40 @@ struct Rec {
     role: u8,
     syscall: u8,
     bytes: u64,
+}
+
+impl Rec {
+    /// `moved` bytes of `syscall` in `direction` on connection `conn` (fd `fd` of `tgid`).
+    #[inline(always)]
+    fn data(tgid: u32, fd: u32, conn: &ConnInfo, direction: u8, syscall: u8, moved: u64) -> Rec {
+        Rec {
+            kind: EV_DATA,
+            tgid,
+            fd,
+            conn_id: conn.id,
+            aux: 0,
+            direction,
+            role: conn.role,
+            syscall,
+            bytes: moved,
+        }
+    }
+
+    /// The end of connection `conn` (fd `fd` of `tgid`; 0 when closed outside a syscall).
+    #[inline(always)]
+    fn close(tgid: u32, fd: u32, conn: &ConnInfo) -> Rec {
+        Rec {
+            kind: EV_CLOSE,
+            tgid,
+            fd,
+            conn_id: conn.id,
+            aux: 0,
+            direction: 0,
+            role: conn.role,
+            syscall: 0,
+            bytes: 0,
+        }
+    }
 }
 
 /// Writes the record header for `r` at `dst` (a ring record or the scratch value: 8-byte
@@ -393,8 +428,6 @@ const SK_V6_DADDR: usize = 56;
 const REG_CS: usize = 136;
 /// `MSG_PEEK`: a peek reads bytes without consuming them.
 const MSG_PEEK: i32 = 2;
-/// `TCP_CLOSE` (include/net/tcp_states.h).
-const TCP_CLOSE: i32 = 7;
 
 /// Preferred entry, bytes sent: `tp_btf/sock_send_length` (`struct sock *sk, int ret, int
 /// flags`), from `sock_sendmsg` inside `write`, `writev`, `sendto`, `sendmsg` and `sendfile`.
@@ -438,17 +471,7 @@ pub fn http_sock_state(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: as above; a socket closes once, this stops a second record.
     unsafe { (*c).proto = PROTO_OTHER };
-    emit_header(&Rec {
-        kind: EV_CLOSE,
-        tgid: conn.tgid,
-        fd: 0,
-        conn_id: conn.id,
-        aux: 0,
-        direction: 0,
-        role: conn.role,
-        syscall: 0,
-        bytes: 0,
-    });
+    emit_header(&Rec::close(conn.tgid, 0, &conn));
     0
 }
 
@@ -478,7 +501,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     // SAFETY: `sk` is the tracepoint's BTF-typed `struct sock *`; the verifier checks the
     // offset against `struct sock_common` and the load faults safely.
     let family = unsafe { core::ptr::read_volatile(sk.cast::<u8>().add(SK_FAMILY).cast::<u16>()) };
-    if family != 2 && family != 10 {
+    if family != AF_INET && family != AF_INET6 {
         return;
     }
     let Some(c) = HTTP_SOCKS.of_or_zeroed(sk) else {
@@ -557,17 +580,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         sock_start(sk, &conn, a.di as u32);
     }
     capture(
-        &Rec {
-            kind: EV_DATA,
-            tgid: conn.tgid,
-            fd: a.di as u32,
-            conn_id: conn.id,
-            aux: 0,
-            direction,
-            role: conn.role,
-            syscall,
-            bytes: moved,
-        },
+        &Rec::data(conn.tgid, a.di as u32, &conn, direction, syscall, moved),
         &bufs,
     );
 }
@@ -607,7 +620,7 @@ fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
     };
     sa[0..2].copy_from_slice(&family.to_ne_bytes());
     sa[2..4].copy_from_slice(&dport.to_ne_bytes());
-    let sa_len: u16 = if family == 2 {
+    let sa_len: u16 = if family == AF_INET {
         // SAFETY: as above.
         let a = unsafe { core::ptr::read_volatile(base.add(SK_DADDR).cast::<u32>()) };
         sa[4..8].copy_from_slice(&a.to_ne_bytes());
@@ -670,17 +683,7 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
         }
     }
     capture(
-        &Rec {
-            kind: EV_DATA,
-            tgid,
-            fd,
-            conn_id: conn.id,
-            aux: 0,
-            direction,
-            role: conn.role,
-            syscall,
-            bytes: moved,
-        },
+        &Rec::data(tgid, fd, &conn, direction, syscall, moved),
         &bufs,
     );
 }
@@ -893,7 +896,7 @@ fn on_connect(a: Args, ret: i64) {
     // Only AF_INET (2) / AF_INET6 (10) peers are followed (not unix sockets of e.g. syslog
     // or D-Bus clients).
     let family = u16::from_ne_bytes([sa[0], sa[1]]);
-    if family != 2 && family != 10 {
+    if family != AF_INET && family != AF_INET6 {
         return;
     }
     let conn_id = follow(tgid, fd, ROLE_CLIENT);
@@ -924,15 +927,5 @@ fn on_close(a: Args) {
         return;
     };
     let _ = HTTP_CONNS.remove(key);
-    emit_header(&Rec {
-        kind: EV_CLOSE,
-        tgid,
-        fd,
-        conn_id: conn.id,
-        aux: 0,
-        direction: 0,
-        role: conn.role,
-        syscall: 0,
-        bytes: 0,
-    });
+    emit_header(&Rec::close(tgid, fd, &conn));
 }

@@ -198,12 +198,18 @@ const MAX_KERNEL_CONNS: usize = 1 << 20;
 /// has their tracepoint).
 pub fn max_entries(ctx: &super::ProbeContext) -> Vec<(&'static str, u32)> {
     let c = settings().http;
-    let conns = if matches!(c.hook, HttpHook::Auto | HttpHook::Sock) && sock_hooks_exist(ctx) {
+    let conns = if sized_for_sock(c.hook, ctx) {
         1
     } else {
         c.max_connections.min(MAX_KERNEL_CONNS) as u32
     };
     vec![(EVENTS_MAP, c.ring_buffer_bytes), (CONNS_MAP, conns)]
+}
+
+/// Whether [`max_entries`] gave the syscall-exit hooks' table one entry, expecting the
+/// socket hooks to attach.
+fn sized_for_sock(hook: HttpHook, ctx: &super::ProbeContext) -> bool {
+    matches!(hook, HttpHook::Auto | HttpHook::Sock) && sock_hooks_exist(ctx)
 }
 
 /// Whether the kernel has the `sock_send_length` tracepoint (its BTF names the tracepoint's
@@ -322,6 +328,15 @@ fn attach_hook(
             Ok(()) => return Ok(SOCK_HOOK),
             Err(e) => {
                 tracing::warn!(error = %e, "http probe: socket tracepoints unavailable");
+                if hook == HttpHook::Auto && sized_for_sock(hook, ctx) {
+                    // The table was sized before the attach could fail; say so rather than
+                    // leave the fallback quietly following a single connection.
+                    tracing::warn!(
+                        "http probe: the syscall-exit fallback follows only 1 connection at a \
+                         time (its table was sized for the socket hooks); set http.hook: tp_btf \
+                         to size it from http.max_connections"
+                    );
+                }
                 last = Some(e);
             }
         }

@@ -45,8 +45,10 @@ use crate::emit::{Kind, Out};
 pub mod decode;
 pub mod procname;
 pub mod route;
+pub mod series;
 
-use decode::{Anomaly, Conn, Dir, Exchange, Output, Role};
+use decode::{Anomaly, Conn, Dir, Output, Role, Target};
+use series::{Series, Slot};
 
 /// Hash map with a fast, seeded hasher for the per-event lookups of the drain task.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -482,33 +484,11 @@ struct ClientKey {
     process: Arc<str>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Hist {
-    buckets: [u64; BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
-}
-
-impl Hist {
-    fn observe(&mut self, v: f64) {
-        let i = BUCKETS
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum += v;
-        self.count += 1;
-    }
-}
-
 /// The metric state shared between the drain task and scrapes.
 #[derive(Debug)]
 struct Store {
-    max_series: usize,
-    server: FastMap<ServerKey, Hist>,
-    client: FastMap<ClientKey, Hist>,
-    dropped_server: u64,
-    dropped_client: u64,
+    server: Series<ServerKey>,
+    client: Series<ClientKey>,
     anomalies: HashMap<Anomaly, u64>,
     connections: usize,
 }
@@ -516,42 +496,19 @@ struct Store {
 impl Store {
     fn new(cfg: &HttpConfig) -> Self {
         Store {
-            max_series: cfg.max_series_per_family,
-            server: FastMap::default(),
-            client: FastMap::default(),
-            dropped_server: 0,
-            dropped_client: 0,
+            server: Series::new(cfg.max_series_per_family),
+            client: Series::new(cfg.max_series_per_family),
             anomalies: HashMap::new(),
             connections: 0,
-        }
-    }
-
-    fn observe_server(&mut self, key: ServerKey, secs: f64) {
-        if let Some(h) = self.server.get_mut(&key) {
-            h.observe(secs);
-        } else if self.server.len() < self.max_series {
-            self.server.entry(key).or_default().observe(secs);
-        } else {
-            self.dropped_server += 1;
-        }
-    }
-
-    fn observe_client(&mut self, key: ClientKey, secs: f64) {
-        if let Some(h) = self.client.get_mut(&key) {
-            h.observe(secs);
-        } else if self.client.len() < self.max_series {
-            self.client.entry(key).or_default().observe(secs);
-        } else {
-            self.dropped_client += 1;
         }
     }
 
     /// Removes the series of process names whose processes are all gone.
     fn forget_processes(&mut self, names: &[String]) {
         self.server
-            .retain(|k, _| !names.iter().any(|n| **n == *k.process));
+            .retain(|k| !names.iter().any(|n| **n == *k.process));
         self.client
-            .retain(|k, _| !names.iter().any(|n| **n == *k.process));
+            .retain(|k| !names.iter().any(|n| **n == *k.process));
     }
 }
 
@@ -562,6 +519,31 @@ struct Tracked {
     /// None: filtered out by the configuration.
     labels: Option<Arc<ConnLabels>>,
     last_seen: Instant,
+    /// The series of its last exchange.
+    last: Option<LastSeries>,
+}
+
+impl Tracked {
+    fn new(role: Role, labels: Option<Arc<ConnLabels>>, now: Instant) -> Self {
+        Tracked {
+            conn: Conn::new(role),
+            labels,
+            last_seen: now,
+            last: None,
+        }
+    }
+}
+
+/// What a connection's last exchange was observed under: the next exchange with the same
+/// method, status and target (server side) goes to the same slot, with no label hashing.
+#[derive(Debug)]
+struct LastSeries {
+    method: &'static str,
+    status: u16,
+    target: Target,
+    /// The router's generation the route was found under (server side).
+    routes: u64,
+    slot: Slot,
 }
 
 #[derive(Debug, Clone)]
@@ -574,23 +556,6 @@ struct ConnLabels {
 #[derive(Debug)]
 struct ProcInfo {
     name: String,
-}
-
-/// Feeds one data record to a followed connection. Returns its labels when the record
-/// produced something to report (a completed exchange or an anomaly); None when it did not or
-/// the connection is filtered out.
-fn feed_tracked(
-    t: &mut Tracked,
-    dir: Dir,
-    h: &EventHeader,
-    payload: &[u8],
-    now: Instant,
-    out: &mut Output,
-) -> Option<Arc<ConnLabels>> {
-    t.last_seen = now;
-    let labels = t.labels.as_ref()?;
-    t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
-    (!out.exchanges.is_empty() || !out.anomalies.is_empty()).then(|| Arc::clone(labels))
 }
 
 /// Decoder state owned by the drain task.
@@ -612,6 +577,8 @@ struct Decoder {
     /// Processes in the kernel's skip table (socket hooks), with the name they were filtered
     /// out under.
     skipped: HashMap<u32, String>,
+    /// What the record being handled produced (kept to reuse its allocations).
+    out: Output,
 }
 
 /// What the decoder can tell the kernel about connections the configuration filters out.
@@ -643,6 +610,7 @@ impl Decoder {
             names_alive: HashMap::new(),
             kernel,
             skipped: HashMap::new(),
+            out: Output::default(),
             cfg,
         }
     }
@@ -671,6 +639,11 @@ impl Decoder {
         let payload = &payload[..(h.captured as usize).min(payload.len())];
         let key = (h.tgid, h.conn_id);
         let now = self.now;
+        let role = if h.role == ROLE_CLIENT {
+            Role::Client
+        } else {
+            Role::Server
+        };
         match h.kind {
             EV_ACCEPT | EV_CONNECT | EV_SERVER => {
                 // A connection id is new; one left over under the same key is replaced.
@@ -684,106 +657,43 @@ impl Decoder {
                 if labels.is_none() {
                     self.unfollow(&h);
                 }
-                self.conns.insert(
-                    key,
-                    Tracked {
-                        conn: Conn::new(role),
-                        labels,
-                        last_seen: now,
-                    },
-                );
+                self.conns.insert(key, Tracked::new(role, labels, now));
             }
             EV_DATA => {
-                let role = if h.role == ROLE_CLIENT {
-                    Role::Client
-                } else {
-                    Role::Server
-                };
                 let dir = if h.direction == DIR_IN {
                     Dir::In
                 } else {
                     Dir::Out
                 };
-                let mut out = Output::default();
-                // One lookup on the common path; only a connection whose start record was lost
-                // (ring buffer full) is added here, followed without its port.
-                let labels = match self.conns.get_mut(&key) {
-                    Some(t) => feed_tracked(t, dir, &h, payload, now, &mut out),
-                    None => {
-                        self.make_room();
-                        let labels = self.labels_for(&h, &[]);
-                        let t = self.conns.entry(key).or_insert(Tracked {
-                            conn: Conn::new(role),
-                            labels,
-                            last_seen: now,
-                        });
-                        feed_tracked(t, dir, &h, payload, now, &mut out)
-                    }
+                // Only a connection whose start record was lost (ring buffer full) is added
+                // here, followed without its port.
+                if !self.conns.contains_key(&key) {
+                    self.make_room();
+                    let labels = self.labels_for(&h, &[]);
+                    self.conns.insert(key, Tracked::new(role, labels, now));
+                }
+                let Decoder {
+                    conns, router, out, ..
+                } = self;
+                let Some(t) = conns.get_mut(&key) else {
+                    return;
                 };
-                if let Some(labels) = labels {
-                    self.report(role, Some(&labels), out, store);
+                t.last_seen = now;
+                if t.labels.is_none() {
+                    return;
+                }
+                t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
+                if !out.is_empty() {
+                    report(router, role, t, out, store);
                 }
             }
             EV_CLOSE => {
                 if let Some(mut t) = self.conns.remove(&key) {
-                    let mut out = Output::default();
-                    t.conn.close(&mut out);
-                    let role = if h.role == ROLE_CLIENT {
-                        Role::Client
-                    } else {
-                        Role::Server
-                    };
-                    self.report(role, t.labels.as_deref(), out, store);
+                    t.conn.close(&mut self.out);
+                    report(&mut self.router, role, &mut t, &mut self.out, store);
                 }
             }
             _ => {}
-        }
-    }
-
-    fn report(&mut self, role: Role, labels: Option<&ConnLabels>, out: Output, store: &mut Store) {
-        if out.exchanges.is_empty() && out.anomalies.is_empty() {
-            return;
-        }
-        for a in out.anomalies {
-            *store.anomalies.entry(a).or_default() += 1;
-        }
-        let Some(l) = labels else {
-            return;
-        };
-        for Exchange {
-            method,
-            target,
-            status,
-            start_ns,
-            end_ns,
-        } in out.exchanges
-        {
-            let secs = end_ns.saturating_sub(start_ns) as f64 / 1e9;
-            match role {
-                Role::Server => {
-                    let route = self.router.route(&target);
-                    store.observe_server(
-                        ServerKey {
-                            method,
-                            status,
-                            route,
-                            port: l.port,
-                            process: Arc::clone(&l.process),
-                        },
-                        secs,
-                    );
-                }
-                Role::Client => store.observe_client(
-                    ClientKey {
-                        method,
-                        status,
-                        address: Arc::clone(&l.address),
-                        port: l.port,
-                        process: Arc::clone(&l.process),
-                    },
-                    secs,
-                ),
-            }
         }
     }
 
@@ -941,6 +851,72 @@ impl Decoder {
     }
 }
 
+/// Counts what one record of connection `t` produced (`out`, left empty): its anomalies, and
+/// each completed exchange in its series (none for a connection the configuration filters
+/// out).
+fn report(
+    router: &mut route::Router,
+    role: Role,
+    t: &mut Tracked,
+    out: &mut Output,
+    s: &mut Store,
+) {
+    for a in out.anomalies.drain(..) {
+        *s.anomalies.entry(a).or_default() += 1;
+    }
+    let Some(l) = t.labels.as_deref() else {
+        out.exchanges.clear();
+        return;
+    };
+    for e in out.exchanges.drain(..) {
+        let secs = e.end_ns.saturating_sub(e.start_ns) as f64 / 1e9;
+        // The same series as the connection's last exchange: straight to its slot.
+        if let Some(last) = &t.last
+            && last.method == e.method
+            && last.status == e.status
+            && match role {
+                Role::Server => {
+                    last.routes == router.generation()
+                        && last.target == e.target
+                        && s.server.observe_slot(last.slot, secs)
+                }
+                Role::Client => s.client.observe_slot(last.slot, secs),
+            }
+        {
+            continue;
+        }
+        let slot = match role {
+            Role::Server => s.server.observe(
+                ServerKey {
+                    method: e.method,
+                    status: e.status,
+                    route: router.route(&e.target),
+                    port: l.port,
+                    process: Arc::clone(&l.process),
+                },
+                secs,
+            ),
+            Role::Client => s.client.observe(
+                ClientKey {
+                    method: e.method,
+                    status: e.status,
+                    address: Arc::clone(&l.address),
+                    port: l.port,
+                    process: Arc::clone(&l.process),
+                },
+                secs,
+            ),
+        };
+        t.last = slot.map(|slot| LastSeries {
+            method: e.method,
+            status: e.status,
+            routes: router.generation(),
+            target: e.target,
+            slot,
+        });
+    }
+}
+
 /// Whether the process filters (`include_processes`, `exclude_processes`) keep `name`.
 fn process_wanted(cfg: &HttpConfig, name: &String) -> bool {
     (cfg.include_processes.is_empty() || cfg.include_processes.contains(name))
@@ -1029,8 +1005,8 @@ impl ProbeCollector for HttpProbe {
             "Observations dropped because their family reached its series cap.",
             Kind::Counter,
         )?;
-        fam.sample(&[("family", SERVER_FAMILY)], store.dropped_server as f64)?;
-        fam.sample(&[("family", CLIENT_FAMILY)], store.dropped_client as f64)?;
+        fam.sample(&[("family", SERVER_FAMILY)], store.server.dropped as f64)?;
+        fam.sample(&[("family", CLIENT_FAMILY)], store.client.dropped as f64)?;
         drop(fam);
         let mut fam = out.family(
             "hostlens_http_decode_errors_total",
@@ -1065,7 +1041,7 @@ impl ProbeCollector for HttpProbe {
     }
 }
 
-fn buckets(h: &Hist) -> Vec<(f64, u64)> {
+fn buckets(h: &series::Hist) -> Vec<(f64, u64)> {
     BUCKETS
         .iter()
         .copied()
@@ -1107,10 +1083,10 @@ fn encode_family<K: SeriesKey>(
     out: &mut Out<'_, '_>,
     name: &str,
     help: &str,
-    series: &FastMap<K, Hist>,
+    series: &Series<K>,
 ) -> Result<(), std::fmt::Error> {
     let mut fam = out.family(name, help, Kind::Histogram)?;
-    for (k, h) in series {
+    for (k, h) in series.iter() {
         let values = k.label_values();
         let labels = values.each_ref().map(|(n, v)| (*n, v.as_ref()));
         fam.histogram(&labels, h.sum, h.count, &buckets(h))?;
@@ -1151,7 +1127,7 @@ mod tests {
     fn methods_and_histogram() {
         assert_eq!(decode::method_label(b"GET"), "GET");
         assert_eq!(decode::method_label(b"BREW"), "_OTHER");
-        let mut h = Hist::default();
+        let mut h = series::Hist::default();
         h.observe(0.005);
         h.observe(0.2);
         h.observe(100.0);
@@ -1169,7 +1145,7 @@ mod tests {
         };
         let mut s = Store::new(&cfg);
         for i in 0..5 {
-            s.observe_server(
+            s.server.observe(
                 ServerKey {
                     method: "GET",
                     status: 200,
@@ -1181,7 +1157,7 @@ mod tests {
             );
         }
         assert_eq!(s.server.len(), 2);
-        assert_eq!(s.dropped_server, 3);
+        assert_eq!(s.server.dropped, 3);
     }
 
     /// One ring-buffer record as the kernel writes it.
@@ -1353,6 +1329,94 @@ mod tests {
         let store = shared.lock().unwrap();
         assert!(store.client.is_empty());
         assert_eq!(store.server.len(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// Keep-alive connections reuse their last series' slot: every exchange still lands in
+    /// the series of its own method, status and route, also after a route position collapses.
+    #[test]
+    fn keep_alive_exchanges_each_find_their_series() {
+        let procfs = fixture_procfs("slots");
+        let cfg = HttpConfig {
+            route_segment_max_values: 2,
+            ..HttpConfig::default()
+        };
+        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+        let mut d = Decoder::new(
+            Settings {
+                http: cfg,
+                procfs: procfs.clone(),
+            },
+            Arc::clone(&shared),
+            Kernel::None,
+        );
+        let s = agent_common::http::ROLE_SERVER;
+        let out = agent_common::http::DIR_OUT;
+        let mut ts = 1_000_000u64;
+        // (connection, target, status)
+        let steps: &[(u64, &str, u16)] = &[
+            (1, "/p/x", 200),
+            (1, "/p/x", 200),
+            (1, "/p/x?q=1", 200),
+            (1, "/p/x", 404),
+            (1, "/p/x", 404),
+            (2, "/p/y", 200),
+            // A third value under /p collapses the position: /p/* from now on.
+            (2, "/p/z", 200),
+            (1, "/p/x", 404),
+            (1, "/p/x", 200),
+        ];
+        let mut recs = vec![
+            record(EV_ACCEPT, 100, 7, 1, 0, s, 0, 6, b""),
+            record(EV_ACCEPT, 100, 8, 2, 0, s, 0, 6, b""),
+        ];
+        for (conn, target, status) in steps {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            let fd = 6 + *conn as u32;
+            recs.push(record(
+                EV_DATA,
+                100,
+                fd,
+                *conn,
+                DIR_IN,
+                s,
+                ts,
+                0,
+                req.as_bytes(),
+            ));
+            recs.push(record(
+                EV_DATA,
+                100,
+                fd,
+                *conn,
+                out,
+                s,
+                ts + 1000,
+                0,
+                resp.as_bytes(),
+            ));
+            ts += 10_000;
+        }
+        feed(&mut d, &recs);
+        let store = shared.lock().unwrap();
+        let count = |route: &str, status: u16| {
+            let key = ServerKey {
+                method: "GET",
+                status,
+                route: route.into(),
+                port: 8080,
+                process: "nginx".into(),
+            };
+            store.server.get(&key).map_or(0, |h| h.count)
+        };
+        assert_eq!(count("/p/x", 200), 3);
+        assert_eq!(count("/p/x", 404), 2);
+        assert_eq!(count("/p/y", 200), 1);
+        assert_eq!(count("/p/*", 200), 2);
+        assert_eq!(count("/p/*", 404), 1);
+        assert_eq!(store.server.len(), 5);
         drop(store);
         let _ = std::fs::remove_dir_all(&procfs);
     }

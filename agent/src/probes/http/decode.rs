@@ -45,11 +45,52 @@ pub struct Exchange {
     pub method: &'static str,
     /// Request target, truncated to [`MAX_TARGET`] bytes; may be non-UTF-8. Server side only
     /// (empty on the client side, which has no route label).
-    pub target: Vec<u8>,
+    pub target: Target,
     pub status: u16,
     /// Timestamps in ns: first byte of the request, last byte of the response.
     pub start_ns: u64,
     pub end_ns: u64,
+}
+
+/// Target bytes kept without a heap allocation (most request targets are shorter).
+const INLINE_TARGET: usize = 38;
+
+/// The bytes of a request target: inline when short, on the heap otherwise.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    Inline { len: u8, buf: [u8; INLINE_TARGET] },
+    Heap(Box<[u8]>),
+}
+
+impl Target {
+    pub fn new(b: &[u8]) -> Target {
+        if b.len() <= INLINE_TARGET {
+            let mut buf = [0; INLINE_TARGET];
+            buf[..b.len()].copy_from_slice(b);
+            Target::Inline {
+                len: b.len() as u8,
+                buf,
+            }
+        } else {
+            Target::Heap(b.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Target {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Target::Inline { len, buf } => &buf[..usize::from(*len)],
+            Target::Heap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
 }
 
 /// Decoding anomalies, counted by the probe (`hostlens_http_decode_errors_total{reason}`).
@@ -97,6 +138,12 @@ pub struct Output {
     pub anomalies: Vec<Anomaly>,
 }
 
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.exchanges.is_empty() && self.anomalies.is_empty()
+    }
+}
+
 #[derive(Debug)]
 enum Body {
     Length(u64),
@@ -131,7 +178,7 @@ enum State {
 #[derive(Debug)]
 struct Pending {
     method: &'static str,
-    target: Vec<u8>,
+    target: Target,
     start_ns: u64,
 }
 
@@ -384,11 +431,11 @@ impl Conn {
         self.pending.push_back(Pending {
             method,
             // Only the server side names a route; a client's exchange needs no target.
-            target: if self.role == Role::Server {
-                target.to_vec()
+            target: Target::new(if self.role == Role::Server {
+                target
             } else {
-                Vec::new()
-            },
+                &[]
+            }),
             start_ns: self.requests.msg_start_ns,
         });
     }
@@ -990,6 +1037,25 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn targets_short_inline_long_on_the_heap() {
+        for n in [
+            0,
+            1,
+            INLINE_TARGET - 1,
+            INLINE_TARGET,
+            INLINE_TARGET + 1,
+            MAX_TARGET,
+        ] {
+            let bytes: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let t = Target::new(&bytes);
+            assert_eq!(&*t, &bytes[..]);
+            assert_eq!(matches!(t, Target::Inline { .. }), n <= INLINE_TARGET);
+            assert_eq!(t, Target::new(&bytes));
+        }
+        assert_ne!(Target::new(b"/a"), Target::new(b"/b"));
+    }
+
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
     #[test]
@@ -1201,7 +1267,7 @@ mod tests {
         c.feed(Dir::In, 3, b"GET /n HTTP/1.1\r\n\r\n", 19, &mut out);
         c.feed(Dir::Out, 4, OK, OK.len() as u64, &mut out);
         assert_eq!(out.exchanges.len(), 2);
-        assert_eq!(out.exchanges[1].target, b"/n");
+        assert_eq!(&*out.exchanges[1].target, b"/n");
     }
 
     #[test]

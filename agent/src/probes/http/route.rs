@@ -40,6 +40,9 @@ pub struct Router {
     children: HashMap<String, Option<HashSet<String>>>,
     /// Path -> route, valid until a position collapses (then cleared).
     cache: HashMap<Box<[u8]>, Arc<str>, foldhash::fast::RandomState>,
+    /// Bumped when a position collapses: a route remembered under an older generation may
+    /// have changed.
+    generation: u64,
 }
 
 impl Router {
@@ -63,7 +66,13 @@ impl Router {
             max_values,
             children: HashMap::new(),
             cache: HashMap::default(),
+            generation: 0,
         }
+    }
+
+    /// Changes whenever the route of a path seen before may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The route of a request target. A path seen before gets its route from the cache:
@@ -136,6 +145,7 @@ impl Router {
                 if set.len() >= self.max_values {
                     self.children.insert(parent.to_string(), None);
                     self.cache.clear();
+                    self.generation += 1;
                     return "*".into();
                 }
                 set.insert(child.clone());

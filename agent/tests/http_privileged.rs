@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Agent, Exposition, privileged, run_ok};
+use common::{Agent, Exposition, bin, privileged, run_ok};
 
 const SERVER: &str = "http_server_request_duration_seconds";
 const CLIENT: &str = "http_client_request_duration_seconds";
@@ -104,13 +104,19 @@ fn settle(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
 
 /// Starts the agent with only the http probe and `http_yaml` as its `http:` section.
 fn agent_with(dir: &Path, http_yaml: &str) -> Agent {
+    agent_env(dir, http_yaml, &[])
+}
+
+/// [`agent_with`], with extra environment variables.
+fn agent_env(dir: &Path, http_yaml: &str, env: &[(&str, &str)]) -> Agent {
     let cfg = dir.join("hostlens.yaml");
     std::fs::write(
         &cfg,
         format!("probes:\n  disable_defaults: true\n  http: true\nhttp:\n{http_yaml}"),
     )
     .unwrap();
-    let agent = Agent::start(&["--config.file", cfg.to_str().unwrap()]);
+    let agent = Agent::spawn(&bin(), &["--config.file", cfg.to_str().unwrap()], None, env);
+    agent.wait_ready();
     let e = agent.scrape();
     assert_eq!(
         e.get("hostlens_probe_attached{probe=\"http\"}"),
@@ -421,21 +427,41 @@ fn http_every_hook_counts_exactly() {
     let port = nginx.port.to_string();
     let p = port.as_str();
     let py = python_comm();
-    for (hook, attached) in [
+    // The last case: `auto` on a kernel that refuses the socket tracepoints (simulated). Its
+    // fallback must follow every connection, not the one entry its table was first sized to.
+    for (hook, attached, refuse) in [
         (
             "sock",
             "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state",
+            "",
         ),
-        ("tp_btf", "tp_btf/sys_exit"),
-        ("tracepoint", "tracepoint/syscalls/sys_exit_*"),
-        ("raw_tracepoint", "raw_tracepoint/sys_exit"),
+        ("tp_btf", "tp_btf/sys_exit", ""),
+        ("tracepoint", "tracepoint/syscalls/sys_exit_*", ""),
+        ("raw_tracepoint", "raw_tracepoint/sys_exit", ""),
+        ("auto", "tp_btf/sys_exit", "http_sock_recv"),
     ] {
-        let agent = agent_with(&dir, &format!("  hook: {hook}\n"));
+        let env: &[(&str, &str)] = if refuse.is_empty() {
+            &[]
+        } else {
+            &[("HOSTLENS_FAIL_ATTACH", refuse)]
+        };
+        let agent = agent_env(&dir, &format!("  hook: {hook}\n"), env);
         assert!(
             agent.log().contains(&format!("hook=\"{attached}\"")),
             "{hook}: {}",
             agent.log()
         );
+        if !refuse.is_empty() {
+            assert!(
+                agent.log().contains("loading the probe again"),
+                "{}",
+                agent.log()
+            );
+        }
+        // Several connections open at once, from two clients, on top of the counted ones.
+        let _idle: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap())
+            .collect();
         let before = agent.scrape();
         let mut reqs: Vec<(&str, String, &str)> = Vec::new();
         reqs.extend((0..120).map(|_| ("GET", "/index.html".to_string(), "")));

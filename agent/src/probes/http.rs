@@ -24,7 +24,10 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -211,8 +214,14 @@ pub fn max_entries(ctx: &super::ProbeContext) -> Vec<(&'static str, u32)> {
 /// Whether [`max_entries`] gave the syscall-exit hooks' table one entry, expecting the
 /// socket hooks to attach.
 fn sized_for_sock(hook: HttpHook, ctx: &super::ProbeContext) -> bool {
-    matches!(hook, HttpHook::Auto | HttpHook::Sock) && sock_hooks_exist(ctx)
+    matches!(hook, HttpHook::Auto | HttpHook::Sock)
+        && sock_hooks_exist(ctx)
+        && !SOCK_REFUSED.load(Ordering::Relaxed)
 }
+
+/// Set when `auto` found the socket hooks refused: the object is then loaded again with the
+/// syscall-exit hooks' table sized from `http.max_connections`, and `auto` skips them.
+static SOCK_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the kernel has the `sock_send_length` tracepoint (its BTF names the tracepoint's
 /// function type `btf_trace_sock_send_length`).
@@ -325,19 +334,20 @@ fn attach_hook(
 ) -> Result<&'static str, ProbeError> {
     let wanted = |h: HttpHook| hook == HttpHook::Auto || hook == h;
     let mut last = None;
-    if wanted(HttpHook::Sock) {
+    if wanted(HttpHook::Sock) && !SOCK_REFUSED.load(Ordering::Relaxed) {
         match attach_sock(ebpf, ctx) {
             Ok(()) => return Ok(SOCK_HOOK),
             Err(e) => {
                 tracing::warn!(error = %e, "http probe: socket tracepoints unavailable");
                 if hook == HttpHook::Auto && sized_for_sock(hook, ctx) {
-                    // The table was sized before the attach could fail; say so rather than
-                    // leave the fallback quietly following a single connection.
-                    tracing::warn!(
-                        "http probe: the syscall-exit fallback follows only 1 connection at a \
-                         time (its table was sized for the socket hooks); set http.hook: tp_btf \
-                         to size it from http.max_connections"
-                    );
+                    // The syscall-exit hooks' table was sized for the socket hooks (one
+                    // entry): the fallbacks need the object loaded again with its full size.
+                    SOCK_REFUSED.store(true, Ordering::Relaxed);
+                    return Err(ProbeError::Reload(format!(
+                        "the socket tracepoints were refused ({}) and the fallback's connection \
+                         table was sized for them",
+                        super::error_chain(&e)
+                    )));
                 }
                 last = Some(e);
             }

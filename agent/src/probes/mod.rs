@@ -146,6 +146,13 @@ pub enum ProbeError {
     },
     #[error("encoding metrics: {0}")]
     Encode(#[from] fmt::Error),
+    /// The probe cannot attach with the map sizes its object was loaded with, but can after
+    /// a new load (the sizes are asked of the probe again; it has recorded why).
+    #[error("needs its eBPF object loaded again: {0}")]
+    Reload(String),
+    /// Loading an eBPF object failed.
+    #[error("{0}")]
+    Load(String),
 }
 
 /// The last lines of a verifier log, which say why a program was refused.
@@ -208,8 +215,28 @@ pub fn attach_btf_tracepoint(
     let btf = ctx.btf.ok_or(ProbeError::NoKernelBtf(name))?;
     let program: &mut aya::programs::BtfTracePoint = program_of(ebpf, name)?;
     program.load(tp, btf).map_err(prog_err(name))?;
+    refused_for_test(name)?;
     program.attach().map_err(prog_err(name))?;
     Ok(())
+}
+
+/// Test hook for the fallbacks, which a kernel that has every hook never takes: the programs
+/// named in `HOSTLENS_FAIL_ATTACH` (comma-separated) fail to attach as if the kernel refused
+/// them (`EOPNOTSUPP`).
+fn refused_for_test(name: &'static str) -> Result<(), ProbeError> {
+    let Ok(names) = std::env::var("HOSTLENS_FAIL_ATTACH") else {
+        return Ok(());
+    };
+    if !names.split(',').any(|n| n.trim() == name) {
+        return Ok(());
+    }
+    tracing::warn!(program = name, "HOSTLENS_FAIL_ATTACH: refusing the attach");
+    Err(prog_err(name)(aya::programs::ProgramError::SyscallError(
+        aya::sys::SyscallError {
+            call: "bpf_raw_tracepoint_open",
+            io_error: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        },
+    )))
 }
 
 /// Loads program `name` of the object and attaches it to tracepoint `category:tp`.
@@ -322,7 +349,15 @@ impl Probes {
             match load_object(&mut loader, object) {
                 Ok(mut obj) => {
                     for p in these {
-                        match (p.attach)(&mut obj, &ctx) {
+                        let mut attached = (p.attach)(&mut obj, &ctx);
+                        if let Err(ProbeError::Reload(why)) = &attached {
+                            // Only a probe alone in its object may have it loaded again (the
+                            // new load replaces the old one).
+                            tracing::warn!(probe = p.name, reason = %why, "loading the probe again");
+                            attached = reload(&mut obj, object, &level, &globals, &ctx)
+                                .and_then(|()| (p.attach)(&mut obj, &ctx));
+                        }
+                        match attached {
                             Ok(c) => {
                                 tracing::info!(probe = p.name, hooks = p.hooks, "probe attached");
                                 states.push((p.name, State::Active));
@@ -416,6 +451,27 @@ fn object_loader<'a>(
         loader.map_max_entries(map, *n);
     }
     loader
+}
+
+/// Loads `object` again over `obj`, with the map sizes the probes give now (for a probe that
+/// asked with [`ProbeError::Reload`]; see [`Probes::load`]).
+fn reload(
+    obj: &mut Ebpf,
+    object: Object,
+    level: &u8,
+    globals: &http::LoaderGlobals,
+    ctx: &ProbeContext,
+) -> Result<(), ProbeError> {
+    if PROBES.iter().filter(|p| p.object == object).count() != 1 {
+        return Err(ProbeError::Load(format!(
+            "{} holds several probes and cannot be loaded again for one",
+            object.name()
+        )));
+    }
+    let sizes = max_entries(ctx);
+    let mut loader = object_loader(level, globals, &sizes);
+    *obj = load_object(&mut loader, object).map_err(ProbeError::Load)?;
+    Ok(())
 }
 
 fn load_object(loader: &mut EbpfLoader<'_>, object: Object) -> Result<Ebpf, String> {

@@ -1223,6 +1223,19 @@ mod tests {
         d
     }
 
+    /// A decoder with `cfg` over the fixture /proc `procfs`, and the store it reports to.
+    fn decoder(cfg: HttpConfig, procfs: &Path) -> (Decoder, Arc<Mutex<Store>>) {
+        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
+        let settings = Settings {
+            http: cfg,
+            procfs: procfs.to_path_buf(),
+        };
+        (
+            Decoder::new(settings, Arc::clone(&shared), Kernel::None),
+            shared,
+        )
+    }
+
     fn feed(d: &mut Decoder, recs: &[Vec<u8>]) {
         d.batch(|handle| {
             for r in recs {
@@ -1298,15 +1311,7 @@ mod tests {
             process_grace_period_seconds: 0,
             ..HttpConfig::default()
         };
-        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
-        let mut d = Decoder::new(
-            Settings {
-                http: cfg,
-                procfs: procfs.clone(),
-            },
-            Arc::clone(&shared),
-            Kernel::None,
-        );
+        let (mut d, shared) = decoder(cfg, &procfs);
         exchange(&mut d);
         {
             let store = shared.lock().unwrap();
@@ -1352,15 +1357,7 @@ mod tests {
             route_segment_max_values: 2,
             ..HttpConfig::default()
         };
-        let shared = Arc::new(Mutex::new(Store::new(&cfg)));
-        let mut d = Decoder::new(
-            Settings {
-                http: cfg,
-                procfs: procfs.clone(),
-            },
-            Arc::clone(&shared),
-            Kernel::None,
-        );
+        let (mut d, shared) = decoder(cfg, &procfs);
         let s = agent_common::http::ROLE_SERVER;
         let out = agent_common::http::DIR_OUT;
         let mut ts = 1_000_000u64;
@@ -1444,16 +1441,8 @@ mod tests {
                 ..HttpConfig::default()
             },
         ] {
-            let shared = Arc::new(Mutex::new(Store::new(&cfg)));
             let only_nginx = !cfg.include_processes.is_empty();
-            let mut d = Decoder::new(
-                Settings {
-                    http: cfg,
-                    procfs: procfs.clone(),
-                },
-                Arc::clone(&shared),
-                Kernel::None,
-            );
+            let (mut d, shared) = decoder(cfg, &procfs);
             exchange(&mut d);
             let store = shared.lock().unwrap();
             assert!(store.client.is_empty());

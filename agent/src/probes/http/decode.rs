@@ -823,29 +823,46 @@ fn parse_head(head: &[u8]) -> Head<'_> {
 /// Takes what matters of one header line (without its LF) into `h`: Content-Length and
 /// Transfer-Encoding; other lines are skipped by their first byte.
 fn header_line<'a>(h: &mut Head<'a>, line: &'a [u8]) {
-    if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+    // A field name runs up to its colon, with no space before it (RFC 9112 section 5.1), so
+    // the two names wanted are prefixes "name:" of the line.
+    const LENGTH: &[u8] = b"content-length:";
+    const ENCODING: &[u8] = b"transfer-encoding:";
+    let name = match line.first() {
+        Some(b'c' | b'C') => LENGTH,
+        Some(b't' | b'T') => ENCODING,
+        _ => return,
+    };
+    if line.len() < name.len() || !line[..name.len()].eq_ignore_ascii_case(name) {
         return;
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some(colon) = memchr::memchr(b':', line) else {
-        return;
-    };
-    let name = &line[..colon];
-    let value = line[colon + 1..].trim_ascii();
-    if name.eq_ignore_ascii_case(b"content-length") {
-        let v = std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
+    let value = line.get(name.len()..).unwrap_or_default().trim_ascii();
+    if name == LENGTH {
+        let v = digits(value);
         h.content_length = match (h.content_length, v) {
             // Differing repeated lengths make the framing ambiguous (RFC 9112 6.3).
             (Some(Some(a)), Some(b)) if a != b => Some(None),
             (Some(None), _) => Some(None),
             (_, v) => Some(v),
         };
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+    } else {
         let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
         h.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
     }
+}
+
+/// `1*DIGIT` as a number (None: empty, another byte, or past `u64`).
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Body framing of a head: `Ok(None)` no body, `Ok(Some(Some(b)))` framed body,
@@ -1035,6 +1052,55 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn framing_headers_by_exact_name() {
+        let framing = |fields: &str| {
+            let head = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
+            let h = parse_head(head.as_bytes());
+            (h.content_length, h.chunked)
+        };
+        assert_eq!(framing("Content-Length: 12\r\n"), (Some(Some(12)), false));
+        assert_eq!(framing("content-length:7\r\n"), (Some(Some(7)), false));
+        assert_eq!(framing("CONTENT-LENGTH: \t9 \r\n"), (Some(Some(9)), false));
+        // Not 1*DIGIT, or past u64: invalid framing.
+        for bad in ["+5", "-1", "5 5", "", "0x10", "18446744073709551616"] {
+            assert_eq!(
+                framing(&format!("Content-Length: {bad}\r\n")),
+                (Some(None), false),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            framing("Content-Length: 18446744073709551615\r\n"),
+            (Some(Some(u64::MAX)), false)
+        );
+        // Space before the colon, or a longer name: not the field.
+        assert_eq!(framing("Content-Length : 5\r\n"), (None, false));
+        assert_eq!(
+            framing("Content-Lengths: 5\r\nContent-Type: x\r\n"),
+            (None, false)
+        );
+        // Repeats must agree.
+        assert_eq!(
+            framing("Content-Length: 3\r\ncontent-length: 3\r\n"),
+            (Some(Some(3)), false)
+        );
+        assert_eq!(
+            framing("Content-Length: 3\r\nContent-Length: 4\r\n"),
+            (Some(None), false)
+        );
+        assert_eq!(
+            framing("Transfer-Encoding: gzip, Chunked\r\n"),
+            (None, true)
+        );
+        assert_eq!(framing("transfer-encoding:chunked\n"), (None, true));
+        assert_eq!(
+            framing("Transfer-Encoding: chunked, gzip\r\n"),
+            (None, false)
+        );
+        assert_eq!(framing("Trailer: Transfer-Encoding\r\n"), (None, false));
     }
 
     #[test]

@@ -675,27 +675,23 @@ impl Decoder {
                 } else {
                     Dir::Out
                 };
-                // Only a connection whose start record was lost (ring buffer full) is added
-                // here, followed without its port.
-                if !self.conns.contains_key(&key) {
-                    self.make_room();
-                    let labels = self.labels_for(&h, &[]);
-                    self.conns.insert(key, Tracked::new(role, labels, now));
-                }
+                // One lookup on the common path.
                 let Decoder {
                     conns, router, out, ..
                 } = self;
-                let Some(t) = conns.get_mut(&key) else {
-                    return;
-                };
-                t.last_seen = now;
-                if t.labels.is_none() {
+                if let Some(t) = conns.get_mut(&key) {
+                    feed_data(t, router, role, dir, &h, payload, now, out, store);
                     return;
                 }
-                t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
-                if !out.is_empty() {
-                    report(router, role, t, out, store);
-                }
+                // The connection's start record was lost (ring buffer full): it is followed
+                // from here, without its port.
+                self.make_room();
+                let labels = self.labels_for(&h, &[]);
+                let Decoder {
+                    conns, router, out, ..
+                } = self;
+                let t = conns.entry(key).or_insert(Tracked::new(role, labels, now));
+                feed_data(t, router, role, dir, &h, payload, now, out, store);
             }
             EV_CLOSE => {
                 if let Some(mut t) = self.conns.remove(&key) {
@@ -858,6 +854,33 @@ impl Decoder {
             store.forget_processes(&gone);
         }
         store.connections = self.conns.len();
+    }
+}
+
+/// Feeds data record `h` (its captured bytes `payload`) to connection `t` and counts what it
+/// produced; nothing for a connection the configuration filters out.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the decoder's parts, borrowed apart"
+)]
+fn feed_data(
+    t: &mut Tracked,
+    router: &mut route::Router,
+    role: Role,
+    dir: Dir,
+    h: &EventHeader,
+    payload: &[u8],
+    now: Instant,
+    out: &mut Output,
+    store: &mut Store,
+) {
+    t.last_seen = now;
+    if t.labels.is_none() {
+        return;
+    }
+    t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
+    if !out.is_empty() {
+        report(router, role, t, out, store);
     }
 }
 
@@ -1425,6 +1448,50 @@ mod tests {
         assert_eq!(count("/p/*", 404), 1);
         assert_eq!(store.server.len(), 5);
         drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// A connection whose start record was lost (ring buffer full) is followed from its first
+    /// data record, with port 0; a filtered-out process's is not.
+    #[test]
+    fn data_without_a_start_record_is_followed_without_port() {
+        let procfs = fixture_procfs("nostart");
+        for (cfg, counted) in [
+            (HttpConfig::default(), 2),
+            (
+                HttpConfig {
+                    exclude_processes: vec!["nginx".into()],
+                    ..HttpConfig::default()
+                },
+                0,
+            ),
+        ] {
+            let (mut d, shared) = decoder(cfg, &procfs);
+            let s = agent_common::http::ROLE_SERVER;
+            let out = agent_common::http::DIR_OUT;
+            let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+            let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+            feed(
+                &mut d,
+                &[
+                    record(EV_DATA, 100, 7, 9, DIR_IN, s, 1_000, 0, req),
+                    record(EV_DATA, 100, 7, 9, out, s, 2_000, 0, resp),
+                    record(EV_DATA, 100, 7, 9, DIR_IN, s, 3_000, 0, req),
+                    record(EV_DATA, 100, 7, 9, out, s, 4_000, 0, resp),
+                ],
+            );
+            let store = shared.lock().unwrap();
+            let key = ServerKey {
+                method: "GET",
+                status: 200,
+                route: "/a".into(),
+                port: 0,
+                process: "nginx".into(),
+            };
+            assert_eq!(store.server.get(&key).map_or(0, |h| h.count), counted);
+            assert_eq!(store.server.len(), usize::from(counted > 0));
+            assert_eq!(store.connections, 1);
+        }
         let _ = std::fs::remove_dir_all(&procfs);
     }
 

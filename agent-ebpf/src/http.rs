@@ -219,20 +219,27 @@ impl Rec {
         }
     }
 
-    /// The end of connection `conn` (fd `fd` of `tgid`; 0 when closed outside a syscall).
+    /// A record without bytes of connection `conn_id` (fd `fd` of `tgid`): its start
+    /// (`EV_ACCEPT`, `EV_CONNECT`, `EV_SERVER`; the caller sets `aux`) or its end.
     #[inline(always)]
-    fn close(tgid: u32, fd: u32, conn: &ConnInfo) -> Rec {
+    fn control(kind: u8, tgid: u32, fd: u32, conn_id: u64, role: u8) -> Rec {
         Rec {
-            kind: EV_CLOSE,
+            kind,
             tgid,
             fd,
-            conn_id: conn.id,
+            conn_id,
             aux: 0,
             direction: 0,
-            role: conn.role,
+            role,
             syscall: 0,
             bytes: 0,
         }
+    }
+
+    /// The end of connection `conn` (fd `fd` of `tgid`; 0 when closed outside a syscall).
+    #[inline(always)]
+    fn close(tgid: u32, fd: u32, conn: &ConnInfo) -> Rec {
+        Rec::control(EV_CLOSE, tgid, fd, conn.id, conn.role)
     }
 }
 
@@ -590,17 +597,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
 #[inline(always)]
 fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
     let base = sk.cast::<u8>();
-    let mut rec = Rec {
-        kind: EV_SERVER,
-        tgid: conn.tgid,
-        fd,
-        conn_id: conn.id,
-        aux: 0,
-        direction: 0,
-        role: conn.role,
-        syscall: 0,
-        bytes: 0,
-    };
+    let mut rec = Rec::control(EV_SERVER, conn.tgid, fd, conn.id, conn.role);
     if conn.role == ROLE_SERVER {
         // SAFETY: BTF-typed loads from `struct sock_common`.
         rec.aux = u32::from(unsafe { core::ptr::read_volatile(base.add(SK_NUM).cast::<u16>()) });
@@ -859,15 +856,8 @@ fn on_accept(a: Args, ret: i64) {
     let fd = ret as u32;
     let conn_id = follow(tgid, fd, ROLE_SERVER);
     emit_header(&Rec {
-        kind: EV_ACCEPT,
-        tgid,
-        fd,
-        conn_id,
         aux: a.di as u32,
-        direction: 0,
-        role: ROLE_SERVER,
-        syscall: 0,
-        bytes: 0,
+        ..Rec::control(EV_ACCEPT, tgid, fd, conn_id, ROLE_SERVER)
     });
 }
 
@@ -900,17 +890,7 @@ fn on_connect(a: Args, ret: i64) {
         return;
     }
     let conn_id = follow(tgid, fd, ROLE_CLIENT);
-    let rec = Rec {
-        kind: EV_CONNECT,
-        tgid,
-        fd,
-        conn_id,
-        aux: 0,
-        direction: 0,
-        role: ROLE_CLIENT,
-        syscall: 0,
-        bytes: 0,
-    };
+    let rec = Rec::control(EV_CONNECT, tgid, fd, conn_id, ROLE_CLIENT);
     emit_peer(&rec, &sa, sa_len);
 }
 

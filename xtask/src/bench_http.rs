@@ -14,10 +14,15 @@ use std::{
 use super::bench::{cpu_seconds, free_port};
 use anyhow::{Context as _, Result, bail};
 
-/// Many short rounds: on this shared machine single rounds swing by ±20 %, and the median of
-/// the per-round ratios needs enough of them.
-const ROUNDS: usize = 11;
-const WRK_SECONDS: u32 = 4;
+/// Many short rounds: on this shared machine the speed of both cores drifts (nginx alone swings
+/// between 21k and 46k req/s from one run to the next), so a single off/on ratio lies anywhere
+/// in 0.65–1.15×; only the median of many closely interleaved pairs is worth quoting, with its
+/// bootstrap interval.
+const ROUNDS: usize = 40;
+/// Every this many rounds, one also runs the reference and the syscall-exit hook (context
+/// figures; the headline pairs stay short).
+const CONTEXT_EVERY: usize = 5;
+const WRK_SECONDS: u32 = 2;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;
 const MARKER: &str = "## HTTP probe: nginx under wrk, probe off vs on";
@@ -390,29 +395,65 @@ fn program_us_per_request(nginx: &Nginx, names: &[&str]) -> Result<f64> {
     Ok(ns / 1e3 / w.requests)
 }
 
-/// One round: no probe, the bpftrace reference, the probe on its default hooks (`auto`, which
-/// is `sock` here) and on the syscall-exit hook (`tp_btf/sys_exit`, the fallback).
+/// One round: no probe and the probe on its default hooks (`auto`, which is `sock` here); in
+/// a context round also the bpftrace reference and the syscall-exit hook (`tp_btf/sys_exit`,
+/// the fallback).
 struct Round {
     off: Wrk,
-    reference: Wrk,
     on: On,
+    context: Option<Context>,
+}
+
+struct Context {
+    reference: Wrk,
     on_exit: On,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// 90 % bootstrap interval of the median of `v`: 2,000 resamples with a fixed-seed xorshift
+/// generator (the same data always gives the same interval).
+fn median_interval(v: &[f64]) -> (f64, f64) {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| median((0..v.len()).map(|_| v[next() as usize % v.len()]).collect()))
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[100], medians[1899])
 }
 
 pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx = start_nginx()?;
     let mut rounds = Vec::with_capacity(ROUNDS);
     for i in 0..ROUNDS {
-        // Every other round runs the setups in reverse order, so a drift of the machine's load
+        let context = i % CONTEXT_EVERY == CONTEXT_EVERY - 1;
+        // Every other round runs the setups in reverse order, so a drift of the machine's speed
         // within a round does not always favour the same setup.
+        let mut steps = if context {
+            vec![0, 1, 2, 3]
+        } else {
+            vec![0, 2]
+        };
+        if i % 2 == 1 {
+            steps.reverse();
+        }
         let (mut off, mut reference, mut on, mut on_exit) = (None, None, None, None);
-        for step in 0..4 {
-            match if i % 2 == 0 { step } else { 3 - step } {
+        for step in steps {
+            match step {
                 0 => {
                     let (_hl, _) = start_hostlens(bin, None)?;
                     off = Some(wrk(&nginx)?);
@@ -425,24 +466,24 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
                 _ => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
             }
         }
-        let (Some(off), Some(reference), Some(on), Some(on_exit)) = (off, reference, on, on_exit)
-        else {
+        let (Some(off), Some(on)) = (off, on) else {
             bail!("http round {}: a setup did not run", i + 1);
         };
+        let context = match (reference, on_exit) {
+            (Some(reference), Some(on_exit)) => Some(Context { reference, on_exit }),
+            _ => None,
+        };
         eprintln!(
-            "http round {}/{ROUNDS}: req/s off {:.0}, ref {:.0}, on {:.0}, on(sys_exit) {:.0}",
+            "http round {}/{ROUNDS}: req/s off {:.0}, on {:.0}{}",
             i + 1,
             off.rps,
-            reference.rps,
             on.wrk.rps,
-            on_exit.wrk.rps
+            context.as_ref().map_or(String::new(), |c| format!(
+                ", ref {:.0}, on(sys_exit) {:.0}",
+                c.reference.rps, c.on_exit.wrk.rps
+            ))
         );
-        rounds.push(Round {
-            off,
-            reference,
-            on,
-            on_exit,
-        });
+        rounds.push(Round { off, on, context });
     }
     // Fixed rate: hostlens CPU at 10k req/s.
     let (hl, port) = start_hostlens(bin, Some("auto"))?;
@@ -474,23 +515,46 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
 
     // The machine is shared: each round's setups ran back to back, so the median of the
     // per-round ratios is steadier than the ratio of means.
-    let ratio = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-    let rps_ratio = ratio(&|r| r.on.wrk.rps / r.off.rps);
-    let exit_ratio = ratio(&|r| r.on_exit.wrk.rps / r.off.rps);
-    let ref_ratio = ratio(&|r| r.reference.rps / r.off.rps);
-    let on_ref_ratio = ratio(&|r| r.on.wrk.rps / r.reference.rps);
-    let p99_ratio = ratio(&|r| r.on.wrk.p99_ms / r.off.p99_ms);
+    let on_off: Vec<f64> = rounds.iter().map(|r| r.on.wrk.rps / r.off.rps).collect();
+    let rps_ratio = median(on_off.clone());
+    let (ci_lo, ci_hi) = median_interval(&on_off);
+    let quartiles = {
+        let mut v = on_off.clone();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.0), at(0.25), at(0.75), at(1.0))
+    };
+    let ctx: Vec<(&Round, &Context)> = rounds
+        .iter()
+        .filter_map(|r| r.context.as_ref().map(|c| (r, c)))
+        .collect();
+    let ctx_ratio =
+        |f: &dyn Fn(&Round, &Context) -> f64| median(ctx.iter().map(|(r, c)| f(r, c)).collect());
+    let exit_ratio = ctx_ratio(&|r, c| c.on_exit.wrk.rps / r.off.rps);
+    let ref_ratio = ctx_ratio(&|r, c| c.reference.rps / r.off.rps);
+    let on_ref_ratio = ctx_ratio(&|r, c| r.on.wrk.rps / c.reference.rps);
+    let p99_ratio = median(
+        rounds
+            .iter()
+            .map(|r| r.on.wrk.p99_ms / r.off.p99_ms)
+            .collect(),
+    );
     let sum = |f: &dyn Fn(&Round) -> f64| rounds.iter().map(f).sum::<f64>();
+    let ctx_sum =
+        |f: &dyn Fn(&Round, &Context) -> f64| ctx.iter().map(|(r, c)| f(r, c)).sum::<f64>();
     let off_rps = sum(&|r| r.off.rps);
     let on_rps = sum(&|r| r.on.wrk.rps);
     // CPU-bound estimate, insensitive to other load on the machine: nginx's CPU per request
     // (the probe's kernel work runs in nginx's syscalls and is charged to it).
     let per_req =
         |cpu: &dyn Fn(&Round) -> &Wrk| sum(&|r| cpu(r).nginx_cpu_s) / sum(&|r| cpu(r).requests);
+    let ctx_per_req = |cpu: &dyn Fn(&Context) -> &Wrk| {
+        ctx_sum(&|_, c| cpu(c).nginx_cpu_s) / ctx_sum(&|_, c| cpu(c).requests)
+    };
     let nginx_off = per_req(&|r| &r.off);
-    let nginx_ref = per_req(&|r| &r.reference);
     let nginx_on = per_req(&|r| &r.on.wrk);
-    let nginx_exit = per_req(&|r| &r.on_exit.wrk);
+    let nginx_ref = ctx_per_req(&|c| &c.reference);
+    let nginx_exit = ctx_per_req(&|c| &c.on_exit.wrk);
     let on_requests = sum(&|r| r.on.wrk.requests);
     let on_cpu = sum(&|r| r.on.cpu_s);
     // Accounted estimate, the least sensitive to the machine's other load: the CPU nginx and
@@ -500,7 +564,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         (sum(&|r| r.off.nginx_cpu_s) + sum(&|r| r.off.wrk_cpu_s)) / sum(&|r| r.off.requests) * 1e6;
     let hostlens_us = on_cpu * 1e6 / on_requests;
     let accounted = serve_off / (serve_off + prog_on + hostlens_us);
-    let lost = sum(&|r| r.on.lost + r.on_exit.lost);
+    let lost = sum(&|r| r.on.lost) + ctx_sum(&|_, c| c.on_exit.lost);
+    let counted = sum(&|r| r.on.counted);
     let date = super::bench::utc_now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut md = String::new();
@@ -508,26 +573,34 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     writeln!(
         md,
         "`cargo xtask bench` (`--only-http` for this section alone): nginx (1 worker, static \
-         26-byte file, keep-alive) on 127.0.0.1, `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`, \
-         {ROUNDS} rounds (every other one in reverse order), each running hostlens with no probe \
-         (off), then the reference (ref: \
-         bpftrace counting, per probe, the calls of the thirteen `syscalls:sys_exit_*` \
-         tracepoints the probe's tracepoint hook uses — what merely watching these syscalls \
-         costs on this machine), then hostlens with only the `http` probe on its default hooks \
-         (on: `http.hook: auto`, which loads the socket tracepoints `tp_btf/sock_send_length`, \
-         `sock_recv_length`, `inet_sock_set_state` here), then on the syscall-exit fallback \
+         26-byte file, keep-alive) on 127.0.0.1, `wrk -t1 -c32 -d{WRK_SECONDS}s --latency`. \
+         {ROUNDS} rounds, each running hostlens with no probe (off) and hostlens with only the \
+         `http` probe on its default hooks (on: `http.hook: auto`, which loads the socket \
+         tracepoints `tp_btf/sock_send_length`, `sock_recv_length`, `inet_sock_set_state` \
+         here), every other round in reverse order. Every {CONTEXT_EVERY}th round also runs the \
+         reference (ref: bpftrace counting, per probe, the calls of the thirteen \
+         `syscalls:sys_exit_*` tracepoints the probe's tracepoint hook uses — what merely \
+         watching these syscalls costs on this machine) and the syscall-exit fallback \
          (on(exit): `http.hook: tp_btf`, `tp_btf/sys_exit`). Default config otherwise: every \
          process, so both nginx's server side and wrk's client side are decoded. CPU is \
-         hostlens's utime+stime during the on-rounds (10 ms ticks). Load average at the end: \
+         hostlens's utime+stime during the on-runs (10 ms ticks). Load average at the end: \
          {}.\n",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" ")
     )?;
+    writeln!(md, "On/off per round, sorted: {}.\n", {
+        let mut v = on_off.clone();
+        v.sort_by(f64::total_cmp);
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })?;
     writeln!(
         md,
-        "| round | off req/s | ref req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| context round | off req/s | ref req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
     writeln!(
         md,
@@ -535,20 +608,21 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     )?;
     let us = |w: &Wrk| w.nginx_cpu_s * 1e6 / w.requests;
     for (i, r) in rounds.iter().enumerate() {
+        let Some(c) = &r.context else { continue };
         writeln!(
             md,
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
             i + 1,
             r.off.rps,
-            r.reference.rps,
+            c.reference.rps,
             r.on.wrk.rps,
-            r.on_exit.wrk.rps,
+            c.on_exit.wrk.rps,
             r.off.p99_ms,
             r.on.wrk.p99_ms,
             us(&r.off),
-            us(&r.reference),
+            us(&c.reference),
             us(&r.on.wrk),
-            us(&r.on_exit.wrk),
+            us(&c.on_exit.wrk),
             r.on.cpu_s,
             r.on.lost,
             r.on.counted,
@@ -557,34 +631,40 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     }
     writeln!(
         md,
-        "\nThroughput on/off: median of the rounds' ratios **{rps_ratio:.2}×** (budget ≥ 0.90×), \
-         ratio of means {:.2}×; on the syscall-exit hook {exit_ratio:.2}×. The reference alone: \
-         ref/off **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**. p99 \
-         latency on/off: median {p99_ratio:.2}×. hostlens CPU **{:.2} ms per 1,000 requests**, \
-         events lost {lost:.0} (budget 0). Fixed rate: {done} requests in {FIXED_SECONDS} s \
-         ({:.0} req/s, 4 paced keep-alive connections) cost hostlens {fixed_cpu:.2} s CPU = \
-         **{:.1} % of one core**, {:.2} ms per 1,000 requests, events lost {fixed_lost:.0}. \
-         nginx worker CPU per request off/ref/on/on(exit): {:.1} / {:.1} / {:.1} / {:.1} µs, i.e. \
-         a CPU-bound nginx would keep **{:.2}×** its throughput ({:.2}× on the syscall-exit hook, \
-         {:.2}× under the reference). Kernel program time per request (separate wrk runs with \
+        "\nThroughput on/off: median of the {ROUNDS} rounds' ratios **{rps_ratio:.2}×** (budget \
+         ≥ 0.90×; 90 % bootstrap interval of the median {ci_lo:.2}–{ci_hi:.2}×; quartiles \
+         {:.2} / {:.2}, range {:.2}–{:.2}), ratio of means {:.2}×. Over the {} context rounds: \
+         on the syscall-exit hook {exit_ratio:.2}×; the reference alone ref/off \
+         **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**. p99 latency \
+         on/off: median {p99_ratio:.2}×. hostlens CPU **{:.2} ms per 1,000 requests**, events \
+         lost {lost:.0} (budget 0); requests counted on nginx's port {counted:.0} of \
+         {on_requests:.0} wrk completed (wrk stops with requests in flight). Fixed rate: {done} \
+         requests in {FIXED_SECONDS} s ({:.0} req/s, 4 paced keep-alive connections) cost \
+         hostlens {fixed_cpu:.2} s CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, \
+         events lost {fixed_lost:.0}. nginx worker CPU per request off/on: {:.1} / {:.1} µs, \
+         i.e. a CPU-bound nginx would keep **{:.2}×** its throughput (context rounds: ref \
+         {:.1} µs, on(exit) {:.1} µs). Kernel program time per request (separate wrk runs with \
          `kernel.bpf_stats_enabled`; both sides of each request, nginx's and wrk's): reference \
          {prog_ref:.2} µs (which also pays perf's per-event tracepoint path, not counted \
          here), on (socket hooks) **{prog_on:.2} µs**, on(exit) {prog_exit:.2} µs. \
          Accounted: nginx and wrk spend {serve_off:.1} µs CPU per request without the probe; the \
          probe adds {prog_on:.2} µs in its kernel programs and {hostlens_us:.2} µs in hostlens, so \
          a CPU-bound setup would keep **{accounted:.2}×** its throughput.\n",
+        quartiles.1,
+        quartiles.2,
+        quartiles.0,
+        quartiles.3,
         on_rps / off_rps,
+        ctx.len(),
         on_cpu * 1e3 / (on_requests / 1e3),
         done as f64 / FIXED_SECONDS as f64,
         fixed_cpu * 100.0 / FIXED_SECONDS as f64,
         fixed_cpu * 1e3 / (done as f64 / 1e3),
         nginx_off * 1e6,
-        nginx_ref * 1e6,
         nginx_on * 1e6,
-        nginx_exit * 1e6,
         nginx_off / nginx_on,
-        nginx_off / nginx_exit,
-        nginx_off / nginx_ref,
+        nginx_ref * 1e6,
+        nginx_exit * 1e6,
     )?;
     print!("{md}");
     if write {

@@ -41,6 +41,31 @@ impl Drop for Proc {
     }
 }
 
+/// hostlens with no collector and only the probe `probe` (`--probe.<probe>`), once ready.
+pub(crate) fn start_probe_only(bin: &Path, probe: &str) -> Result<Proc> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "--web.listen-address",
+            &addr,
+            "--collector.disable-defaults",
+            "--probe.disable-defaults",
+            &format!("--probe.{probe}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting hostlens")?;
+    let agent = Proc {
+        name: "hostlens",
+        child,
+        port,
+    };
+    wait_ready(agent.port, "/readyz")?;
+    Ok(agent)
+}
+
 pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -118,26 +118,7 @@ fn with_bpftrace(prog: &str) -> Result<Sample> {
 
 /// Starts hostlens with only its `syscalls` probe; measures; stops it.
 fn with_hostlens(bin: &Path) -> Result<Sample> {
-    let port = super::bench::free_port()?;
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "--web.listen-address",
-            &addr,
-            "--collector.disable-defaults",
-            "--probe.disable-defaults",
-            "--probe.syscalls",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting hostlens")?;
-    let agent = super::bench::Proc {
-        name: "hostlens",
-        child,
-        port,
-    };
-    super::bench::wait_ready(agent.port, "/readyz")?;
+    let agent = super::bench::start_probe_only(bin, "syscalls")?;
     std::thread::sleep(Duration::from_millis(300));
     let ns = ns_per_call();
     let prog_ns = prog_ns_per_syscall(&HOSTLENS_PROGS)?;

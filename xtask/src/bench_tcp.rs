@@ -6,7 +6,6 @@ use std::{
     io::Read as _,
     net::{TcpListener, TcpStream},
     path::Path,
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 const RUN: Duration = Duration::from_secs(3);
 const LIVE_SOCKETS: usize = 5_000;
@@ -116,26 +115,7 @@ pub fn run_alone(root: &Path, bin: &Path, write: bool) -> Result<()> {
 pub fn run(bin: &Path, date: &str) -> Result<String> {
     raise_nofile(2 * LIVE_SOCKETS as u64 + 256);
     let off1 = connection_rate(CLIENTS, None, RUN, || {})?;
-    let port = super::bench::free_port()?;
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "--web.listen-address",
-            &addr,
-            "--collector.disable-defaults",
-            "--probe.disable-defaults",
-            "--probe.tcp",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting hostlens")?;
-    let agent = super::bench::Proc {
-        name: "hostlens",
-        child,
-        port,
-    };
-    super::bench::wait_ready(agent.port, "/readyz")?;
+    let agent = super::bench::start_probe_only(bin, "tcp")?;
     let pid = agent.child.id();
     let cpu0 = super::bench::cpu_seconds(pid)?;
     let t0 = Instant::now();

@@ -321,8 +321,20 @@ fn start_bpftrace_reference() -> Result<Proc> {
         .map(|s| format!("tracepoint:syscalls:sys_exit_{s}"))
         .collect::<Vec<_>>()
         .join(",");
+    start_bpftrace(&format!("{probes} {{ @[probe] = count(); }}"))
+}
+
+/// The floor of the socket hooks: bpftrace programs that do nothing, on the two tracepoints
+/// the probe's data programs use (through perf's tracepoint path, which costs a little more
+/// than the probe's `tp_btf` attachment) — what any program there costs on this machine.
+fn start_bpftrace_floor() -> Result<Proc> {
+    start_bpftrace("tracepoint:sock:sock_send_length,tracepoint:sock:sock_recv_length { }")
+}
+
+/// bpftrace running `program`, once its probes are attached.
+fn start_bpftrace(program: &str) -> Result<Proc> {
     let mut child = Command::new("bpftrace")
-        .args(["-e", &format!("{probes} {{ @[probe] = count(); }}")])
+        .args(["-e", program])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -406,6 +418,7 @@ struct Round {
 
 struct Context {
     reference: Wrk,
+    floor: Wrk,
     on_exit: On,
 }
 
@@ -444,14 +457,15 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         // Every other round runs the setups in reverse order, so a drift of the machine's speed
         // within a round does not always favour the same setup.
         let mut steps = if context {
-            vec![0, 1, 2, 3]
+            vec![0, 1, 4, 2, 3]
         } else {
             vec![0, 2]
         };
         if i % 2 == 1 {
             steps.reverse();
         }
-        let (mut off, mut reference, mut on, mut on_exit) = (None, None, None, None);
+        let (mut off, mut reference, mut floor, mut on, mut on_exit) =
+            (None, None, None, None, None);
         for step in steps {
             match step {
                 0 => {
@@ -463,14 +477,22 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
                     reference = Some(wrk(&nginx)?);
                 }
                 2 => on = Some(measure_on(bin, &nginx, "auto")?),
-                _ => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
+                3 => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
+                _ => {
+                    let _bt = start_bpftrace_floor()?;
+                    floor = Some(wrk(&nginx)?);
+                }
             }
         }
         let (Some(off), Some(on)) = (off, on) else {
             bail!("http round {}: a setup did not run", i + 1);
         };
-        let context = match (reference, on_exit) {
-            (Some(reference), Some(on_exit)) => Some(Context { reference, on_exit }),
+        let context = match (reference, floor, on_exit) {
+            (Some(reference), Some(floor), Some(on_exit)) => Some(Context {
+                reference,
+                floor,
+                on_exit,
+            }),
             _ => None,
         };
         eprintln!(
@@ -479,8 +501,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             off.rps,
             on.wrk.rps,
             context.as_ref().map_or(String::new(), |c| format!(
-                ", ref {:.0}, on(sys_exit) {:.0}",
-                c.reference.rps, c.on_exit.wrk.rps
+                ", ref {:.0}, floor {:.0}, on(sys_exit) {:.0}",
+                c.reference.rps, c.floor.rps, c.on_exit.wrk.rps
             ))
         );
         rounds.push(Round { off, on, context });
@@ -533,6 +555,8 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let exit_ratio = ctx_ratio(&|r, c| c.on_exit.wrk.rps / r.off.rps);
     let ref_ratio = ctx_ratio(&|r, c| c.reference.rps / r.off.rps);
     let on_ref_ratio = ctx_ratio(&|r, c| r.on.wrk.rps / c.reference.rps);
+    let floor_ratio = ctx_ratio(&|r, c| c.floor.rps / r.off.rps);
+    let on_floor_ratio = ctx_ratio(&|r, c| r.on.wrk.rps / c.floor.rps);
     let p99_ratio = median(
         rounds
             .iter()
@@ -555,6 +579,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx_on = per_req(&|r| &r.on.wrk);
     let nginx_ref = ctx_per_req(&|c| &c.reference);
     let nginx_exit = ctx_per_req(&|c| &c.on_exit.wrk);
+    let nginx_floor = ctx_per_req(&|c| &c.floor);
     let on_requests = sum(&|r| r.on.wrk.requests);
     let on_cpu = sum(&|r| r.on.cpu_s);
     // Accounted estimate, the least sensitive to the machine's other load: the CPU nginx and
@@ -580,7 +605,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          here), every other round in reverse order. Every {CONTEXT_EVERY}th round also runs the \
          reference (ref: bpftrace counting, per probe, the calls of the thirteen \
          `syscalls:sys_exit_*` tracepoints the probe's tracepoint hook uses — what merely \
-         watching these syscalls costs on this machine) and the syscall-exit fallback \
+         watching these syscalls costs on this machine), the floor (bpftrace programs that do \
+         nothing, on `sock:sock_send_length` and `sock:sock_recv_length`: what any program on \
+         the probe's data hooks costs) and the syscall-exit fallback \
          (on(exit): `http.hook: tp_btf`, `tp_btf/sys_exit`). Default config otherwise: every \
          process, so both nginx's server side and wrk's client side are decoded. CPU is \
          hostlens's utime+stime during the on-runs (10 ms ticks). Load average at the end: \
@@ -600,27 +627,29 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     })?;
     writeln!(
         md,
-        "| context round | off req/s | ref req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
+        "| context round | off req/s | ref req/s | floor req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | floor | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
     )?;
     writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let us = |w: &Wrk| w.nginx_cpu_s * 1e6 / w.requests;
     for (i, r) in rounds.iter().enumerate() {
         let Some(c) = &r.context else { continue };
         writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} / {:.0} |",
             i + 1,
             r.off.rps,
             c.reference.rps,
+            c.floor.rps,
             r.on.wrk.rps,
             c.on_exit.wrk.rps,
             r.off.p99_ms,
             r.on.wrk.p99_ms,
             us(&r.off),
             us(&c.reference),
+            us(&c.floor),
             us(&r.on.wrk),
             us(&c.on_exit.wrk),
             r.on.cpu_s,
@@ -635,7 +664,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          ≥ 0.90×; 90 % bootstrap interval of the median {ci_lo:.2}–{ci_hi:.2}×; quartiles \
          {:.2} / {:.2}, range {:.2}–{:.2}), ratio of means {:.2}×. Over the {} context rounds: \
          on the syscall-exit hook {exit_ratio:.2}×; the reference alone ref/off \
-         **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**. p99 latency \
+         **{ref_ratio:.2}×**; the probe against it: on/ref **{on_ref_ratio:.2}×**; the floor \
+         alone floor/off **{floor_ratio:.2}×**, the probe against it on/floor \
+         {on_floor_ratio:.2}×. p99 latency \
          on/off: median {p99_ratio:.2}×. hostlens CPU **{:.2} ms per 1,000 requests**, events \
          lost {lost:.0} (budget 0); requests counted on nginx's port {counted:.0} of \
          {on_requests:.0} wrk completed (wrk stops with requests in flight). Fixed rate: {done} \
@@ -643,7 +674,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          hostlens {fixed_cpu:.2} s CPU = **{:.1} % of one core**, {:.2} ms per 1,000 requests, \
          events lost {fixed_lost:.0}. nginx worker CPU per request off/on: {:.1} / {:.1} µs, \
          i.e. a CPU-bound nginx would keep **{:.2}×** its throughput (context rounds: ref \
-         {:.1} µs, on(exit) {:.1} µs). Kernel program time per request (separate wrk runs with \
+         {:.1} µs, floor {:.1} µs, on(exit) {:.1} µs). Kernel program time per request (separate wrk runs with \
          `kernel.bpf_stats_enabled`; both sides of each request, nginx's and wrk's): reference \
          {prog_ref:.2} µs (which also pays perf's per-event tracepoint path, not counted \
          here), on (socket hooks) **{prog_on:.2} µs**, on(exit) {prog_exit:.2} µs. \
@@ -664,6 +695,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         nginx_on * 1e6,
         nginx_off / nginx_on,
         nginx_ref * 1e6,
+        nginx_floor * 1e6,
         nginx_exit * 1e6,
     )?;
     print!("{md}");

@@ -658,11 +658,6 @@ impl Decoder {
             EV_ACCEPT | EV_CONNECT | EV_SERVER => {
                 // A connection id is new; one left over under the same key is replaced.
                 self.make_room();
-                let role = if h.kind == EV_CONNECT {
-                    Role::Client
-                } else {
-                    Role::Server
-                };
                 let labels = self.labels_for(&h, payload);
                 if labels.is_none() {
                     self.unfollow(&h);
@@ -1246,6 +1241,17 @@ mod tests {
         d
     }
 
+    /// The key of the fixture nginx's (pid 100) `GET` series with `status`, `route` and `port`.
+    fn nginx_get(status: u16, route: &str, port: u16) -> ServerKey {
+        ServerKey {
+            method: "GET",
+            status,
+            route: route.into(),
+            port,
+            process: "nginx".into(),
+        }
+    }
+
     /// A decoder with `cfg` over the fixture /proc `procfs`, and the store it reports to.
     fn decoder(cfg: HttpConfig, procfs: &Path) -> (Decoder, Arc<Mutex<Store>>) {
         let shared = Arc::new(Mutex::new(Store::new(&cfg)));
@@ -1338,14 +1344,10 @@ mod tests {
         exchange(&mut d);
         {
             let store = shared.lock().unwrap();
-            let key = ServerKey {
-                method: "GET",
-                status: 200,
-                route: "/users/*".into(),
-                port: 8080,
-                process: "nginx".into(),
-            };
-            let h = store.server.get(&key).expect("server series");
+            let h = store
+                .server
+                .get(&nginx_get(200, "/users/*", 8080))
+                .expect("server series");
             assert_eq!(h.count, 1);
             assert!((h.sum - 0.005).abs() < 1e-12);
             let key = ClientKey {
@@ -1432,13 +1434,7 @@ mod tests {
         feed(&mut d, &recs);
         let store = shared.lock().unwrap();
         let count = |route: &str, status: u16| {
-            let key = ServerKey {
-                method: "GET",
-                status,
-                route: route.into(),
-                port: 8080,
-                process: "nginx".into(),
-            };
+            let key = nginx_get(status, route, 8080);
             store.server.get(&key).map_or(0, |h| h.count)
         };
         assert_eq!(count("/p/x", 200), 3);
@@ -1481,13 +1477,7 @@ mod tests {
                 ],
             );
             let store = shared.lock().unwrap();
-            let key = ServerKey {
-                method: "GET",
-                status: 200,
-                route: "/a".into(),
-                port: 0,
-                process: "nginx".into(),
-            };
+            let key = nginx_get(200, "/a", 0);
             assert_eq!(store.server.get(&key).map_or(0, |h| h.count), counted);
             assert_eq!(store.server.len(), usize::from(counted > 0));
             assert_eq!(store.connections, 1);

@@ -79,17 +79,12 @@ impl<K: Clone + Eq + Hash> Series<K> {
                 return None;
             }
         };
-        self.observe_slot(
-            Slot {
-                index,
-                generation: self.generation,
-            },
-            v,
-        );
-        Some(Slot {
+        let slot = Slot {
             index,
             generation: self.generation,
-        })
+        };
+        self.observe_slot(slot, v);
+        Some(slot)
     }
 
     /// Observes `v` in the series of `slot`; false when the slot is stale (nothing observed).

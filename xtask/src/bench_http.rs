@@ -16,11 +16,11 @@ use anyhow::{Context as _, Result, bail};
 
 /// Many short rounds: on this shared machine the speed of both cores drifts (nginx alone swings
 /// between 21k and 46k req/s from one run to the next), so a single off/on ratio lies anywhere
-/// in 0.65–1.15×; only the median of many closely interleaved pairs is worth quoting, with its
-/// bootstrap interval.
+/// in about 0.5–1.3×; only the median of many closely interleaved pairs is worth quoting, with
+/// its bootstrap interval.
 const ROUNDS: usize = 40;
-/// Every this many rounds, one also runs the reference and the syscall-exit hook (context
-/// figures; the headline pairs stay short).
+/// Every this many rounds, one also runs the reference, the floor and the syscall-exit hook
+/// (context figures; the headline pairs stay short).
 const CONTEXT_EVERY: usize = 5;
 const WRK_SECONDS: u32 = 2;
 const FIXED_RATE: u32 = 10_000;
@@ -408,8 +408,8 @@ fn program_us_per_request(nginx: &Nginx, names: &[&str]) -> Result<f64> {
 }
 
 /// One round: no probe and the probe on its default hooks (`auto`, which is `sock` here); in
-/// a context round also the bpftrace reference and the syscall-exit hook (`tp_btf/sys_exit`,
-/// the fallback).
+/// a context round also the bpftrace reference, the bpftrace floor and the syscall-exit hook
+/// (`tp_btf/sys_exit`, the fallback).
 struct Round {
     off: Wrk,
     on: On,
@@ -420,6 +420,16 @@ struct Context {
     reference: Wrk,
     floor: Wrk,
     on_exit: On,
+}
+
+/// What one wrk run of a round measures against.
+#[derive(Clone, Copy)]
+enum Setup {
+    Off,
+    Reference,
+    Floor,
+    On,
+    OnExit,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -457,9 +467,15 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
         // Every other round runs the setups in reverse order, so a drift of the machine's speed
         // within a round does not always favour the same setup.
         let mut steps = if context {
-            vec![0, 1, 4, 2, 3]
+            vec![
+                Setup::Off,
+                Setup::Reference,
+                Setup::Floor,
+                Setup::On,
+                Setup::OnExit,
+            ]
         } else {
-            vec![0, 2]
+            vec![Setup::Off, Setup::On]
         };
         if i % 2 == 1 {
             steps.reverse();
@@ -468,20 +484,20 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             (None, None, None, None, None);
         for step in steps {
             match step {
-                0 => {
+                Setup::Off => {
                     let (_hl, _) = start_hostlens(bin, None)?;
                     off = Some(wrk(&nginx)?);
                 }
-                1 => {
+                Setup::Reference => {
                     let _bt = start_bpftrace_reference()?;
                     reference = Some(wrk(&nginx)?);
                 }
-                2 => on = Some(measure_on(bin, &nginx, "auto")?),
-                3 => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
-                _ => {
+                Setup::Floor => {
                     let _bt = start_bpftrace_floor()?;
                     floor = Some(wrk(&nginx)?);
                 }
+                Setup::On => on = Some(measure_on(bin, &nginx, "auto")?),
+                Setup::OnExit => on_exit = Some(measure_on(bin, &nginx, "tp_btf")?),
             }
         }
         let (Some(off), Some(on)) = (off, on) else {
@@ -540,12 +556,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let on_off: Vec<f64> = rounds.iter().map(|r| r.on.wrk.rps / r.off.rps).collect();
     let rps_ratio = median(on_off.clone());
     let (ci_lo, ci_hi) = median_interval(&on_off);
-    let quartiles = {
-        let mut v = on_off.clone();
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        (at(0.0), at(0.25), at(0.75), at(1.0))
-    };
+    let mut sorted = on_off.clone();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let quartiles = (at(0.0), at(0.25), at(0.75), at(1.0));
     let ctx: Vec<(&Round, &Context)> = rounds
         .iter()
         .filter_map(|r| r.context.as_ref().map(|c| (r, c)))
@@ -617,14 +631,15 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     )?;
-    writeln!(md, "On/off per round, sorted: {}.\n", {
-        let mut v = on_off.clone();
-        v.sort_by(f64::total_cmp);
-        v.iter()
+    writeln!(
+        md,
+        "On/off per round, sorted: {}.\n",
+        sorted
+            .iter()
             .map(|x| format!("{x:.2}"))
             .collect::<Vec<_>>()
             .join(" ")
-    })?;
+    )?;
     writeln!(
         md,
         "| context round | off req/s | ref req/s | floor req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | floor | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"

@@ -25,8 +25,8 @@ const ROUNDS: usize = 40;
 /// rounds stay short).
 const CONTEXT_EVERY: usize = 5;
 /// Exchange loop: off/on pairs, and request/response exchanges per loop.
-const LOOP_ROUNDS: usize = 8;
-const LOOP_EXCHANGES: usize = 100_000;
+const LOOP_ROUNDS: usize = 16;
+const LOOP_EXCHANGES: usize = 50_000;
 const WRK_SECONDS: u32 = 2;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;

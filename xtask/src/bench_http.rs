@@ -28,6 +28,8 @@ const CONTEXT_EVERY: usize = 5;
 const LOOP_ROUNDS: usize = 16;
 const LOOP_EXCHANGES: usize = 50_000;
 const WRK_SECONDS: u32 = 2;
+/// The issue's throughput budget, on/off.
+const BUDGET: f64 = 0.90;
 const FIXED_RATE: u32 = 10_000;
 const FIXED_SECONDS: u64 = 5;
 const MARKER: &str = "## HTTP probe: nginx under wrk, probe off vs on";
@@ -541,6 +543,14 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let on_ref = ratios(&|r| r.on.wrk.rps / r.reference.rps);
     let rps_ratio = median(on_off.clone());
     let (ci_lo, ci_hi) = median_interval(&on_off);
+    // Only an interval wholly on one side of the budget settles it.
+    let verdict = if ci_lo >= BUDGET {
+        "met: the whole interval is above it"
+    } else if ci_hi < BUDGET {
+        "not met: the whole interval is below it"
+    } else {
+        "not settled by this run: the interval spans it"
+    };
     let ref_ratio = median(ref_off.clone());
     let (ref_lo, ref_hi) = median_interval(&ref_off);
     let on_ref_ratio = median(on_ref.clone());
@@ -644,8 +654,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     }
     writeln!(
         md,
-        "\nThroughput on/off: median of the {ROUNDS} rounds' ratios **{rps_ratio:.2}×** (budget \
-         ≥ 0.90×; 90 % bootstrap interval of the median {ci_lo:.2}–{ci_hi:.2}×; quartiles \
+        "\nThroughput on/off: median of the {ROUNDS} rounds' ratios **{rps_ratio:.2}×** (90 % \
+         bootstrap interval of the median {ci_lo:.2}–{ci_hi:.2}×; budget ≥ {BUDGET:.2}×, \
+         {verdict}; quartiles \
          {:.2} / {:.2}, range {:.2}–{:.2}), ratio of means {:.2}×. The reference alone: \
          ref/off **{ref_ratio:.2}×** ({ref_lo:.2}–{ref_hi:.2}×; the issue's reference machine: \
          0.96×); the probe against it: on/ref **{on_ref_ratio:.2}×** \

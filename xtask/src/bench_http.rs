@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::bench::{cpu_seconds, free_port};
+use super::bench::{cpu_seconds, free_port, median, thread_cpu_ns};
 use anyhow::{Context as _, Result, bail};
 
 /// Many short rounds: on this shared machine the speed of both cores drifts (nginx alone swings
@@ -328,13 +328,8 @@ fn start_bpftrace_reference() -> Result<Proc> {
         .map(|s| format!("tracepoint:syscalls:sys_exit_{s}"))
         .collect::<Vec<_>>()
         .join(",");
-    start_bpftrace(&format!("{probes} {{ @[probe] = count(); }}"))
-}
-
-/// bpftrace running `program`, once its probes are attached.
-fn start_bpftrace(program: &str) -> Result<Proc> {
     let mut child = Command::new("bpftrace")
-        .args(["-e", program])
+        .args(["-e", &format!("{probes} {{ @[probe] = count(); }}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -427,16 +422,6 @@ enum Setup {
     OnExit,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// 90 % bootstrap interval of the median of `v`: 2,000 resamples with a fixed-seed xorshift
 /// generator (the same data always gives the same interval).
 fn median_interval(v: &[f64]) -> (f64, f64) {
@@ -452,6 +437,12 @@ fn median_interval(v: &[f64]) -> (f64, f64) {
         .collect();
     medians.sort_by(f64::total_cmp);
     (medians[100], medians[1899])
+}
+
+/// The median of `v` with its [`median_interval`]: (median, low, high).
+fn median_and_interval(v: &[f64]) -> (f64, f64, f64) {
+    let (lo, hi) = median_interval(v);
+    (median(v.to_vec()), lo, hi)
 }
 
 pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
@@ -541,8 +532,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let on_off = ratios(&|r| r.on.wrk.rps / r.off.rps);
     let ref_off = ratios(&|r| r.reference.rps / r.off.rps);
     let on_ref = ratios(&|r| r.on.wrk.rps / r.reference.rps);
-    let rps_ratio = median(on_off.clone());
-    let (ci_lo, ci_hi) = median_interval(&on_off);
+    let (rps_ratio, ci_lo, ci_hi) = median_and_interval(&on_off);
     // Only an interval wholly on one side of the budget settles it.
     let verdict = if ci_lo >= BUDGET {
         "met: the whole interval is above it"
@@ -551,11 +541,9 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     } else {
         "not settled by this run: the interval spans it"
     };
-    let ref_ratio = median(ref_off.clone());
-    let (ref_lo, ref_hi) = median_interval(&ref_off);
-    let on_ref_ratio = median(on_ref.clone());
-    let (on_ref_lo, on_ref_hi) = median_interval(&on_ref);
-    let mut sorted = on_off.clone();
+    let (ref_ratio, ref_lo, ref_hi) = median_and_interval(&ref_off);
+    let (on_ref_ratio, on_ref_lo, on_ref_hi) = median_and_interval(&on_ref);
+    let mut sorted = on_off;
     sorted.sort_by(f64::total_cmp);
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
     let quartiles = (at(0.0), at(0.25), at(0.75), at(1.0));
@@ -710,15 +698,6 @@ const OTHER_REQUEST: &[u8] =
 const OTHER_RESPONSE: &[u8] =
     b"XTTP/1.1 200 OK\r\nServer: xtask\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: clock_gettime fills the timespec it is given.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Reads exactly `want.len()` bytes into `buf` and checks they are `want`.
 fn read_expect(s: &mut TcpStream, buf: &mut [u8], want: &[u8]) -> Result<()> {
     let b = &mut buf[..want.len()];
@@ -742,14 +721,14 @@ fn exchange_loop(n: usize, req: &[u8], resp: &[u8]) -> Result<f64> {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
     }
     let mut buf = vec![0u8; req.len().max(resp.len())];
-    let t0 = thread_cpu();
+    let t0 = thread_cpu_ns();
     for _ in 0..n {
         client.write_all(req)?;
         read_expect(&mut server, &mut buf, req)?;
         server.write_all(resp)?;
         read_expect(&mut client, &mut buf, resp)?;
     }
-    Ok((thread_cpu() - t0).as_nanos() as f64 / n as f64)
+    Ok((thread_cpu_ns() - t0) / n as f64)
 }
 
 /// The exchange loop's results: per round, ns per exchange without and with the probe, for
@@ -824,10 +803,8 @@ impl Exchange {
         let diff = |on: &[f64], off: &[f64]| -> Vec<f64> {
             on.iter().zip(off).map(|(a, b)| (a - b) / 1e3).collect()
         };
-        let http = diff(&self.http_on, &self.http_off);
-        let other = diff(&self.other_on, &self.other_off);
-        let (h_lo, h_hi) = median_interval(&http);
-        let (o_lo, o_hi) = median_interval(&other);
+        let (http, h_lo, h_hi) = median_and_interval(&diff(&self.http_on, &self.http_off));
+        let (other, o_lo, o_hi) = median_and_interval(&diff(&self.other_on, &self.other_off));
         writeln!(
             md,
             "\nExchange loop (the probe's cost where it is paid, without nginx or wrk): one \
@@ -842,8 +819,8 @@ impl Exchange {
             LOOP_REQUEST.len(),
             LOOP_RESPONSE.len(),
             median(self.http_off.clone()) / 1e3,
-            median(http.clone()),
-            median(other.clone()),
+            http,
+            other,
             self.counted,
             self.sent,
         )?;

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use super::bench::{median, thread_cpu_ns};
 use anyhow::{Context as _, Result};
 
 const CALLS: u32 = 1_000_000;
@@ -17,16 +18,6 @@ const ROUNDS: usize = 3;
 /// Each setup is measured once per cycle, the cycles one after another, so that a slow spell
 /// of the shared machine hits every setup alike; the figures are medians over the cycles.
 const CYCLES: usize = 5;
-
-fn thread_cpu_ns() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
-}
 
 fn getppid_loop(calls: u32) {
     let mut acc = 0u32;
@@ -39,19 +30,14 @@ fn getppid_loop(calls: u32) {
 /// CPU ns per getppid(2) (this thread's CPU time, so time the 2-core machine spends on other
 /// work is not counted), median of [`ROUNDS`] loops of [`CALLS`] calls.
 fn ns_per_call() -> f64 {
-    let mut samples: Vec<f64> = (0..ROUNDS)
+    let samples: Vec<f64> = (0..ROUNDS)
         .map(|_| {
             let t = thread_cpu_ns();
             getppid_loop(CALLS);
             (thread_cpu_ns() - t) / f64::from(CALLS)
         })
         .collect();
-    median(&mut samples)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    median(samples)
 }
 
 /// In-kernel time of the programs `names` per syscall, from the kernel's own run-time
@@ -161,8 +147,7 @@ pub fn run(bin: &Path, date: &str) -> Result<String> {
         );
         cycles.push([off, empty, count, hist, hl]);
     }
-    let med =
-        |f: &dyn Fn(&[Sample; 5]) -> f64| median(&mut cycles.iter().map(f).collect::<Vec<_>>());
+    let med = |f: &dyn Fn(&[Sample; 5]) -> f64| median(cycles.iter().map(f).collect());
     let added = |c: &[Sample; 5], i: usize| c[i].ns - c[0].ns;
     let off = med(&|c| c[0].ns);
     let rows = [

@@ -230,6 +230,22 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
 // guarded per program, so these are raw tracepoints. They only need the socket pointer, which
 // is the first TP_PROTO argument of each (include/trace/events/tcp.h).
 
+/// Kernels whose `tcp_retransmit_skb` carries a third argument, `err`, fire it for every
+/// attempt, also one that sent nothing (e.g. -EBUSY: the original is still in the host's
+/// queue, which the kernel does not count in `TcpRetransSegs`): only `err == 0` is a
+/// retransmission. The agent attaches this program first; the kernel refuses it (context
+/// access past the tracepoint's arguments) where there is no third argument.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_on_retransmit_err(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let err: u64 = ctx.arg(2);
+    if err as i32 == 0 {
+        stat(&owner_of(sk), RETRANS, 1);
+    }
+    0
+}
+
+/// Older kernels: the tracepoint fires only for a retransmission that was sent.
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn tcp_on_retransmit(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);

@@ -34,8 +34,8 @@ const TRACEPOINTS: [(&str, &str, &str); 4] = [
 ];
 
 /// (program, tracepoint): raw tracepoints (softirq-context events, see the kernel half).
-const RAW_TRACEPOINTS: [(&str, &str); 3] = [
-    ("tcp_on_retransmit", "tcp_retransmit_skb"),
+/// `tcp_retransmit_skb` is attached separately ([`attach_retransmit`]).
+const RAW_TRACEPOINTS: [(&str, &str); 2] = [
     ("tcp_on_send_reset", "tcp_send_reset"),
     ("tcp_on_receive_reset", "tcp_receive_reset"),
 ];
@@ -81,6 +81,22 @@ impl std::fmt::Debug for TcpProbe {
     }
 }
 
+/// `tcp_retransmit_skb`: the program that reads the tracepoint's `err` argument where the
+/// kernel has it (it fires for failed attempts too), else the one that counts every hit.
+fn attach_retransmit(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    const TP: &str = "tcp_retransmit_skb";
+    match super::attach_raw_tracepoint(ebpf, "tcp_on_retransmit_err", TP) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!(
+                error = %super::error_chain(&e),
+                "tcp probe: tcp_retransmit_skb has no err argument; counting every hit"
+            );
+            super::attach_raw_tracepoint(ebpf, "tcp_on_retransmit", TP)
+        }
+    }
+}
+
 pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     for (name, category, tp) in TRACEPOINTS {
         super::attach_tracepoint(ebpf, name, category, tp)?;
@@ -88,6 +104,7 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
     for (name, tp) in RAW_TRACEPOINTS {
         super::attach_raw_tracepoint(ebpf, name, tp)?;
     }
+    attach_retransmit(ebpf)?;
     let stats = super::take_map(ebpf, MAP_STATS)?;
     let hist = super::take_map(ebpf, MAP_HIST)?;
     let lost = super::take_map(ebpf, MAP_LOST)?;

@@ -197,6 +197,9 @@ impl HttpConfig {
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Largest kernel connection table accepted (about 90 bytes per entry).
 const MAX_KERNEL_CONNS: usize = 1 << 20;
+/// Heap bytes the decoder's connections may buffer together (partial heads, long targets of
+/// waiting requests): 64 MiB, whatever `max_connections` is.
+pub const DECODER_HEAP_BUDGET: usize = 64 << 20;
 
 /// Kernel map sizes from the configuration: the ring buffer and the followed-connection LRU
 /// of the syscall-exit hooks (one entry when the socket hooks will be used: the kernel BTF
@@ -531,6 +534,8 @@ struct Tracked {
     last_seen: Instant,
     /// The series of its last exchange.
     last: Option<LastSeries>,
+    /// `conn.heap_bytes()` as last counted in [`Decoder::heap`].
+    heap: usize,
 }
 
 impl Tracked {
@@ -540,6 +545,7 @@ impl Tracked {
             labels,
             last_seen: now,
             last: None,
+            heap: 0,
         }
     }
 }
@@ -589,6 +595,11 @@ struct Decoder {
     skipped: HashMap<u32, String>,
     /// What the record being handled produced (kept to reuse its allocations).
     out: Output,
+    /// Heap bytes all connections buffer (the sum of their `heap`), kept under
+    /// `heap_budget`.
+    heap: usize,
+    /// [`DECODER_HEAP_BUDGET`] (smaller in tests).
+    heap_budget: usize,
 }
 
 /// What the decoder can tell the kernel about connections the configuration filters out.
@@ -621,6 +632,8 @@ impl Decoder {
             kernel,
             skipped: HashMap::new(),
             out: Output::default(),
+            heap: 0,
+            heap_budget: DECODER_HEAP_BUDGET,
             cfg,
         }
     }
@@ -662,7 +675,9 @@ impl Decoder {
                 if labels.is_none() {
                     self.unfollow(&h);
                 }
-                self.conns.insert(key, Tracked::new(role, labels, now));
+                if let Some(old) = self.conns.insert(key, Tracked::new(role, labels, now)) {
+                    self.heap = self.heap.saturating_sub(old.heap);
+                }
             }
             EV_DATA => {
                 let dir = if h.direction == DIR_IN {
@@ -672,10 +687,16 @@ impl Decoder {
                 };
                 // One lookup on the common path.
                 let Decoder {
-                    conns, router, out, ..
+                    conns,
+                    router,
+                    out,
+                    heap,
+                    heap_budget,
+                    ..
                 } = self;
                 if let Some(t) = conns.get_mut(&key) {
                     feed_data(t, router, role, dir, &h, payload, now, out, store);
+                    account((heap, *heap_budget), t, router, role, out, store);
                     return;
                 }
                 // The connection's start record was lost (ring buffer full): it is followed
@@ -683,13 +704,20 @@ impl Decoder {
                 self.make_room();
                 let labels = self.labels_for(&h, &[]);
                 let Decoder {
-                    conns, router, out, ..
+                    conns,
+                    router,
+                    out,
+                    heap,
+                    heap_budget,
+                    ..
                 } = self;
                 let t = conns.entry(key).or_insert(Tracked::new(role, labels, now));
                 feed_data(t, router, role, dir, &h, payload, now, out, store);
+                account((heap, *heap_budget), t, router, role, out, store);
             }
             EV_CLOSE => {
                 if let Some(mut t) = self.conns.remove(&key) {
+                    self.heap = self.heap.saturating_sub(t.heap);
                     t.conn.close(&mut self.out);
                     report(&mut self.router, role, &mut t, &mut self.out, store);
                 }
@@ -795,8 +823,9 @@ impl Decoder {
             .iter()
             .min_by_key(|(_, t)| t.last_seen)
             .map(|(k, _)| *k)
+            && let Some(t) = self.conns.remove(&oldest)
         {
-            self.conns.remove(&oldest);
+            self.heap = self.heap.saturating_sub(t.heap);
         }
     }
 
@@ -831,6 +860,8 @@ impl Decoder {
         self.listen_ports
             .retain(|(tgid, _), _| procs.contains_key(tgid));
         self.conns.retain(|(tgid, _), _| procs.contains_key(tgid));
+        // Recounted whole once per sweep: removals above and any drift are settled here.
+        self.heap = self.conns.values().map(|t| t.heap).sum();
         for p in self.procs.values() {
             self.names_alive.insert(p.name.clone(), now);
         }
@@ -876,6 +907,30 @@ fn feed_data(
     t.conn.feed(dir, h.ts_ns, payload, h.bytes, out);
     if !out.is_empty() {
         report(router, role, t, out, store);
+    }
+}
+
+/// Brings connection `t`'s share of the decoder's heap (`total`) up to date after a feed; when
+/// the total passes `budget`, the connection that grew sheds its buffers (its
+/// waiting requests are abandoned and counted as `memory_budget`). So the total never stays
+/// above the budget after a record.
+fn account(
+    (total, budget): (&mut usize, usize),
+    t: &mut Tracked,
+    router: &mut route::Router,
+    role: Role,
+    out: &mut Output,
+    store: &mut Store,
+) {
+    let now = t.conn.heap_bytes();
+    *total = total.saturating_sub(t.heap) + now;
+    t.heap = now;
+    if *total > budget {
+        t.conn.shed(out);
+        report(router, role, t, out, store);
+        let after = t.conn.heap_bytes();
+        *total = total.saturating_sub(t.heap) + after;
+        t.heap = after;
     }
 }
 
@@ -978,27 +1033,34 @@ fn listen_port(procfs: &Path, tgid: u32, fd: u32) -> Option<u16> {
     let link = link.to_string_lossy();
     let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
     for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(procfs.join(format!("{tgid}/net/{table}"))) else {
+        let Ok(f) = std::fs::File::open(procfs.join(format!("{tgid}/net/{table}"))) else {
             continue;
         };
-        if let Some(p) = port_of_inode(&text, inode) {
+        if let Some(p) = port_of_inode(std::io::BufReader::new(f), inode) {
             return Some(p);
         }
     }
     None
 }
 
-/// Parses `/proc/net/tcp` text: the local port of the socket with `inode`.
-fn port_of_inode(text: &str, inode: &str) -> Option<u16> {
-    text.lines().skip(1).find_map(|l| {
+/// Reads `/proc/net/tcp` text: the local port of the listening socket with `inode`. The
+/// kernel lists listening sockets first, so the read stops at the first socket in another
+/// state: on a host with a million connections only the listeners are read.
+fn port_of_inode(text: impl std::io::BufRead, inode: &str) -> Option<u16> {
+    for l in text.lines().skip(1) {
+        let l = l.ok()?;
         let f: Vec<&str> = l.split_whitespace().collect();
-        if f.get(9) != Some(&inode) {
+        if f.get(3) != Some(&"0A") {
             return None;
+        }
+        if f.get(9) != Some(&inode) {
+            continue;
         }
         let local = f.get(1)?;
         let port = local.rsplit(':').next()?;
-        u16::from_str_radix(port, 16).ok()
-    })
+        return u16::from_str_radix(port, 16).ok();
+    }
+    None
 }
 
 pub struct HttpProbe {
@@ -1147,8 +1209,15 @@ mod tests {
     #[test]
     fn inode_to_port() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n";
-        assert_eq!(port_of_inode(text, "4242"), Some(8080));
-        assert_eq!(port_of_inode(text, "1"), None);
+        assert_eq!(port_of_inode(text.as_bytes(), "4242"), Some(8080));
+        assert_eq!(port_of_inode(text.as_bytes(), "1"), None);
+        // Only the leading listeners are read: an inode after an established socket is not
+        // a listener's.
+        let later = format!(
+            "{text}   1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 5151 1\n   2: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 6161 1\n"
+        );
+        assert_eq!(port_of_inode(later.as_bytes(), "4242"), Some(8080));
+        assert_eq!(port_of_inode(later.as_bytes(), "6161"), None);
     }
 
     #[test]
@@ -1443,6 +1512,75 @@ mod tests {
         assert_eq!(count("/p/*", 200), 2);
         assert_eq!(count("/p/*", 404), 1);
         assert_eq!(store.server.len(), 5);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// Heads split across reads are buffered per connection; past the decoder's heap budget
+    /// the connection that grew sheds its buffer (counted as `memory_budget`), the total stays
+    /// within the budget and matches the connections' own counts, and nothing shed is ever
+    /// counted as a request.
+    #[test]
+    fn decoder_heap_stays_within_its_budget() {
+        let procfs = fixture_procfs("budget");
+        let (mut d, shared) = decoder(HttpConfig::default(), &procfs);
+        d.heap_budget = 16 * 1024;
+        let s = agent_common::http::ROLE_SERVER;
+        let out = agent_common::http::DIR_OUT;
+        let pad = format!("GET /p HTTP/1.1\r\nX-Pad: {}", "a".repeat(3000));
+        let mut ts = 1_000u64;
+        for fd in 10..20u32 {
+            let id = u64::from(fd);
+            ts += 1_000;
+            feed(&mut d, &[record(EV_ACCEPT, 100, fd, id, 0, s, ts, 6, b"")]);
+            ts += 1_000;
+            feed(
+                &mut d,
+                &[record(
+                    EV_DATA,
+                    100,
+                    fd,
+                    id,
+                    DIR_IN,
+                    s,
+                    ts,
+                    0,
+                    pad.as_bytes(),
+                )],
+            );
+            assert!(d.heap <= d.heap_budget, "{} > {}", d.heap, d.heap_budget);
+            let counted: usize = d.conns.values().map(|t| t.conn.heap_bytes()).sum();
+            assert_eq!(d.heap, counted);
+        }
+        let shed = shared.lock().unwrap().anomalies[&Anomaly::MemoryBudget];
+        assert!((1..10).contains(&shed), "{shed} connections shed");
+        // Each head completes and is answered: the connections that kept their head count a
+        // request each; the shed ones lost theirs (the answer is unpaired), none is invented.
+        for fd in 10..20u32 {
+            let id = u64::from(fd);
+            ts += 1_000;
+            feed(
+                &mut d,
+                &[
+                    record(EV_DATA, 100, fd, id, DIR_IN, s, ts, 0, b"\r\n\r\n"),
+                    record(
+                        EV_DATA,
+                        100,
+                        fd,
+                        id,
+                        out,
+                        s,
+                        ts + 500,
+                        0,
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                    ),
+                ],
+            );
+        }
+        let store = shared.lock().unwrap();
+        let served: u64 = store.server.iter().map(|(_, h)| h.count).sum();
+        assert_eq!(served, 10 - shed);
+        assert_eq!(store.anomalies[&Anomaly::UnpairedResponse], shed);
         drop(store);
         let _ = std::fs::remove_dir_all(&procfs);
     }

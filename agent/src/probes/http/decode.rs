@@ -108,16 +108,20 @@ pub enum Anomaly {
     TooManyPending,
     /// Requests still waiting when the connection closed or expired.
     Unanswered,
+    /// A connection's buffered heads and targets dropped because the decoder as a whole held
+    /// more than its memory budget.
+    MemoryBudget,
 }
 
 impl Anomaly {
-    pub const ALL: [Anomaly; 6] = [
+    pub const ALL: [Anomaly; 7] = [
         Anomaly::BadStartLine,
         Anomaly::HeadLost,
         Anomaly::BadFraming,
         Anomaly::UnpairedResponse,
         Anomaly::TooManyPending,
         Anomaly::Unanswered,
+        Anomaly::MemoryBudget,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +131,7 @@ impl Anomaly {
             Anomaly::UnpairedResponse => "unpaired_response",
             Anomaly::TooManyPending => "too_many_pending",
             Anomaly::Unanswered => "unanswered",
+            Anomaly::MemoryBudget => "memory_budget",
         }
     }
 }
@@ -243,6 +248,46 @@ impl Conn {
     /// Requests waiting for their response (for tests and bounds).
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Heap bytes this connection holds beyond its fixed size: partial heads, a chunk-size
+    /// line, and request targets too long to be kept inline.
+    pub fn heap_bytes(&self) -> usize {
+        fn stream(s: &Stream) -> usize {
+            match &s.state {
+                State::Head(v) | State::Body(Body::Chunked(Chunk::Size(v))) => v.capacity(),
+                _ => 0,
+            }
+        }
+        fn target(t: &Target) -> usize {
+            match t {
+                Target::Heap(b) => b.len(),
+                Target::Inline { .. } => 0,
+            }
+        }
+        stream(&self.requests)
+            + stream(&self.responses)
+            + self
+                .pending
+                .iter()
+                .map(|p| target(&p.target))
+                .sum::<usize>()
+            + self.pending.capacity() * std::mem::size_of::<Pending>()
+            + self.open.as_ref().map_or(0, |o| target(&o.req.target))
+    }
+
+    /// Drops what the connection buffers (see [`Conn::heap_bytes`]): the requests waiting and
+    /// the open response are abandoned, both directions wait for the next message start.
+    /// Counted as one [`Anomaly::MemoryBudget`].
+    pub fn shed(&mut self, out: &mut Output) {
+        for st in [&mut self.requests, &mut self.responses] {
+            if !matches!(st.state, State::Opaque) {
+                st.state = State::Lost;
+            }
+        }
+        self.pending = VecDeque::new();
+        self.open = None;
+        out.anomalies.push(Anomaly::MemoryBudget);
     }
 
     /// Feeds one syscall's bytes: `data` is the copied prefix of the `total` bytes moved.

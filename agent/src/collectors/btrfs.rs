@@ -66,32 +66,17 @@ pub fn format_uuid(b: &[u8]) -> String {
     )
 }
 
-/// Undoes the octal escapes of `/proc/mounts` (`\040` for a space).
-pub fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The (device, mount point) of each btrfs mount in a `/proc/<pid>/mounts` text.
 pub fn btrfs_mounts(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && f[2] == "btrfs").then(|| (unescape_mount(f[0]), unescape_mount(f[1])))
+            (f.len() >= 3 && f[2] == "btrfs").then(|| {
+                (
+                    crate::collectors::filesystem::unescape(f[0]),
+                    crate::collectors::filesystem::unescape(f[1]),
+                )
+            })
         })
         .collect()
 }
@@ -410,7 +395,13 @@ mod tests {
     fn mounts_and_uuids() {
         let m = btrfs_mounts("/dev/loop0 /mnt/a\\040b btrfs rw 0 0\nproc /proc proc rw 0 0\n");
         assert_eq!(m, vec![("/dev/loop0".to_string(), "/mnt/a b".to_string())]);
-        assert_eq!(unescape_mount("x\\04"), "x\\04");
+        assert_eq!(crate::collectors::filesystem::unescape("x\\04"), "x\\04");
+        // Beyond a byte: kept as written (the kernel never writes it; a fake table may).
+        assert_eq!(
+            crate::collectors::filesystem::unescape("/mnt/\\777x"),
+            "/mnt/\\777x"
+        );
+        assert_eq!(crate::collectors::filesystem::unescape("/a\\040b"), "/a b");
         let u: Vec<u8> = (0..16).collect();
         assert_eq!(format_uuid(&u), "00010203-0405-0607-0809-0a0b0c0d0e0f");
         let mut s = Samples::default();

@@ -63,8 +63,9 @@ pub struct Mount {
     pub readonly: bool,
 }
 
-/// Undoes the octal escapes the kernel writes for space, tab, newline and backslash.
-fn unescape(s: &str) -> String {
+/// Undoes the octal escapes the kernel writes for space, tab, newline and backslash (`\040`);
+/// an escape beyond a byte (`\777`) is kept as written.
+pub fn unescape(s: &str) -> String {
     if !s.contains('\\') {
         return s.to_string();
     }
@@ -76,12 +77,17 @@ fn unescape(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
         }
+        out.push(b[i]);
+        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -211,6 +211,9 @@ pub fn parse_stat(text: &str) -> Result<(String, Stat), LineError> {
     let close = text
         .rfind(')')
         .ok_or_else(|| LineError::new(1, "no ')' after comm"))?;
+    if close < open {
+        return Err(LineError::new(1, "the last ')' comes before the first '('"));
+    }
     let comm = text[open + 1..close].to_string();
     let f: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
     // f[0] is field 3 (state); field n is f[n - 3].
@@ -262,7 +265,7 @@ fn key_values(text: &str) -> Result<HashMap<&str, u64>, LineError> {
         };
         // Non-numeric fields (Name, State, masks lists) are not used.
         if let Ok(n) = num.parse::<u64>() {
-            m.insert(k.trim(), n * mult);
+            m.insert(k.trim(), n.saturating_mul(mult));
         } else if k.trim() == "Threads" {
             return Err(LineError::new(
                 i + 1,
@@ -338,14 +341,14 @@ struct Counters {
 
 impl Counters {
     fn add(&mut self, o: &Counters) {
-        self.utime_ticks += o.utime_ticks;
-        self.stime_ticks += o.stime_ticks;
-        self.read_bytes += o.read_bytes;
-        self.write_bytes += o.write_bytes;
-        self.majflt += o.majflt;
-        self.minflt += o.minflt;
-        self.voluntary += o.voluntary;
-        self.nonvoluntary += o.nonvoluntary;
+        self.utime_ticks = self.utime_ticks.saturating_add(o.utime_ticks);
+        self.stime_ticks = self.stime_ticks.saturating_add(o.stime_ticks);
+        self.read_bytes = self.read_bytes.saturating_add(o.read_bytes);
+        self.write_bytes = self.write_bytes.saturating_add(o.write_bytes);
+        self.majflt = self.majflt.saturating_add(o.majflt);
+        self.minflt = self.minflt.saturating_add(o.minflt);
+        self.voluntary = self.voluntary.saturating_add(o.voluntary);
+        self.nonvoluntary = self.nonvoluntary.saturating_add(o.nonvoluntary);
     }
 }
 
@@ -425,8 +428,12 @@ pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorEr
 }
 
 /// A file of a process that may vanish (or deny access) at any moment: None then.
+/// A procfs file's text (None: gone or unreadable). Bytes that are not UTF-8 (a comm or an
+/// argument in another encoding) are replaced, so such a process is still counted.
 fn read_opt(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
+    fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 impl ProcessGroups {
@@ -516,12 +523,12 @@ impl NodeCollector for ProcessGroups {
             let g = groups.entry(group).or_default();
             g.procs += 1;
             g.live.add(&p.counters);
-            g.threads += p.threads;
-            g.rss += p.rss;
-            g.vsize += p.vsize;
-            g.swap += p.swap;
-            g.pss += p.pss;
-            g.fds += p.fds;
+            g.threads = g.threads.saturating_add(p.threads);
+            g.rss = g.rss.saturating_add(p.rss);
+            g.vsize = g.vsize.saturating_add(p.vsize);
+            g.swap = g.swap.saturating_add(p.swap);
+            g.pss = g.pss.saturating_add(p.pss);
+            g.fds = g.fds.saturating_add(p.fds);
             if let Some(limit) = p.fd_limit.filter(|l| *l > 0) {
                 g.worst_fd_ratio = g.worst_fd_ratio.max(p.fds as f64 / limit as f64);
             }
@@ -728,6 +735,20 @@ mod tests {
         );
         let e = parse_stat("1 (x) S 1 2\n").unwrap_err();
         assert!(e.msg.contains("minflt"), "{e:?}");
+        let e = parse_stat("1 x) (y\n").unwrap_err();
+        assert!(e.msg.contains("before the first '('"), "{e:?}");
+    }
+
+    #[test]
+    fn non_utf8_procfs_text_is_read_with_replacement() {
+        let dir = std::env::temp_dir().join(format!("hostlens-pg-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cmdline");
+        std::fs::write(&p, b"/usr/bin/caf\xe9\0--name=\xff\0").unwrap();
+        let text = read_opt(&p).unwrap();
+        assert_eq!(text, "/usr/bin/caf\u{fffd}\0--name=\u{fffd}\0");
+        assert_eq!(read_opt(&dir.join("absent")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub fn parse(text: &str) -> Result<(f64, f64), LineError> {
                 format!("queue column {q:?} lacks ':'"),
             ));
         };
-        tx += parse_hex(t, i + 1, "tx_queue")?;
-        rx += parse_hex(r, i + 1, "rx_queue")?;
+        // Wrapping, as node_exporter's uint64 sums (only a forged table can get there).
+        tx = tx.wrapping_add(parse_hex(t, i + 1, "tx_queue")?);
+        rx = rx.wrapping_add(parse_hex(r, i + 1, "rx_queue")?);
     }
     Ok((tx as f64, rx as f64))
 }

@@ -114,11 +114,11 @@ pub fn gather(registry: &Registry) -> Result<Vec<pb::MetricFamily>, fmt::Error> 
 /// plus the other's series it lacks when TYPE and HELP agree; anything else is dropped with
 /// a warning, never written twice.
 pub fn merge_duplicate_families(families: Vec<pb::MetricFamily>) -> Vec<pb::MetricFamily> {
-    fn key(m: &pb::Metric) -> Vec<(&str, &str)> {
-        let mut k: Vec<(&str, &str)> = m
+    fn key(m: &pb::Metric) -> Vec<(String, String)> {
+        let mut k: Vec<(String, String)> = m
             .label
             .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .map(|l| (l.name.clone(), l.value.clone()))
             .collect();
         k.sort_unstable();
         k
@@ -136,12 +136,19 @@ pub fn merge_duplicate_families(families: Vec<pb::MetricFamily>) -> Vec<pb::Metr
             tracing::warn!(family = %f.name, "family produced twice with another TYPE or HELP; the second one is dropped");
             continue;
         }
+        // One hash set per merge: linear in the series, however many there are.
+        let mut seen: std::collections::HashSet<Vec<(String, String)>> =
+            first.metric.iter().map(key).collect();
+        let mut dropped = 0usize;
         for m in f.metric {
-            if first.metric.iter().any(|e| key(e) == key(&m)) {
-                tracing::warn!(family = %f.name, "series produced twice; the second one is dropped");
-            } else {
+            if seen.insert(key(&m)) {
                 first.metric.push(m);
+            } else {
+                dropped += 1;
             }
+        }
+        if dropped > 0 {
+            tracing::warn!(family = %f.name, dropped, "series produced twice; the second ones are dropped");
         }
     }
     out

@@ -90,12 +90,15 @@ fn err<T>(line: usize, msg: impl Into<String>) -> Result<T, ParseError> {
 pub struct Limits {
     /// Samples in the whole input; one more is an error.
     pub max_samples: usize,
+    /// Labels of one sample; one more is an error (also bounds the duplicate-name check).
+    pub max_labels: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_samples: 100_000,
+            max_labels: 128,
         }
     }
 }
@@ -130,7 +133,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<Vec<MetricFamily>, ParseError
                 format!("more than {} samples (limit)", limits.max_samples),
             );
         }
-        let sample = sample_line(l, line)?;
+        let sample = sample_line(l, line, limits.max_labels)?;
         let idx = family_of(&sample.name, &index, &families);
         let idx = match idx {
             Some(i) => i,
@@ -334,7 +337,7 @@ pub fn parse_value(s: &str) -> Option<f64> {
     s.parse::<f64>().ok()
 }
 
-fn sample_line(l: &str, line: usize) -> Result<Sample, ParseError> {
+fn sample_line(l: &str, line: usize, max_labels: usize) -> Result<Sample, ParseError> {
     let name_end = l
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(l.len());
@@ -346,7 +349,7 @@ fn sample_line(l: &str, line: usize) -> Result<Sample, ParseError> {
     let mut rest = l[name_end..].trim_start_matches([' ', '\t']);
     let mut labels: Vec<(String, String)> = Vec::new();
     if let Some(after) = rest.strip_prefix('{') {
-        rest = parse_labels(after, line, &mut labels)?;
+        rest = parse_labels(after, line, max_labels, &mut labels)?;
     }
     let rest = rest.trim_start_matches([' ', '\t']);
     let (value_tok, rest) = split_token(rest);
@@ -383,12 +386,16 @@ fn sample_line(l: &str, line: usize) -> Result<Sample, ParseError> {
 fn parse_labels<'a>(
     mut s: &'a str,
     line: usize,
+    max_labels: usize,
     labels: &mut Vec<(String, String)>,
 ) -> Result<&'a str, ParseError> {
     loop {
         s = s.trim_start_matches([' ', '\t']);
         if let Some(after) = s.strip_prefix('}') {
             return Ok(after);
+        }
+        if labels.len() >= max_labels {
+            return err(line, format!("more than {max_labels} labels (limit)"));
         }
         let end = s
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -524,8 +531,23 @@ mod tests {
 
     #[test]
     fn sample_limit_is_enforced() {
-        let e = parse("a 1\nb 2\nc 3\n", Limits { max_samples: 2 }).unwrap_err();
+        let e = parse(
+            "a 1\nb 2\nc 3\n",
+            Limits {
+                max_samples: 2,
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.msg.contains("limit"), "{e}");
+        let few = Limits {
+            max_labels: 2,
+            ..Limits::default()
+        };
+        assert!(parse("a{x=\"1\",y=\"2\"} 1\n", few).is_ok());
+        let e = parse("a 1\na{x=\"1\",y=\"2\",z=\"3\"} 1\n", few).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.msg.contains("more than 2 labels"), "{e}");
     }
 }

@@ -79,7 +79,13 @@ proptest! {
 
     #[test]
     fn textparse_never_panics_and_stays_bounded(s in text()) {
-        match textparse::parse(&s, Limits { max_samples: 50 }) {
+        match textparse::parse(
+            &s,
+            Limits {
+                max_samples: 50,
+                ..Limits::default()
+            },
+        ) {
             Ok(fams) => {
                 let n: usize = fams.iter().map(|f| f.samples.len()).sum();
                 prop_assert!(n <= 50);

@@ -523,3 +523,73 @@ fn live_machine_matches_node_exporter() {
         "this machine has network devices"
     );
 }
+
+/// Textfiles built to exhaust the agent: one whose series would each be padded with 20,000
+/// label names (4·10⁸ pairs: gigabytes), one sample with 200 labels, and three valid files
+/// that together pass the per-scrape label-pair budget. The first two are skipped as parse
+/// errors naming the limit, the third valid file is skipped for the budget; the others are
+/// exported, the scrape answers, and the agent's memory stays bounded.
+#[test]
+fn textfile_bombs_are_skipped_and_memory_stays_bounded() {
+    let dir = tempdir("tfbomb");
+    let explode: String = (0..20_000)
+        .map(|i| format!("m{{l{i}=\"x\"}} 1\n"))
+        .collect();
+    std::fs::write(dir.join("a_explode.prom"), explode).unwrap();
+    let wide: Vec<String> = (0..200).map(|i| format!("l{i}=\"x\"")).collect();
+    std::fs::write(
+        dir.join("b_wide.prom"),
+        format!("wide{{{}}} 1\n", wide.join(",")),
+    )
+    .unwrap();
+    // 40,000 samples × 5 label names = 200,000 pairs per file; the third passes the scrape's
+    // 500,000.
+    for (file, family) in [
+        ("c_ok.prom", "ok_c"),
+        ("d_ok.prom", "ok_d"),
+        ("e_ok.prom", "ok_e"),
+    ] {
+        let text: String = (0..40_000)
+            .map(|i| format!("{family}{{a=\"1\",b=\"1\",c=\"1\",d=\"1\",i=\"{i}\"}} 1\n"))
+            .collect();
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let agent = Agent::start(&[
+        "--collector.disable-defaults",
+        "--collector.textfile",
+        "--collector.textfile.directory",
+        dir.to_str().unwrap(),
+        "--probe.disable-defaults",
+    ]);
+    let e = agent.scrape();
+    assert_eq!(e.get("node_textfile_scrape_error"), Some(1.0));
+    let count = |family: &str| {
+        e.samples
+            .keys()
+            .filter(|k| k.starts_with(&format!("{family}{{")))
+            .count()
+    };
+    assert_eq!(count("m"), 0, "the padding bomb is skipped");
+    assert_eq!(count("wide"), 0, "the 200-label sample's file is skipped");
+    assert_eq!(count("ok_c"), 40_000);
+    assert_eq!(count("ok_d"), 40_000);
+    assert_eq!(count("ok_e"), 0, "past the per-scrape budget");
+    let log = agent.log();
+    for (file, why) in [
+        ("a_explode.prom", "label pairs"),
+        ("b_wide.prom", "more than 128 labels"),
+        ("e_ok.prom", "limit"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(file) && l.contains(why)),
+            "no error naming {file} and {why:?}:\n{log}"
+        );
+    }
+    let rss = e.get("process_resident_memory_bytes").unwrap();
+    eprintln!(
+        "textfile bombs: agent RSS {:.0} MiB after the scrape",
+        rss / 1048576.0
+    );
+    assert!(rss < 300.0 * 1024.0 * 1024.0, "RSS {rss}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

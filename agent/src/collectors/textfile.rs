@@ -11,8 +11,11 @@
 //! the scrape. Labels missing from some series of a family are filled with "" as
 //! node_exporter does.
 //!
-//! Bounded: at most [`MAX_FILE_BYTES`] bytes and [`MAX_SAMPLES_PER_FILE`] samples per file
-//! (more is a parse error for that file), [`MAX_GLOB_DIRS`] directories.
+//! Bounded: at most [`MAX_FILE_BYTES`] bytes, [`MAX_SAMPLES_PER_FILE`] samples,
+//! [`MAX_LABELS_PER_SAMPLE`] labels per sample and [`MAX_LABEL_PAIRS_PER_FILE`] label pairs
+//! (after the filling above) per file — more is a parse error for that file —,
+//! [`MAX_LABEL_PAIRS_PER_SCRAPE`] over all files (later files are skipped) and
+//! [`MAX_GLOB_DIRS`] directories.
 //!
 //! Known difference: prometheus-client (our encoder) has no summary type and always writes
 //! counters with a `_total` suffix, so a summary from a file is exported as untyped series
@@ -37,6 +40,15 @@ use crate::{
 pub const MAX_FILE_BYTES: u64 = 8 << 20;
 pub const MAX_SAMPLES_PER_FILE: usize = 100_000;
 pub const MAX_GLOB_DIRS: usize = 256;
+/// Labels of one sample.
+pub const MAX_LABELS_PER_SAMPLE: usize = 128;
+/// Label pairs of one file once every series carries its family's union of label names (what
+/// the merged families hold in memory): samples × distinct label names, summed over families.
+pub const MAX_LABEL_PAIRS_PER_FILE: usize = 500_000;
+/// Label pairs of all files of one scrape; the files beyond it are skipped. A pair costs a
+/// few hundred bytes at the scrape's peak (parsed, merged, encoded), so this bounds the
+/// textfile collector to a few hundred MB whatever the directory holds.
+pub const MAX_LABEL_PAIRS_PER_SCRAPE: usize = 500_000;
 
 const OWN_FAMILIES: [&str; 2] = ["node_textfile_mtime_seconds", "node_textfile_scrape_error"];
 
@@ -92,8 +104,24 @@ pub fn parse_file(text: &str) -> Result<Vec<MetricFamily>, ParseError> {
         text,
         Limits {
             max_samples: MAX_SAMPLES_PER_FILE,
+            max_labels: MAX_LABELS_PER_SAMPLE,
         },
     )?;
+    let mut pairs = 0usize;
+    for f in &families {
+        pairs = pairs.saturating_add(label_pairs(f));
+        if pairs > MAX_LABEL_PAIRS_PER_FILE {
+            return Err(ParseError {
+                line: f.samples.last().map_or(0, |s| s.line),
+                msg: format!(
+                    "family {}: more than {MAX_LABEL_PAIRS_PER_FILE} label pairs in the file \
+                     once each series has its family's {} label names (limit)",
+                    f.name,
+                    label_names(f).len()
+                ),
+            });
+        }
+    }
     for f in &families {
         if let Some(s) = f.samples.iter().find(|s| s.timestamp_ms.is_some()) {
             return Err(ParseError {
@@ -103,6 +131,19 @@ pub fn parse_file(text: &str) -> Result<Vec<MetricFamily>, ParseError> {
         }
     }
     Ok(families)
+}
+
+/// The distinct label names of a family's samples.
+fn label_names(f: &MetricFamily) -> HashSet<&str> {
+    f.samples
+        .iter()
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k.as_str()))
+        .collect()
+}
+
+/// Label pairs the family holds once every sample carries all its label names.
+fn label_pairs(f: &MetricFamily) -> usize {
+    f.samples.len().saturating_mul(label_names(f).len().max(1))
 }
 
 /// Turns one file's family into series: histogram and summary parts grouped per label set,
@@ -125,6 +166,7 @@ fn convert(f: &MetricFamily) -> Vec<Series> {
                 "quantile"
             };
             let mut groups: Vec<(Vec<(String, String)>, Value)> = Vec::new();
+            let mut group_of: HashMap<Vec<(String, String)>, usize> = HashMap::new();
             for s in &f.samples {
                 let mut key: Vec<(String, String)> = s
                     .labels
@@ -133,8 +175,8 @@ fn convert(f: &MetricFamily) -> Vec<Series> {
                     .cloned()
                     .collect();
                 key.sort();
-                let i = match groups.iter().position(|(k, _)| *k == key) {
-                    Some(i) => i,
+                let i = match group_of.get(&key) {
+                    Some(&i) => i,
                     None => {
                         let empty = if f.kind == MetricType::Histogram {
                             Value::Histogram {
@@ -149,6 +191,7 @@ fn convert(f: &MetricFamily) -> Vec<Series> {
                                 quantiles: Vec::new(),
                             }
                         };
+                        group_of.insert(key.clone(), groups.len());
                         groups.push((key, empty));
                         groups.len() - 1
                     }
@@ -471,6 +514,7 @@ impl NodeCollector for Textfile {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut errored = false;
         let mut files = Vec::new();
+        let mut pairs = 0usize;
         let mut mtimes: Vec<(String, f64)> = Vec::new();
         for dir in expand(&self.pattern) {
             let entries = match fs::read_dir(&dir) {
@@ -493,7 +537,18 @@ impl NodeCollector for Textfile {
                 let path = dir.join(&name);
                 let shown = path.display().to_string();
                 match read_one(&path) {
+                    Ok((_, families))
+                        if pairs.saturating_add(families.iter().map(label_pairs).sum())
+                            > MAX_LABEL_PAIRS_PER_SCRAPE =>
+                    {
+                        errored = true;
+                        tracing::error!(collector = "textfile", file = %shown,
+                            "the files before it already hold {pairs} label pairs; with this \
+                             one the scrape would pass {MAX_LABEL_PAIRS_PER_SCRAPE} (limit), \
+                             file skipped");
+                    }
                     Ok((mtime, families)) => {
+                        pairs += families.iter().map(label_pairs).sum::<usize>();
                         mtimes.push((shown.clone(), mtime));
                         files.push((shown, families));
                     }

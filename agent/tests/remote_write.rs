@@ -1044,6 +1044,14 @@ fn full_disk_queue_drops_oldest_counts_and_memory_stays_flat() {
     );
     assert!(d2 > d1, "still dropping while full: {d1} -> {d2}");
     assert!(bytes <= 65536.0 && bytes > 30000.0, "queue bytes {bytes}");
+    let max = metric(
+        &agent,
+        "hostlens_remote_write_queue_max_bytes{endpoint=\"test\"}",
+    );
+    assert_eq!(
+        max, 65536.0,
+        "queue bound gauge against queue_max_size: 64KiB"
+    );
     let on_disk: u64 = std::fs::read_dir(dir.join("queue/test"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -1405,6 +1413,72 @@ fn bad_answers_are_logged_counted_and_retried_without_loss() {
     // The huge body was not logged whole.
     assert!(log.len() < 64 * 1024, "log is {} bytes", log.len());
     assert_order(&rx.accepted());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A receiver answering 503 with `Retry-After: 0`, or with a date in the past, asks for a
+/// retry "now": the sender falls back to its backoff (50 ms .. 500 ms here) instead of
+/// hammering the receiver, and the refused batches are delivered once it accepts.
+#[test]
+fn retry_after_zero_or_past_uses_the_backoff() {
+    let refuse_for = Duration::from_secs(3);
+    let started = Instant::now();
+    let rx = Receiver::start(
+        free_port(),
+        Mode::Normal,
+        Box::new(move |i, _| {
+            if started.elapsed() >= refuse_for {
+                return (204, vec![], vec![]);
+            }
+            let when = if i % 2 == 0 {
+                "0"
+            } else {
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            };
+            (
+                503,
+                vec![("Retry-After".to_string(), when.to_string())],
+                b"busy".to_vec(),
+            )
+        }),
+    );
+    let dir = tempdir("retry0");
+    let agent = start_agent(&write_config(&dir, &rx.url(), "", ""));
+    wait_until(
+        "accepted after the refusals",
+        Duration::from_secs(30),
+        || rx.got().iter().filter(|g| g.status == 204).count() >= 3,
+    );
+    let stats = scrape(&agent);
+    drop(agent);
+    let got = rx.got();
+    let refused: Vec<&Got> = got.iter().filter(|g| g.status == 503).collect();
+    // Backoff from 50 ms doubling to 500 ms (each wait jittered between half and all of it)
+    // allows about a dozen requests in 3 s; a busy loop would send thousands.
+    assert!(
+        (3..=30).contains(&refused.len()),
+        "{} refused requests in {refuse_for:?}",
+        refused.len()
+    );
+    for w in refused.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_millis(20), "retry after {gap:?}");
+    }
+    let dropped = stats[&parse_series(
+        "hostlens_remote_write_samples_total{endpoint=\"test\",outcome=\"dropped\"}",
+    )];
+    assert_eq!(dropped, 0.0);
+    let acc = rx.accepted();
+    for s in &refused[0].series {
+        let t = s.samples[0].timestamp;
+        assert!(
+            acc.get(&to_labels(&s.labels))
+                .is_some_and(|v| v.iter().any(|(ts, _)| *ts == t)),
+            "a refused sample was not delivered later: {:?} @ {t}",
+            to_labels(&s.labels)
+        );
+    }
+    assert_order(&acc);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

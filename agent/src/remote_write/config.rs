@@ -445,10 +445,19 @@ impl RemoteWriteConfig {
             return err("tls_config", "cert_file and key_file go together".into());
         }
         let q = &self.queue_config;
-        if q.max_samples_per_send == 0 {
+        if q.max_samples_per_send == 0 || q.max_samples_per_send > MAX_SAMPLES_PER_SEND {
             return err(
                 "queue_config.max_samples_per_send",
-                "must be greater than 0".into(),
+                format!(
+                    "{} is out of range: 1 to {MAX_SAMPLES_PER_SEND}",
+                    q.max_samples_per_send
+                ),
+            );
+        }
+        if q.min_shards > MAX_SHARDS {
+            return err(
+                "queue_config.min_shards",
+                format!("{} is out of range: 1 to {MAX_SHARDS}", q.min_shards),
             );
         }
         if q.min_backoff.0 > q.max_backoff.0 {
@@ -460,6 +469,11 @@ impl RemoteWriteConfig {
         Ok(())
     }
 }
+
+/// Bounds of `queue_config`: what one request and one window of parallel requests may hold
+/// (a window is `min_shards × max_samples_per_send` samples in memory at once).
+pub const MAX_SAMPLES_PER_SEND: usize = 1_000_000;
+pub const MAX_SHARDS: usize = 256;
 
 /// Headers the protocol sets; `headers:` may not override them (Prometheus rejects them too).
 pub const PROTOCOL_HEADERS: &[&str] = &[

@@ -668,12 +668,14 @@ async fn send_batch(
             }
         }
         ep.stats.retried.fetch_add(n, Ordering::Relaxed);
+        // A Retry-After of 0 (or a date already past) falls back to the backoff, as in
+        // Prometheus: a receiver answering "now" every time must not make a busy loop.
         let wait = match retry_after {
-            Some(d) => {
+            Some(d) if !d.is_zero() => {
                 backoff.step();
                 d.min(MAX_RETRY_AFTER)
             }
-            None => backoff.step(),
+            _ => backoff.step(),
         };
         ep.stats
             .backoff_ms
@@ -804,7 +806,7 @@ impl Collector for RemoteWriteMetrics {
             (
                 "hostlens_remote_write_queue_max_bytes",
                 "Configured bound of the disk queue (remote_write_options.queue_max_size).",
-                |_| 0.0,
+                |e| e.stats.queue_max.load(Ordering::Relaxed) as f64,
             ),
             (
                 "hostlens_remote_write_last_send_timestamp_seconds",

@@ -80,34 +80,16 @@ pub fn command() -> Command {
             "REGEX",
             "Regexp of net devices to ignore for netclass collector [default: ^$]",
         ))
-        .arg(
-            Arg::new("collector.netclass.ignore-invalid-speed")
-                .long("collector.netclass.ignore-invalid-speed")
-                .action(ArgAction::SetTrue)
-                .help("Ignore devices where the speed is invalid. This will be the default behavior in 2.x"),
-        )
         .arg(setting_arg(
             "collector.powersupply.ignored-supplies",
             "REGEX",
             "Regexp of power supplies to ignore for powersupplyclass collector [default: ^$]",
         ))
-        .arg(
-            Arg::new("collector.bcache.priorityStats")
-                .long("collector.bcache.priorityStats")
-                .action(ArgAction::SetTrue)
-                .help("Expose expensive priority stats."),
-        )
         .arg(setting_arg(
             "collector.ipvs.backend-labels",
             "LABELS",
             "Comma separated list for IPVS backend stats labels [default: local_address,local_port,remote_address,remote_port,proto,local_mark]",
         ))
-        .arg(
-            Arg::new("collector.rapl.enable-zone-label")
-                .long("collector.rapl.enable-zone-label")
-                .action(ArgAction::SetTrue)
-                .help("One node_rapl_joules_total family with a rapl_zone label instead of one family per zone"),
-        )
         .arg(setting_arg(
             "collector.tapestats.ignored-devices",
             "REGEX",
@@ -122,6 +104,21 @@ pub fn command() -> Command {
     for (name, help) in SETTING_FLAGS {
         cmd = cmd.arg(Arg::new(*name).long(*name).value_name("VALUE").help(*help));
     }
+    cmd = bool_setting_args(
+        cmd,
+        "collector.netclass.ignore-invalid-speed",
+        "Ignore devices where the speed is invalid. This will be the default behavior in 2.x",
+    );
+    cmd = bool_setting_args(
+        cmd,
+        "collector.bcache.priorityStats",
+        "Expose expensive priority stats.",
+    );
+    cmd = bool_setting_args(
+        cmd,
+        "collector.rapl.enable-zone-label",
+        "One node_rapl_joules_total family with a rapl_zone label instead of one family per zone",
+    );
     cmd = toggle_args(cmd, "collector", "cpu.guest", "enabled");
     cmd = toggle_args(cmd, "collector", "cpu.info", "disabled");
     cmd = toggle_args(cmd, "collector", "stat.softirq", "disabled");
@@ -156,11 +153,11 @@ pub fn command() -> Command {
 const SETTING_FLAGS: &[(&str, &str)] = &[
     (
         "collector.arp.device-include",
-        "Regexp of arp devices to include (mutually exclusive to device-exclude)",
+        "Regexp of arp devices to include (with device-exclude set too, both apply)",
     ),
     (
         "collector.arp.device-exclude",
-        "Regexp of arp devices to exclude (mutually exclusive to device-include)",
+        "Regexp of arp devices to exclude (with device-include set too, both apply)",
     ),
     (
         "collector.cpu.info.flags-include",
@@ -253,6 +250,26 @@ fn toggle_args(cmd: Command, kind: &str, name: &str, default: &str) -> Command {
             .action(ArgAction::SetTrue)
             .overrides_with(on)
             .help(format!("Disable the {name} {kind}")),
+    )
+}
+
+/// A boolean setting `--NAME` with its negation `--no-NAME` (kingpin's form, so a `true` in the
+/// config file can be turned off from the command line).
+fn bool_setting_args(cmd: Command, name: &str, help: &str) -> Command {
+    let off = format!("no-{name}");
+    cmd.arg(
+        Arg::new(name.to_string())
+            .long(name.to_string())
+            .action(ArgAction::SetTrue)
+            .overrides_with(off.clone())
+            .help(help.to_string()),
+    )
+    .arg(
+        Arg::new(off.clone())
+            .long(off)
+            .action(ArgAction::SetTrue)
+            .overrides_with(name.to_string())
+            .help(format!("Negates --{name}")),
     )
 }
 
@@ -375,20 +392,20 @@ impl Flags {
         if let Some(v) = m.get_one::<String>("collector.netclass.ignored-devices") {
             settings.netclass.ignored_devices = v.clone();
         }
-        if m.get_flag("collector.netclass.ignore-invalid-speed") {
-            settings.netclass.ignore_invalid_speed = true;
+        if let Some(on) = toggle(m, "collector", "netclass.ignore-invalid-speed") {
+            settings.netclass.ignore_invalid_speed = on;
         }
         if let Some(v) = m.get_one::<String>("collector.powersupply.ignored-supplies") {
             settings.powersupplyclass.ignored_supplies = v.clone();
         }
-        if m.get_flag("collector.bcache.priorityStats") {
-            settings.bcache.priority_stats = true;
+        if let Some(on) = toggle(m, "collector", "bcache.priorityStats") {
+            settings.bcache.priority_stats = on;
         }
         if let Some(v) = m.get_one::<String>("collector.ipvs.backend-labels") {
             settings.ipvs.backend_labels = v.clone();
         }
-        if m.get_flag("collector.rapl.enable-zone-label") {
-            settings.rapl.enable_zone_label = true;
+        if let Some(on) = toggle(m, "collector", "rapl.enable-zone-label") {
+            settings.rapl.enable_zone_label = on;
         }
         if let Some(v) = m.get_one::<String>("collector.tapestats.ignored-devices") {
             settings.tapestats.ignored_devices = v.clone();
@@ -538,6 +555,42 @@ mod tests {
             cfg(&["--collector.ipvs.backend-labels", "proto,port"]),
             Err(CliExit::Usage(m)) if m.contains("port")
         ));
+    }
+
+    #[test]
+    fn negated_setting_flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("hostlens-cli-neg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hostlens.yaml");
+        std::fs::write(
+            &file,
+            "collector_settings:\n  netclass:\n    ignore_invalid_speed: true\n  bcache:\n    priority_stats: true\n  rapl:\n    enable_zone_label: true\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = cfg(&["--config.file", path]).unwrap().collector_settings;
+        assert!(s.netclass.ignore_invalid_speed && s.bcache.priority_stats);
+        assert!(s.rapl.enable_zone_label);
+        let s = cfg(&[
+            "--config.file",
+            path,
+            "--no-collector.netclass.ignore-invalid-speed",
+            "--no-collector.bcache.priorityStats",
+            "--no-collector.rapl.enable-zone-label",
+        ])
+        .unwrap()
+        .collector_settings;
+        assert!(!s.netclass.ignore_invalid_speed && !s.bcache.priority_stats);
+        assert!(!s.rapl.enable_zone_label);
+        // The last of a flag and its negation wins, as with kingpin.
+        let s = cfg(&[
+            "--no-collector.rapl.enable-zone-label",
+            "--collector.rapl.enable-zone-label",
+        ])
+        .unwrap()
+        .collector_settings;
+        assert!(s.rapl.enable_zone_label);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -756,11 +756,19 @@ impl Config {
                 return Err(invalid(key, format!("{re:?} is not a valid regexp: {e}")));
             }
         }
+        let netdev = &self.collector_settings.netdev;
+        if !netdev.device_include.is_empty() && !netdev.device_exclude.is_empty() {
+            // As node_exporter, which refuses to start with both.
+            return Err(invalid(
+                "collector_settings.netdev.device_include",
+                "device_include and device_exclude are mutually exclusive: set one".into(),
+            ));
+        }
         let t = self.collector_settings.filesystem.mount_timeout_seconds;
-        if !(t.is_finite() && t > 0.0) {
+        if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
             return Err(invalid(
                 "collector_settings.filesystem.mount_timeout_seconds",
-                format!("{t} must be a positive number of seconds"),
+                format!("{t} must be a positive number of seconds, at most 3600"),
             ));
         }
         let labels = &self.collector_settings.ipvs.backend_labels;
@@ -938,6 +946,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("web.telemetry_path"), "{m}");
+        for t in ["0", "-1", "1e20", ".nan"] {
+            let m = parse(&format!(
+                "collector_settings:\n  filesystem:\n    mount_timeout_seconds: {t}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                m.contains("collector_settings.filesystem.mount_timeout_seconds"),
+                "{t}: {m}"
+            );
+        }
     }
 
     #[test]
@@ -1013,6 +1032,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("device_exclud") && m.contains("line 3"), "{m}");
+        // netdev's include and exclude exclude each other (node_exporter refuses both too).
+        let m = parse(
+            "collector_settings:\n  netdev:\n    device_include: \"^eth\"\n    device_exclude: \"^lo$\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            m.contains("collector_settings.netdev.device_include") && m.contains("mutually"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1069,6 +1098,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("remote_timeot") && m.contains("line 3"), "{m}");
+        for (key, value) in [
+            ("min_shards", "1000000000"),
+            ("max_samples_per_send", "10000000000000000000"),
+            ("max_samples_per_send", "0"),
+        ] {
+            let m = parse(&format!(
+                "remote_write:\n  - url: http://a:1/w\n    queue_config:\n      {key}: {value}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                m.contains(&format!("remote_write[0].queue_config.{key}"))
+                    && m.contains("out of range"),
+                "{key}: {m}"
+            );
+        }
         let m = parse("remote_write:\n  - url: \"not a url\"\n")
             .unwrap_err()
             .to_string();

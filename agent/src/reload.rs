@@ -2,7 +2,8 @@
 //! touching the eBPF programs: the web config (TLS, basic auth) and the node collectors (set
 //! and paths). A new configuration that does not load is rejected as a whole with a log line,
 //! and the old one stays in force. Settings bound at start (listen address, telemetry path,
-//! scrape limit, log level, probe set) are kept, with a warning when the file changes them.
+//! scrape limit, log level, probe set and the probes' settings: `http`, `syscalls`, `tcp`,
+//! `process_names`) are kept, with a warning when the file changes them.
 use std::{
     fmt,
     sync::{Arc, RwLock},
@@ -82,6 +83,11 @@ pub fn apply(
         ),
         ("log.level", old.log.level != new.log.level),
         ("probes", old.probes != new.probes),
+        // The probes' settings size kernel maps and decoder tables when they attach.
+        ("http", old.http != new.http),
+        ("syscalls", old.syscalls != new.syscalls),
+        ("tcp", old.tcp != new.tcp),
+        ("process_names", old.process_names != new.process_names),
     ] {
         if changed {
             tracing::warn!(
@@ -105,5 +111,9 @@ pub fn apply(
     in_force.web.max_requests = old.web.max_requests;
     in_force.log.level = old.log.level;
     in_force.probes = old.probes.clone();
+    in_force.http = old.http.clone();
+    in_force.syscalls = old.syscalls.clone();
+    in_force.tcp = old.tcp.clone();
+    in_force.process_names = old.process_names.clone();
     Ok(in_force)
 }

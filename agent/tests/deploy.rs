@@ -568,27 +568,6 @@ fn promql_name_extraction() {
     );
 }
 
-/// Families of work merged in parallel with this branch (issues 3, 4, 6 and the HTTP probe):
-/// until then this branch's README does not document them. Once the README documents a family,
-/// the check below applies to it in full.
-const PENDING_MERGE: &[&str] = &[
-    "node_cpu_seconds_total",
-    "node_filesystem_avail_bytes",
-    "node_filesystem_size_bytes",
-    "http_server_request_duration_seconds",
-    "http_client_request_duration_seconds",
-    "syscall_errors_total",
-    "syscall_duration_seconds",
-    "tcp_connections_opened_total",
-    "tcp_connect_failures_total",
-    "tcp_retransmits_total",
-    "tcp_resets_total",
-    "tcp_rtt_seconds",
-    "hostlens_probe_events_lost_total",
-    "hostlens_remote_write_samples_total",
-    "hostlens_remote_write_requests_total",
-];
-
 /// Documented families that appear only with traffic or an enabled feature, so a freshly
 /// started agent does not serve them.
 const NEED_TRAFFIC_OR_FEATURE: &[(&str, &str)] = &[
@@ -608,10 +587,6 @@ const NEED_TRAFFIC_OR_FEATURE: &[(&str, &str)] = &[
     ("tcp_retransmits_total", "needs retransmissions"),
     ("tcp_resets_total", "needs resets"),
     ("tcp_rtt_seconds", "needs RTT samples"),
-    (
-        "hostlens_probe_events_lost_total",
-        "reported by ring-buffer probes only",
-    ),
     (
         "hostlens_remote_write_requests_total",
         "needs a remote-write endpoint configured",
@@ -701,20 +676,15 @@ fn dashboard_queries_use_documented_families_served_by_a_live_agent() {
     let agent = Agent::start(&[]);
     let served = agent.scrape();
     let mut report = BTreeSet::new();
-    let pending = |f: &str| PENDING_MERGE.contains(&f);
     for name in &names {
         if SYNTHETIC.contains(&name.as_str()) {
             continue;
         }
-        let family = family_of(name, |f| covers(&doc, f) || pending(f));
-        if !covers(&doc, &family) {
-            assert!(
-                pending(&family),
-                "the dashboard uses {name}, which README.md's metrics reference does not document"
-            );
-            report.insert(format!("{family}: pending merge of its branch"));
-            continue;
-        }
+        let family = family_of(name, |f| covers(&doc, f));
+        assert!(
+            covers(&doc, &family),
+            "the dashboard uses {name}, which README.md's metrics reference does not document"
+        );
         if let Some((_, why)) = NEED_TRAFFIC_OR_FEATURE.iter().find(|(f, _)| *f == family) {
             report.insert(format!("{family}: documented; not required live ({why})"));
             continue;
@@ -727,6 +697,12 @@ fn dashboard_queries_use_documented_families_served_by_a_live_agent() {
     eprintln!(
         "dashboard families not checked live:\n  {}",
         report.into_iter().collect::<Vec<_>>().join("\n  ")
+    );
+    // And the other way round: every family a default agent serves is in the reference.
+    let undocumented: Vec<&String> = served.types.keys().filter(|f| !covers(&doc, f)).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not in README.md's metrics reference: {undocumented:?}"
     );
     // The families every agent serves are really there (the check above is not vacuous).
     for f in [
@@ -793,8 +769,8 @@ fn daemonset_and_unit_command_lines_run_the_agent() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The alert and recording rules query only families the README documents (or that are
-/// pending the merge of their branch), and recorded series they define.
+/// The alert and recording rules query only families the README documents, and recorded
+/// series they define.
 #[test]
 fn rules_use_documented_families() {
     let doc = readme_families();
@@ -817,9 +793,9 @@ fn rules_use_documented_families() {
             if recorded.contains(&name) || SYNTHETIC.contains(&name.as_str()) {
                 continue;
             }
-            let family = family_of(&name, |f| covers(&doc, f) || PENDING_MERGE.contains(&f));
+            let family = family_of(&name, |f| covers(&doc, f));
             assert!(
-                covers(&doc, &family) || PENDING_MERGE.contains(&family.as_str()),
+                covers(&doc, &family),
                 "a rule uses {name}, which README.md's metrics reference does not document"
             );
             families.insert(family);

@@ -391,10 +391,11 @@ fn sighup_reloads_collectors_and_web_config_and_keeps_the_probes() {
     // 1. A new collector set and basic auth take effect.
     let hash = bcrypt::hash("s3cret", 4).unwrap();
     let web = dir.write("web.yml", &format!("basic_auth_users:\n  prom: '{hash}'\n"));
+    // A probe setting changes too: it is bound at start, so it is named as needing a restart.
     dir.write(
         "hostlens.yaml",
         &format!(
-            "web:\n  config_file: {}\ncollectors:\n  loadavg: false\n",
+            "web:\n  config_file: {}\ncollectors:\n  loadavg: false\nhttp:\n  capture_bytes: 512\n",
             s(&web)
         ),
     );
@@ -402,6 +403,14 @@ fn sighup_reloads_collectors_and_web_config_and_keeps_the_probes() {
     wait_for("the reload", &agent, || {
         agent.log().contains("configuration reloaded")
     });
+    assert!(
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("applies only after a restart") && l.contains("http")),
+        "{}",
+        agent.log()
+    );
     let auth = basic("prom", "s3cret");
     let scrape = || {
         let r = agent

@@ -512,7 +512,7 @@ impl Collector for ProbeMetrics {
         let mut out = Out::new(&mut encoder);
         let mut fam = out.family(
             "hostlens_probe_events_lost_total",
-            "Events an eBPF probe could not record because a bounded kernel map was full.",
+            "Events an eBPF probe could not record: a bounded kernel map or its ring buffer was full.",
             Kind::Counter,
         )?;
         for (name, probe) in &self.active {

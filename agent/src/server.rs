@@ -211,7 +211,16 @@ async fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    // bcrypt is slow on purpose: off the reactor.
+    if let Some(ok) = web.cached(header.as_deref()) {
+        return ok;
+    }
+    // bcrypt is slow on purpose: off the reactor, and one at a time, so that clients sending
+    // new credentials (a password-guessing flood) get one core at most; credentials seen
+    // before are answered above without waiting here.
+    static BCRYPT: Semaphore = Semaphore::const_new(1);
+    let Ok(_turn) = BCRYPT.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || web.authorized(header.as_deref()))
         .await
         .unwrap_or(false)

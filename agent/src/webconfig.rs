@@ -80,6 +80,9 @@ pub struct WebSecurity {
     /// `Authorization` header values already verified against the current users: bcrypt is
     /// deliberately slow, so a scraper's repeated credentials are checked once. Bounded.
     verified: Mutex<HashSet<String>>,
+    /// Values already refused, kept apart so that a flood of wrong ones never pushes a
+    /// scraper's good credentials out of `verified`. Bounded.
+    refused: Mutex<HashSet<String>>,
 }
 
 const MAX_VERIFIED: usize = 256;
@@ -98,21 +101,35 @@ impl WebSecurity {
         !self.users.is_empty()
     }
 
+    /// The answer for `header` when it needs no bcrypt: no users, no header, or a value
+    /// checked before. None: [`WebSecurity::authorized`] must run bcrypt.
+    pub fn cached(&self, header: Option<&str>) -> Option<bool> {
+        if self.users.is_empty() {
+            return Some(true);
+        }
+        let Some(header) = header else {
+            return Some(false);
+        };
+        if parse_basic(header).is_none() {
+            return Some(false);
+        }
+        let seen = |set: &Mutex<HashSet<String>>| set.lock().is_ok_and(|v| v.contains(header));
+        if seen(&self.verified) {
+            Some(true)
+        } else if seen(&self.refused) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Whether the `Authorization` header value grants access. Slow (bcrypt) on first sight of
     /// a value: call it off the async reactor.
     pub fn authorized(&self, header: Option<&str>) -> bool {
-        if self.users.is_empty() {
-            return true;
+        if let Some(ok) = self.cached(header) {
+            return ok;
         }
         let Some(header) = header else { return false };
-        if self
-            .verified
-            .lock()
-            .map(|v| v.contains(header))
-            .unwrap_or(false)
-        {
-            return true;
-        }
         let Some((user, pass)) = parse_basic(header) else {
             return false;
         };
@@ -126,7 +143,8 @@ impl WebSecurity {
                 false
             }
         };
-        if ok && let Ok(mut v) = self.verified.lock() {
+        let set = if ok { &self.verified } else { &self.refused };
+        if let Ok(mut v) = set.lock() {
             if v.len() >= MAX_VERIFIED {
                 v.clear();
             }
@@ -208,6 +226,7 @@ pub fn parse(text: &str, path: &Path) -> Result<WebSecurity, WebConfigError> {
         tls,
         users,
         verified: Mutex::new(HashSet::new()),
+        refused: Mutex::new(HashSet::new()),
     })
 }
 
@@ -402,9 +421,14 @@ mod tests {
         assert!(w.auth_required());
         assert!(!w.authorized(None));
         assert!(w.authorized(Some(&basic("alice", "s3cret"))));
-        // Second time from the cache, same answer.
+        // Second time from the cache, same answer; a wrong password is remembered too.
+        assert_eq!(w.cached(Some(&basic("alice", "s3cret"))), Some(true));
         assert!(w.authorized(Some(&basic("alice", "s3cret"))));
+        assert_eq!(w.cached(Some(&basic("alice", "wrong"))), None);
         assert!(!w.authorized(Some(&basic("alice", "wrong"))));
+        assert_eq!(w.cached(Some(&basic("alice", "wrong"))), Some(false));
+        assert_eq!(w.cached(Some("Basic !!!")), Some(false));
+        assert_eq!(w.cached(None), Some(false));
         assert!(!w.authorized(Some(&basic("bob", "s3cret"))));
         assert!(!w.authorized(Some("Bearer abc")));
         assert!(!w.authorized(Some("Basic !!!")));

@@ -446,7 +446,7 @@ pub struct WebConfig {
     /// `host:port`, `:port` (all interfaces) or `[v6]:port`.
     pub listen_address: String,
     pub telemetry_path: String,
-    /// Concurrent `/metrics` scrapes served at once; further ones wait (node_exporter's
+    /// Concurrent `/metrics` scrapes served at once; further ones are answered 503 (node_exporter's
     /// `--web.max-requests`, default 40). 0 means no limit.
     pub max_requests: usize,
     /// node_exporter's `--web.config.file`: TLS and basic auth (see `webconfig.rs`).

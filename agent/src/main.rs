@@ -59,7 +59,9 @@ fn main() -> ExitCode {
         );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        // Every scrape may hold a blocking thread for as long as a collector is stuck:
+        // leave room beyond them for the remote-write gather, bcrypt and DNS.
+        .max_blocking_threads(cfg.web.max_requests.clamp(16, 1000) + 16)
         .enable_all()
         .build()
     {

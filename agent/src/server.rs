@@ -101,7 +101,10 @@ pub struct AppState {
     pub registry: OnceLock<Registry>,
     pub status: RwLock<Status>,
     pub ready: AtomicBool,
-    scrapes: Option<Semaphore>,
+    /// `web.max_requests` permits; a scrape holds one until its collection has finished,
+    /// also when its client went away meanwhile.
+    scrapes: Option<Arc<Semaphore>>,
+    max_requests: usize,
     /// TLS and basic auth in force (`--web.config.file`); replaced on SIGHUP.
     web: RwLock<Arc<WebSecurity>>,
 }
@@ -113,7 +116,8 @@ impl AppState {
             registry: OnceLock::new(),
             status: RwLock::new(Status::default()),
             ready: AtomicBool::new(false),
-            scrapes: (max_requests > 0).then(|| Semaphore::new(max_requests)),
+            scrapes: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+            max_requests,
             web: RwLock::new(Arc::new(WebSecurity::default())),
         }
     }
@@ -248,10 +252,23 @@ async fn metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Resp {
     if state.registry.get().is_none() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
     }
-    let _permit = match &state.scrapes {
-        Some(s) => match s.acquire().await {
+    // As node_exporter (promhttp's MaxRequestsInFlight): a scrape beyond the limit is answered
+    // 503 at once rather than queued behind collections that may be stuck.
+    let permit = match &state.scrapes {
+        Some(s) => match Arc::clone(s).try_acquire_owned() {
             Ok(p) => Some(p),
-            Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "Limit of concurrent requests reached ({}), try again later.\n",
+                        state.max_requests
+                    ),
+                );
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+            }
         },
         None => None,
     };
@@ -264,6 +281,9 @@ async fn metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Resp {
     let st = Arc::clone(state);
     // Collectors read procfs/sysfs and eBPF maps synchronously: keep that off the reactor.
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        // Held by the collection itself: a client that disconnects does not free its slot
+        // while the collectors still run.
+        let _permit = permit;
         let registry = st.registry.get().ok_or("not initialised")?;
         let body = crate::exposition::encode(registry, format).map_err(|e| e.to_string())?;
         if !gzip {
@@ -310,6 +330,116 @@ async fn metrics(state: &Arc<AppState>, req: &Request<Incoming>) -> Resp {
 
 /// Completes the TLS handshake (bounded in time). Plain HTTP sent to the TLS port gets a
 /// 400 in clear text, as Go's servers answer, and the connection is closed.
+/// Connections served at once (node_exporter has no such bound; Prometheus needs one per
+/// scraper).
+const MAX_CONNECTIONS: usize = 512;
+
+/// How long a response may wait for its client to take more bytes.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// A connection whose writes fail once the peer has taken nothing for [`WRITE_STALL`]: a client
+/// that asks and never reads would otherwise hold its response (and a connection slot)
+/// forever. Reads are untouched (hyper's header timeout covers a silent client).
+struct StallGuard<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S) -> Self {
+        Self::with_limit(inner, WRITE_STALL)
+    }
+
+    fn with_limit(inner: S, limit: Duration) -> Self {
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> StallGuard<S> {
+    /// Runs one write-side poll: progress clears the stall timer, Pending starts it (or
+    /// reports the timeout once it has run out).
+    fn guard<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(
+            std::pin::Pin<&mut S>,
+            &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::{future::Future as _, task::Poll};
+        match poll(std::pin::Pin::new(&mut self.inner), cx) {
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("client took no bytes of the response for {limit:?}"),
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.guard(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.guard(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.guard(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.guard(cx, |s, cx| s.poll_shutdown(cx))
+    }
+}
+
 async fn tls_handshake(
     stream: tokio::net::TcpStream,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
@@ -352,6 +482,8 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new());
     // A client that sends nothing does not hold a connection slot forever.
@@ -369,12 +501,24 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Beyond MAX_CONNECTIONS open at once, a new connection is closed at once
+                // (logged at 1, 2, 4, 8, ... refusals): file descriptors and memory stay
+                // bounded, and the collectors keep the descriptors they need.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(refused, limit = MAX_CONNECTIONS, "too many open connections: new ones are closed");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let st = Arc::clone(&state);
                 let svc = service_fn(move |req| handle(Arc::clone(&st), req));
                 let Some(tls) = state.web().tls.clone() else {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(TokioIo::new(StallGuard::new(stream)), svc);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
@@ -384,10 +528,11 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let Some(stream) = tls_handshake(stream, tls).await else {
                         return;
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(TokioIo::new(StallGuard::new(stream)), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -400,6 +545,46 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::debug!("in-flight requests finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(?grace, "in-flight requests still running at shutdown"),
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::StallGuard;
+
+    /// A peer that takes nothing: the write fails after the limit. A peer that keeps taking
+    /// bytes, however slowly, is never cut off.
+    #[tokio::test]
+    async fn stalled_writes_fail_and_slow_readers_do_not() {
+        let (a, _b) = tokio::io::duplex(16);
+        let mut w = StallGuard::with_limit(a, Duration::from_millis(200));
+        let t = Instant::now();
+        let e = w.write_all(&[7u8; 1024]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+
+        let (a, mut b) = tokio::io::duplex(16);
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 16];
+            while got < 1024 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                got += b.read(&mut buf).await.unwrap();
+            }
+            got
+        });
+        // 64 reads of 16 bytes, 20 ms apart: 1.3 s in all, far past the 200 ms limit.
+        let mut w = StallGuard::with_limit(a, Duration::from_millis(200));
+        w.write_all(&[7u8; 1024]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 1024);
     }
 }
 

@@ -618,3 +618,50 @@ fn collector_settings_from_flags_and_file_select_what_is_exported() {
     assert!(families("node_cpu_guest_seconds_total").is_empty());
     assert!(!families("node_cpu_seconds_total").is_empty());
 }
+
+/// At most 512 connections are served at once: with 512 idle ones open, the next is closed
+/// at once (a scrape too, by design), the log says so; when they close, scrapes work again.
+#[test]
+fn connections_beyond_the_limit_are_closed_and_logged() {
+    let agent = Agent::start(&["--collector.disable-defaults", "--collector.loadavg"]);
+    let open: Vec<std::net::TcpStream> = (0..512)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap())
+        .collect();
+    // The agent has accepted them all once a 513th is refused; retry while it catches up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut extra = std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        // Closed by the agent: end of stream (or a reset), not a timeout.
+        match extra.read(&mut b) {
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "the 513th connection was not closed: {other:?}"
+            ),
+        }
+    }
+    // The log line comes through the agent's stderr pipe, a moment after the close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent.log().contains("too many open connections") {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(open);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match agent.try_get("/metrics", &[]) {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "scrapes did not come back: {:?}",
+                other.map(|r| r.status)
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -5,7 +5,11 @@
 //! other mounts, and not try the stuck mount again on later scrapes.
 mod common;
 
-use std::time::Duration;
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
 
 use common::{Agent, bin, privileged};
 
@@ -90,6 +94,79 @@ fn hung_fuse_mount_does_not_hang_the_scrape() {
         1,
         "the stuck mount is statted once, then skipped while stuck:\n{log}"
     );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scrape whose collector is stuck (the textfile directory is the hung mount: reading it
+/// never returns) keeps its `--web.max-requests` slot after its client gave up, and a scrape
+/// beyond the limit is answered 503 at once, as node_exporter does, instead of queueing
+/// behind it; `/healthz` still answers.
+#[test]
+fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
+    if !privileged("scrape_beyond_max_requests_gets_503_while_one_is_stuck") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hostlens-hung503-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mnt_s = mnt.to_str().unwrap();
+    let wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "python3",
+        "-c",
+        MOUNT_AND_EXEC,
+        mnt_s,
+    ];
+    let agent = Agent::start_with(
+        &bin(),
+        &[
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            "--collector.textfile.directory",
+            mnt_s,
+            "--web.max-requests",
+            "1",
+            "--probe.disable-defaults",
+        ],
+        Some(&wrap),
+    );
+    // The first scrape hangs in the textfile collector; its client gives up after 2 s.
+    let mut stuck = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let r = stuck.read(&mut buf);
+    assert!(
+        r.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        "the scrape over the hung mount should hang, got {r:?}"
+    );
+    drop(stuck);
+    std::thread::sleep(Duration::from_millis(200));
+    for attempt in 1..=2 {
+        let t = Instant::now();
+        let r = agent.get("/metrics");
+        assert_eq!(r.status, 503, "attempt {attempt}: {}", r.text());
+        assert!(
+            r.text()
+                .contains("Limit of concurrent requests reached (1)"),
+            "{}",
+            r.text()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "answered at once");
+    }
+    assert_eq!(agent.get("/healthz").status, 200);
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -480,6 +480,8 @@ enum FileError {
     Io(std::io::Error),
     #[error("larger than {MAX_FILE_BYTES} bytes (limit)")]
     TooLarge,
+    #[error("not a regular file")]
+    NotAFile,
     #[error("not UTF-8 at line {0}")]
     Utf8(usize),
     #[error("text format parsing error in {0}")]
@@ -487,8 +489,18 @@ enum FileError {
 }
 
 fn read_one(path: &Path) -> Result<(f64, Vec<MetricFamily>), FileError> {
-    let mut f = fs::File::open(path).map_err(FileError::Io)?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking open: a FIFO named `x.prom` would otherwise wait for a writer forever;
+    // it, a directory or a device is then refused by its type.
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(FileError::Io)?;
     let meta = f.metadata().map_err(FileError::Io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotAFile);
+    }
     let mut buf = Vec::new();
     (&mut f)
         .take(MAX_FILE_BYTES + 1)
@@ -808,6 +820,20 @@ mod tests {
         assert!(
             e.contains(&format!("line {}", MAX_SAMPLES_PER_FILE + 1)) && e.contains("limit"),
             "{e}"
+        );
+        // A FIFO (no writer) and a directory with the suffix: refused at once, not waited on.
+        let fifo = dir.join("fifo.prom");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            read_one(&fifo).unwrap_err().to_string(),
+            "not a regular file"
+        );
+        fs::create_dir(dir.join("d.prom")).unwrap();
+        assert_eq!(
+            read_one(&dir.join("d.prom")).unwrap_err().to_string(),
+            "not a regular file"
         );
         let bin = dir.join("bin.prom");
         fs::write(&bin, b"a 1\nb\xff 2\n").unwrap();

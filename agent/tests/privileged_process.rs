@@ -296,6 +296,12 @@ fn start_probe_agent(cfg: &Path, probes: &[&str]) -> Agent {
             "probe {p}: {}",
             agent.log()
         );
+        assert_eq!(
+            e.get(&format!("hostlens_probe_scrape_success{{probe=\"{p}\"}}")),
+            Some(1.0),
+            "probe {p}: {}",
+            agent.log()
+        );
     }
     agent
 }

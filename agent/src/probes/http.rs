@@ -429,8 +429,54 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// Records handled per lock of the shared store.
 const BATCH: usize = 4096;
 
+/// Whether [`drain`] is running: scrapes report `hostlens_probe_scrape_success{probe="http"}`
+/// 0 once it has stopped (its series would no longer move).
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Clears [`DRAINING`] however [`drain`] ends, a panic included.
+struct Draining;
+
+impl Draining {
+    fn start() -> Draining {
+        DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+        Draining
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        DRAINING.store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!("http probe: the ring buffer is no longer drained; its metrics stop");
+    }
+}
+
+/// Handles up to [`BATCH`] records of `ring`; returns how many. A panic in the decoder (a
+/// bug met by some input) costs the connections' state, not the drain: it is logged, the
+/// decoder forgets every connection, and draining goes on.
+fn drain_batch(decoder: &mut Decoder, ring: &mut RingBuf<MapData>) -> usize {
+    let mut n = 0usize;
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decoder.batch(|handle| {
+            while n < BATCH {
+                let Some(item) = ring.next() else { break };
+                handle(&item);
+                n += 1;
+            }
+        });
+    }));
+    if run.is_err() {
+        tracing::error!(
+            records = n,
+            "http probe: the decoder panicked; every connection's state is dropped"
+        );
+        decoder.forget_connections();
+    }
+    n
+}
+
 /// Reads the ring buffer until the program is gone; sweeps idle state on a timer.
 async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
+    let _running = Draining::start();
     let mut sweep = tokio::time::interval(decoder.sweep_every());
     // The kernel wakes the agent only when the ring fills up; otherwise it drains on this tick.
     let mut tick = tokio::time::interval(DRAIN_EVERY);
@@ -438,15 +484,7 @@ async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let ring = fd.get_mut();
-                let mut n = 0usize;
-                decoder.batch(|handle| {
-                    while n < BATCH {
-                        let Some(item) = ring.next() else { break };
-                        handle(&item);
-                        n += 1;
-                    }
-                });
+                drain_batch(&mut decoder, fd.get_mut());
             }
             ready = fd.readable_mut() => {
                 let mut guard = match ready {
@@ -456,15 +494,7 @@ async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
                         return;
                     }
                 };
-                let ring = guard.get_inner_mut();
-                let mut n = 0usize;
-                decoder.batch(|handle| {
-                    while n < BATCH {
-                        let Some(item) = ring.next() else { break };
-                        handle(&item);
-                        n += 1;
-                    }
-                });
+                let n = drain_batch(&mut decoder, guard.get_inner_mut());
                 if n < BATCH {
                     guard.clear_ready();
                 } else {
@@ -812,6 +842,14 @@ impl Decoder {
         name
     }
 
+    /// Drops every connection's decoding state (after a decoder panic: what it held may be
+    /// inconsistent). Their waiting requests are not counted.
+    fn forget_connections(&mut self) {
+        self.conns.clear();
+        self.heap = 0;
+        self.out = Output::default();
+    }
+
     /// Keeps the connection table within `max_connections` by dropping the least recently
     /// active one.
     fn make_room(&mut self) {
@@ -1127,6 +1165,11 @@ impl ProbeCollector for HttpProbe {
              byte read.",
             &store.client,
         )?;
+        if !DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ProbeError::Stopped(
+                "the ring buffer is no longer drained (see the log)",
+            ));
+        }
         Ok(())
     }
 }
@@ -1582,6 +1625,10 @@ mod tests {
         assert_eq!(served, 10 - shed);
         assert_eq!(store.anomalies[&Anomaly::UnpairedResponse], shed);
         drop(store);
+        // What a decoder panic leads to: every connection forgotten, nothing held.
+        assert!(!d.conns.is_empty());
+        d.forget_connections();
+        assert!(d.conns.is_empty() && d.heap == 0);
         let _ = std::fs::remove_dir_all(&procfs);
     }
 

@@ -5,7 +5,11 @@
 //! loaded once; then each probe loads and attaches its own programs, so a program or object the
 //! kernel refuses fails only its probes
 //! (`hostlens_probe_attached{probe}=0`, reason on the status page and in the log).
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+};
 
 use aya::{Ebpf, EbpfLoader};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
@@ -146,6 +150,9 @@ pub enum ProbeError {
     },
     #[error("encoding metrics: {0}")]
     Encode(#[from] fmt::Error),
+    /// The probe's userspace side stopped after it attached.
+    #[error("stopped: {0}")]
+    Stopped(&'static str),
     /// The probe cannot attach with the map sizes its object was loaded with, but can after
     /// a new load (the sizes are asked of the probe again; it has recorded why).
     #[error("needs its eBPF object loaded again: {0}")]
@@ -515,11 +522,20 @@ impl Collector for ProbeMetrics {
             "Events an eBPF probe could not record: a bounded kernel map or its ring buffer was full.",
             Kind::Counter,
         )?;
+        let mut ok: Vec<(&'static str, bool)> = Vec::with_capacity(self.active.len());
         for (name, probe) in &self.active {
-            match probe.events_lost() {
-                Ok(n) => fam.sample(&[("probe", *name)], n as f64)?,
-                Err(e) => {
-                    tracing::warn!(probe = name, error = %error_chain(&e), "reading lost events failed")
+            match catch_unwind(AssertUnwindSafe(|| probe.events_lost())) {
+                Ok(Ok(n)) => {
+                    fam.sample(&[("probe", *name)], n as f64)?;
+                    ok.push((*name, true));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(probe = name, error = %error_chain(&e), "reading lost events failed");
+                    ok.push((*name, false));
+                }
+                Err(_) => {
+                    tracing::error!(probe = name, "reading lost events panicked");
+                    ok.push((*name, false));
                 }
             }
         }
@@ -533,14 +549,31 @@ impl Collector for ProbeMetrics {
             fam.sample(&[("probe", *name)], if *ok { 1.0 } else { 0.0 })?;
         }
         drop(fam);
-        for (name, probe) in &self.active {
-            match probe.collect(&mut out) {
-                Ok(()) => {}
-                Err(ProbeError::Encode(e)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(probe = name, error = %error_chain(&e), "reading probe maps failed")
+        // One probe failing (a map read error, a panic) costs only its own families.
+        for ((name, probe), (_, fine)) in self.active.iter().zip(ok.iter_mut()) {
+            match catch_unwind(AssertUnwindSafe(|| probe.collect(&mut out))) {
+                Ok(Ok(())) => {}
+                Ok(Err(ProbeError::Encode(e))) => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::warn!(probe = name, error = %error_chain(&e), "reading probe maps failed");
+                    *fine = false;
+                }
+                Err(_) => {
+                    tracing::error!(
+                        probe = name,
+                        "probe collection panicked; reported as failed"
+                    );
+                    *fine = false;
                 }
             }
+        }
+        let mut fam = out.family(
+            "hostlens_probe_scrape_success",
+            "Whether the probe's maps were read for this scrape (1) or not (0).",
+            Kind::Gauge,
+        )?;
+        for (name, fine) in &ok {
+            fam.sample(&[("probe", *name)], if *fine { 1.0 } else { 0.0 })?;
         }
         Ok(())
     }

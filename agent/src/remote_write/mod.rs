@@ -366,9 +366,9 @@ impl RemoteWrite {
                 source,
             })?;
             tracing::info!(endpoint = %ep.name, url = %sender.url, protobuf_message = ?ep.cfg.protobuf_message, interval = ?self.options.interval.0, "remote write started");
-            tasks.push(tokio::spawn(send_loop(
+            tasks.push(tokio::spawn(supervise(
                 Arc::clone(ep),
-                sender,
+                Arc::new(sender),
                 stop_rx.clone(),
             )));
         }
@@ -497,8 +497,27 @@ impl Backoff {
 /// Retry-After longer than this is not believed (a typo must not park the sender for days).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<bool>) {
-    let sender = Arc::new(sender);
+/// Runs an endpoint's sender until shutdown. Should the sender panic (a bug met by some
+/// batch), it is logged and started again a second later from the queue, which still holds
+/// the unacknowledged window: sending goes on instead of stopping silently until a restart.
+async fn supervise(ep: Arc<Endpoint>, sender: Arc<Sender>, stop: watch::Receiver<bool>) {
+    loop {
+        let run = tokio::spawn(send_loop(
+            Arc::clone(&ep),
+            Arc::clone(&sender),
+            stop.clone(),
+        ));
+        match run.await {
+            Err(e) if e.is_panic() && !*stop.borrow() => {
+                tracing::error!(endpoint = %ep.name, "remote write sender panicked; starting it again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Receiver<bool>) {
     let q_cfg = ep.cfg.queue_config.clone();
     // `min_shards` parallel requests per window, each with its own series (order kept).
     let shards = q_cfg.min_shards.max(1);
@@ -571,8 +590,12 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Sender, mut stop: watch::Receiver<
             }
             let mut all = Outcome::Done;
             while let Some(r) = set.join_next().await {
-                if !matches!(r, Ok(Outcome::Done)) {
-                    all = Outcome::Stopped;
+                match r {
+                    Ok(Outcome::Done) => {}
+                    // A shard's panic is the sender's: `supervise` starts it again (the
+                    // window is still queued), rather than it passing for a shutdown.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    _ => all = Outcome::Stopped,
                 }
             }
             all

@@ -131,8 +131,17 @@ impl DiskQueue {
         ids.sort_unstable();
         let mut segments = VecDeque::new();
         for id in ids {
-            let (bytes, samples) = scan_segment(&seg_path(dir, id))?;
-            segments.push_back(Segment { id, bytes, samples });
+            let path = seg_path(dir, id);
+            match scan_segment(&path) {
+                Ok((bytes, samples)) => segments.push_back(Segment { id, bytes, samples }),
+                // One unreadable segment must not keep the agent from starting: it is set
+                // aside (renamed *.bad) and the others are sent.
+                Err(e) => {
+                    let aside = path.with_extension("seg.bad");
+                    let renamed = fs::rename(&path, &aside);
+                    tracing::error!(segment = %path.display(), error = %e, set_aside = renamed.is_ok(), "remote write queue: unreadable segment left out; its samples are lost");
+                }
+            }
         }
         let next_id = segments.back().map_or(0, |s| s.id + 1);
         let mut q = DiskQueue {
@@ -383,7 +392,7 @@ impl DiskQueue {
         Ok(unsent)
     }
 
-    fn read_record(&mut self, seg: u64, off: u64) -> io::Result<(u64, Arc<RawRecord>)> {
+    fn read_record(&mut self, seg: u64, off: u64) -> Result<(u64, Arc<RawRecord>), RecordError> {
         if let Some((s, o, len, rec)) = &self.cache
             && *s == seg
             && *o == off
@@ -394,26 +403,26 @@ impl DiskQueue {
             self.reader = Some((seg, File::open(seg_path(&self.dir, seg))?));
         }
         let Some((_, f)) = self.reader.as_ref() else {
-            return Err(io::Error::other("no segment reader"));
+            return Err(io::Error::other("no segment reader").into());
         };
         let mut hdr = [0u8; HEADER as usize];
         f.read_exact_at(&mut hdr, off)?;
         let plen = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as u64;
         let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        let samples = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as u64;
         if plen > MAX_RECORD {
-            return Err(io::Error::other(format!(
-                "record length {plen} out of range"
-            )));
+            return Err(io::Error::other(format!("record length {plen} out of range")).into());
         }
+        let len = HEADER + plen;
+        let bad = |why: String| RecordError::Bad { len, samples, why };
         let mut payload = vec![0u8; plen as usize];
         f.read_exact_at(&mut payload, off + HEADER)?;
         if crc32fast::hash(&payload) != crc {
-            return Err(io::Error::other("record checksum mismatch"));
+            return Err(bad("record checksum mismatch".into()));
         }
-        let raw = codec::decompress(&payload).map_err(io::Error::other)?;
+        let raw = codec::decompress(&payload).map_err(|e| bad(e.to_string()))?;
         drop(payload);
-        let rec = Arc::new(RawRecord::parse(raw).map_err(io::Error::other)?);
-        let len = HEADER + plen;
+        let rec = Arc::new(RawRecord::parse(raw).map_err(|e| bad(e.to_string()))?);
         self.cache = Some((seg, off, len, Arc::clone(&rec)));
         Ok((len, rec))
     }
@@ -446,7 +455,27 @@ impl DiskQueue {
             }
             let (len, rec) = match self.read_record(c.seg, c.off) {
                 Ok(r) => r,
-                Err(e) => {
+                // One damaged record whose frame is intact: skip just it, its samples counted.
+                Err(RecordError::Bad {
+                    len,
+                    samples: n,
+                    why,
+                }) => {
+                    tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, samples = n, error = %why, "remote write queue: damaged record skipped");
+                    let n = n.min(seg.samples.saturating_sub(c.consumed));
+                    corrupt += n;
+                    c.consumed += n;
+                    c.off += len;
+                    c.skip = 0;
+                    if samples == 0 {
+                        self.cursor = c;
+                        self.write_cursor()?;
+                    }
+                    continue;
+                }
+                // Out of descriptors or memory: nothing is wrong with the data; try later.
+                Err(RecordError::Io(e)) if transient(&e) => return Err(e),
+                Err(RecordError::Io(e)) => {
                     tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, error = %e, "remote write queue: unreadable record, skipping the rest of the segment");
                     corrupt += seg.samples.saturating_sub(c.consumed);
                     c.consumed = seg.samples;
@@ -712,7 +741,37 @@ impl<'m> RecordWriter<'m> {
     }
 }
 
-/// Reads a segment's records; cuts a torn or corrupt tail. Returns (bytes, samples).
+/// Why a record could not be read.
+#[derive(Debug)]
+enum RecordError {
+    /// Reading the segment failed.
+    Io(io::Error),
+    /// The record's frame (`len` bytes, `samples` samples) is intact but its payload is not
+    /// (checksum, compression or encoding).
+    Bad { len: u64, samples: u64, why: String },
+}
+
+impl From<io::Error> for RecordError {
+    fn from(e: io::Error) -> Self {
+        RecordError::Io(e)
+    }
+}
+
+/// Errors that say nothing about the data: retried later instead of skipping it.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// Reads a segment's records; cuts a torn tail (a frame that ends past the file or has an
+/// impossible length). A record whose frame is whole but whose payload fails its checksum
+/// (a bit flip) is kept: the records after it are good, and the reader skips and counts it.
+/// Returns (bytes, samples).
 fn scan_segment(path: &Path) -> io::Result<(u64, u64)> {
     let f = File::open(path)?;
     let file_len = f.metadata()?.len();
@@ -736,7 +795,7 @@ fn scan_segment(path: &Path) -> io::Result<(u64, u64)> {
         payload.resize(plen as usize, 0);
         r.read_exact(&mut payload)?;
         if crc32fast::hash(&payload) != crc {
-            break;
+            tracing::warn!(segment = %path.display(), offset = off, samples = n, "remote write queue: a record fails its checksum; it will be skipped and counted as dropped when reached");
         }
         off += HEADER + plen;
         samples += n;
@@ -859,6 +918,56 @@ mod tests {
         // Appending after the cut works and is read back.
         q.append(&record(3, 2)).unwrap();
         assert_eq!(drain(&mut q, 100), vec![(3, "m0".into()), (3, "m1".into())]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A bit flip inside a record in the middle of a segment costs that record only: it is
+    /// counted when reached, and the records after it are still sent.
+    #[test]
+    fn damaged_record_mid_segment_is_skipped_and_counted() {
+        let d = tmp("flip");
+        let mut q = DiskQueue::open(&d, 1 << 20).unwrap();
+        for t in 1..=3 {
+            q.append(&record(t, 3)).unwrap();
+        }
+        drop(q);
+        let seg = seg_path(&d, 0);
+        let mut bytes = fs::read(&seg).unwrap();
+        let first = HEADER as usize + u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        bytes[first + HEADER as usize + 2] ^= 0x40;
+        fs::write(&seg, &bytes).unwrap();
+        let mut q = DiskQueue::open(&d, 1 << 20).unwrap();
+        assert_eq!(q.pending_samples(), 9, "nothing cut at open");
+        let (mut got, mut corrupt) = (Vec::new(), 0);
+        loop {
+            let (p, bad) = q.peek(100).unwrap();
+            corrupt += bad;
+            let Some(p) = p else { break };
+            got.extend(p.batch.decode().iter().map(|s| s.samples[0].timestamp));
+            q.commit(p.end).unwrap();
+        }
+        assert_eq!(got, vec![1, 1, 1, 3, 3, 3]);
+        assert_eq!(corrupt, 3);
+        assert_eq!(q.pending_samples(), 0);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A segment that cannot be read at start (here a directory with a segment's name) is
+    /// set aside; the queue opens and the other segments are sent.
+    #[test]
+    fn unreadable_segment_is_set_aside_at_open() {
+        let d = tmp("unreadable");
+        let mut q = DiskQueue::open(&d, 1 << 20).unwrap();
+        q.append(&record(1, 2)).unwrap();
+        drop(q);
+        fs::create_dir(seg_path(&d, 7)).unwrap();
+        let mut q = DiskQueue::open(&d, 1 << 20).unwrap();
+        assert!(seg_path(&d, 7).with_extension("seg.bad").is_dir());
+        assert!(!seg_path(&d, 7).exists());
+        assert_eq!(drain(&mut q, 100), vec![(1, "m0".into()), (1, "m1".into())]);
+        // Appending goes on after the good segment.
+        q.append(&record(2, 1)).unwrap();
+        assert_eq!(drain(&mut q, 100), vec![(2, "m0".into())]);
         fs::remove_dir_all(&d).unwrap();
     }
 

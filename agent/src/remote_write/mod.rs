@@ -531,11 +531,18 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
         if flush_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
             break;
         }
+        // Disk reads (and the cursor's fsync below) run on the blocking pool: a slow or hung
+        // queue disk must not stall the runtime's two workers (HTTP, the http probe's drain).
         let peeked = {
-            let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let r = q.peek(max);
-            ep.update_queue_gauges(&q);
-            r
+            let ep = Arc::clone(&ep);
+            tokio::task::spawn_blocking(move || {
+                let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let r = q.peek(max);
+                ep.update_queue_gauges(&q);
+                r
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("queue read task: {e}"))))
         };
         let peeked = match peeked {
             Ok((p, corrupt)) => {
@@ -603,7 +610,8 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
         if outcome == Outcome::Stopped {
             break;
         }
-        commit(&ep, &p);
+        let (ep2, end) = (Arc::clone(&ep), p.end);
+        let _ = tokio::task::spawn_blocking(move || commit(&ep2, end)).await;
     }
     let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
     if q.pending_samples() > 0 {
@@ -722,9 +730,9 @@ fn encode(batch: &Batch, proto: Protocol) -> Bytes {
     })
 }
 
-fn commit(ep: &Endpoint, p: &queue::Peeked) {
+fn commit(ep: &Endpoint, end: queue::Cursor) {
     let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = q.commit(p.end) {
+    if let Err(e) = q.commit(end) {
         tracing::error!(endpoint = %ep.name, error = %e, "cannot record progress in the remote write queue; the batch may be sent again after a restart");
     }
     ep.update_queue_gauges(&q);

@@ -98,16 +98,11 @@ fn hung_fuse_mount_does_not_hang_the_scrape() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A scrape whose collector is stuck (the textfile directory is the hung mount: reading it
-/// never returns) keeps its `--web.max-requests` slot after its client gave up, and a scrape
-/// beyond the limit is answered 503 at once, as node_exporter does, instead of queueing
-/// behind it; `/healthz` still answers.
-#[test]
-fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
-    if !privileged("scrape_beyond_max_requests_gets_503_while_one_is_stuck") {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("hostlens-hung503-{}", std::process::id()));
+/// An agent whose textfile directory is the mount point of a hung FUSE mount (in a mount
+/// namespace of its own): reading that directory never returns. Returns it and the scratch
+/// directory.
+fn agent_over_hung_textfile_dir(tag: &str, extra: &[&str]) -> (Agent, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hostlens-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -122,20 +117,21 @@ fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
         MOUNT_AND_EXEC,
         mnt_s,
     ];
-    let agent = Agent::start_with(
-        &bin(),
-        &[
-            "--collector.disable-defaults",
-            "--collector.textfile",
-            "--collector.textfile.directory",
-            mnt_s,
-            "--web.max-requests",
-            "1",
-            "--probe.disable-defaults",
-        ],
-        Some(&wrap),
-    );
-    // The first scrape hangs in the textfile collector; its client gives up after 2 s.
+    let mut args = vec![
+        "--collector.disable-defaults",
+        "--collector.textfile",
+        "--collector.loadavg",
+        "--collector.textfile.directory",
+        mnt_s,
+        "--probe.disable-defaults",
+    ];
+    args.extend_from_slice(extra);
+    (Agent::start_with(&bin(), &args, Some(&wrap)), dir)
+}
+
+/// Starts a scrape that will hang, waits 2 s for an answer that does not come, and hangs up
+/// (the agent's collection goes on).
+fn scrape_that_hangs(agent: &Agent) {
     let mut stuck = TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
     stuck
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -152,7 +148,18 @@ fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
         )),
         "the scrape over the hung mount should hang, got {r:?}"
     );
-    drop(stuck);
+}
+
+/// A scrape whose collector is stuck keeps its `--web.max-requests` slot after its client
+/// gave up, and a scrape beyond the limit is answered 503 at once, as node_exporter does,
+/// instead of queueing behind it; `/healthz` still answers.
+#[test]
+fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
+    if !privileged("scrape_beyond_max_requests_gets_503_while_one_is_stuck") {
+        return;
+    }
+    let (agent, dir) = agent_over_hung_textfile_dir("hung503", &["--web.max-requests", "1"]);
+    scrape_that_hangs(&agent);
     std::thread::sleep(Duration::from_millis(200));
     for attempt in 1..=2 {
         let t = Instant::now();
@@ -167,6 +174,52 @@ fn scrape_beyond_max_requests_gets_503_while_one_is_stuck() {
         assert!(t.elapsed() < Duration::from_secs(5), "answered at once");
     }
     assert_eq!(agent.get("/healthz").status, 200);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Once a collector's call has been running for 10 s, later scrapes skip that collector
+/// (reported failed, logged once) and answer with the others' families; one hung source
+/// costs one scrape.
+#[test]
+fn stuck_collector_is_skipped_by_later_scrapes() {
+    if !privileged("stuck_collector_is_skipped_by_later_scrapes") {
+        return;
+    }
+    let (agent, dir) = agent_over_hung_textfile_dir("hungskip", &[]);
+    let started = Instant::now();
+    scrape_that_hangs(&agent);
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(started.elapsed()));
+    for scrape in 1..=2 {
+        let t = Instant::now();
+        let e = agent.scrape();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "scrape {scrape} answered at once"
+        );
+        assert_eq!(
+            e.get("node_scrape_collector_success{collector=\"textfile\"}"),
+            Some(0.0),
+            "scrape {scrape}"
+        );
+        assert_eq!(
+            e.get("node_scrape_collector_success{collector=\"loadavg\"}"),
+            Some(1.0)
+        );
+        assert!(e.get("node_load1").is_some());
+    }
+    // Logged once for the episode (the line comes through the stderr pipe).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.log().contains("collector stuck in a call") {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        agent.log().matches("collector stuck in a call").count(),
+        1,
+        "{}",
+        agent.log()
+    );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

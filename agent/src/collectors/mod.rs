@@ -7,7 +7,11 @@ use std::{
     fmt, fs, io,
     panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
-    time::Instant,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
@@ -458,17 +462,61 @@ pub fn read_number(path: &Path) -> Result<f64, CollectorError> {
     parse_f64(t, 1, "value").map_err(|e| e.at(path))
 }
 
+/// A collector call still running after this long is taken as stuck in the kernel (a hung
+/// mount, a device that does not answer): later scrapes skip the collector, reporting it
+/// failed, until that call returns.
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// The calls of one collector in progress (start times; several scrapes may run at once).
+#[derive(Debug, Default)]
+struct Inflight {
+    started: Mutex<Vec<Instant>>,
+    /// The current stuck episode was logged.
+    logged: AtomicBool,
+}
+
+impl Inflight {
+    /// How long the oldest call has been running, when longer than [`STUCK_AFTER`].
+    fn stuck(&self) -> Option<Duration> {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = started.iter().min()?.elapsed();
+        (oldest > STUCK_AFTER).then_some(oldest)
+    }
+
+    fn enter(&self) -> Instant {
+        let now = Instant::now();
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now);
+        now
+    }
+
+    fn leave(&self, t: Instant) {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = started.iter().position(|s| *s == t) {
+            started.swap_remove(i);
+        }
+        if started.is_empty() {
+            self.logged.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The enabled collectors, run in table order at every scrape. Registered in the registry as
 /// one prometheus-client [`Collector`] so that the per-collector scrape metrics come from the
-/// same pass.
+/// same pass. A collector stuck in a call (see [`STUCK_AFTER`]) is skipped by later scrapes,
+/// so one hung source costs one scrape, not all the following ones.
 #[derive(Debug)]
 pub struct NodeCollectors {
     active: Vec<(&'static str, Box<dyn NodeCollector>)>,
+    inflight: Vec<Inflight>,
 }
 
 impl NodeCollectors {
     pub fn new(active: Vec<(&'static str, Box<dyn NodeCollector>)>) -> Self {
-        Self { active }
+        let inflight = active.iter().map(|_| Inflight::default()).collect();
+        Self { active, inflight }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -479,11 +527,19 @@ impl NodeCollectors {
 impl Collector for NodeCollectors {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let mut results = Vec::with_capacity(self.active.len());
-        for (name, collector) in &self.active {
-            let start = Instant::now();
+        for ((name, collector), inflight) in self.active.iter().zip(&self.inflight) {
+            if let Some(running) = inflight.stuck() {
+                if !inflight.logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(collector = name, running = ?running, "collector stuck in a call; skipped (reported failed) until it returns");
+                }
+                results.push((*name, 0.0, false));
+                continue;
+            }
+            let start = inflight.enter();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 collector.update(&mut Out::new(&mut encoder))
             }));
+            inflight.leave(start);
             let ok = match outcome {
                 Ok(Ok(())) => true,
                 Ok(Err(CollectorError::NoData(path))) => {

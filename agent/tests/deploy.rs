@@ -87,11 +87,22 @@ fn systemd_unit_verifies_clean_and_exposure_is_at_most_4_as_the_readme_says() {
         "StateDirectory=hostlens",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "ProtectHome=yes",
+        // read-only, not yes: the filesystem collector must stat the real /home.
+        "ProtectHome=read-only",
         "PrivateTmp=yes",
+        // adjtimex for the timex collector, netlink for tcpstat and netdev.address_info,
+        // memlock for BPF maps on kernels before 5.11.
+        "adjtimex",
+        "AF_NETLINK",
+        "LimitMEMLOCK=infinity",
     ] {
         assert!(unit_text.contains(needed), "the unit lacks {needed}");
     }
+    // ProtectClock= would filter the adjtimex the timex collector reads the clock with.
+    assert!(
+        !unit_text.lines().any(|l| l.starts_with("ProtectClock=")),
+        "ProtectClock= breaks the timex collector"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -287,15 +298,20 @@ fn kubernetes_manifests_validate_and_agree_with_each_other() {
     }
     // The custom resources: kubernetes-validate has no schema for them and says so (a warning,
     // not a pass). They are checked below against the operator's CRD fields used here.
-    let (_, out) = output(
-        Command::new(&kv)
-            .args(["--strict", "-k", KUBERNETES, "prometheus-operator.yaml"])
-            .current_dir(&deploy),
-    );
-    assert!(
-        out.contains("Couldn't find schema for kind PodMonitor"),
-        "kubernetes-validate learnt the CRDs: validate them there instead:\n{out}"
-    );
+    for (file, kind) in [
+        ("podmonitor.yaml", "PodMonitor"),
+        ("servicemonitor.yaml", "ServiceMonitor"),
+    ] {
+        let (_, out) = output(
+            Command::new(&kv)
+                .args(["--strict", "-k", KUBERNETES, file])
+                .current_dir(&deploy),
+        );
+        assert!(
+            out.contains(&format!("Couldn't find schema for kind {kind}")),
+            "kubernetes-validate learnt the CRDs: validate them there instead:\n{out}"
+        );
+    }
 
     let docs = yaml_docs("deploy/daemonset.yaml");
     let ds = docs
@@ -419,7 +435,17 @@ fn kubernetes_manifests_validate_and_agree_with_each_other() {
         "replacement",
     ]
     .into();
-    for m in yaml_docs("deploy/prometheus-operator.yaml") {
+    // One resource per file, so that applying the directory's files one by one never makes
+    // both (every node scraped twice).
+    let monitors: Vec<serde_yaml::Value> = ["deploy/podmonitor.yaml", "deploy/servicemonitor.yaml"]
+        .iter()
+        .map(|f| {
+            let docs = yaml_docs(f);
+            assert_eq!(docs.len(), 1, "{f}: one resource");
+            docs.into_iter().next().unwrap()
+        })
+        .collect();
+    for m in monitors {
         assert_eq!(m["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
         let (eps, spec_keys, labels): (&str, BTreeSet<&str>, &serde_yaml::Value) =
             match m["kind"].as_str() {
@@ -458,7 +484,37 @@ fn kubernetes_manifests_validate_and_agree_with_each_other() {
                     assert!(relabel.contains(k.as_str()), "unknown relabeling key {k}");
                 }
             }
+            // The job the targets end up with must be one the rules and the dashboard select
+            // (job=~"hostlens.*"): the operator's default is <namespace>/<name> for a
+            // PodMonitor and the Service's name for a ServiceMonitor.
+            let relabelled = ep["relabelings"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["targetLabel"].as_str() == Some("job"))
+                .filter_map(|r| r["replacement"].as_str())
+                .last()
+                .map(str::to_string);
+            let job = relabelled.unwrap_or_else(|| match m["kind"].as_str() {
+                Some("PodMonitor") => format!(
+                    "{}/{}",
+                    m["metadata"]["namespace"].as_str().unwrap(),
+                    m["metadata"]["name"].as_str().unwrap()
+                ),
+                _ => svc["metadata"]["name"].as_str().unwrap().to_string(),
+            });
+            assert!(
+                job.starts_with("hostlens"),
+                "{:?} targets get job {job:?}, which job=~\"hostlens.*\" does not match",
+                m["kind"]
+            );
         }
+    }
+    for f in ["config/alert_rules.yml", "config/grafana-dashboard.json"] {
+        assert!(
+            read(f).contains("hostlens.*"),
+            "{f} no longer selects job=~\"hostlens.*\""
+        );
     }
 }
 

@@ -106,10 +106,8 @@ fn fixture_tree_matches_golden_exposition() {
         );
     }
     assert_eq!(e.types["node_load1"], "gauge");
-    assert_eq!(
-        e.get("hostlens_probe_attached{probe=\"syscalls\"}"),
-        Some(0.0)
-    );
+    // Probes disabled on purpose have no series (HostlensProbeDown is for failed ones).
+    assert_eq!(e.get("hostlens_probe_attached{probe=\"syscalls\"}"), None);
 }
 
 #[test]

@@ -122,11 +122,17 @@ pub fn run(root: &Path, env: &setup::BuildEnv, release: bool) -> Result<Artifact
     )?;
     write(
         &debian.join("postinst"),
+        // First install ($2 empty): enable and start. Upgrade: restart only if running, so
+        // a service the administrator disabled stays disabled.
         "#!/bin/sh\nset -e\n\
          if [ \"$1\" = configure ] && [ -d /run/systemd/system ]; then\n\
          \tsystemctl daemon-reload\n\
-         \tsystemctl enable hostlens.service\n\
-         \tsystemctl restart hostlens.service || true\n\
+         \tif [ -z \"$2\" ]; then\n\
+         \t\tsystemctl enable hostlens.service\n\
+         \t\tsystemctl start hostlens.service || true\n\
+         \telse\n\
+         \t\tsystemctl try-restart hostlens.service || true\n\
+         \tfi\n\
          fi\n",
         0o755,
     )?;
@@ -140,9 +146,14 @@ pub fn run(root: &Path, env: &setup::BuildEnv, release: bool) -> Result<Artifact
     )?;
     write(
         &debian.join("postrm"),
+        // Purge also removes the remote-write queue (DynamicUser keeps it under
+        // /var/lib/private, with /var/lib/hostlens a link to it).
         "#!/bin/sh\nset -e\n\
          if [ -d /run/systemd/system ]; then\n\
          \tsystemctl daemon-reload || true\n\
+         fi\n\
+         if [ \"$1\" = purge ]; then\n\
+         \trm -rf /var/lib/private/hostlens /var/lib/hostlens\n\
          fi\n",
         0o755,
     )?;
@@ -195,6 +206,15 @@ pub fn check(a: &Artifacts) -> Result<()> {
     for script in ["postinst", "prerm", "postrm", "conffiles"] {
         ensure!(info.contains(script), "the package lacks {script}:\n{info}");
     }
+    // The maintainer scripts parse as POSIX shell.
+    let control = a.deb.with_extension("control");
+    let _ = fs::remove_dir_all(&control);
+    run_cmd(Command::new("dpkg-deb").arg("-e").arg(&a.deb).arg(&control))?;
+    for script in ["postinst", "prerm", "postrm"] {
+        run_cmd(Command::new("sh").arg("-n").arg(control.join(script)))
+            .with_context(|| format!("{script} is not valid sh"))?;
+    }
+    let _ = fs::remove_dir_all(&control);
     let contents = output("dpkg-deb", &["--contents", path_str(&a.deb)?])?;
     for (file, mode) in [
         ("./usr/bin/hostlens", "-rwxr-xr-x"),

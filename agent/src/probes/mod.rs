@@ -392,8 +392,10 @@ impl Probes {
             }
         }
         states.sort_by_key(|(n, _)| PROBES.iter().position(|p| p.name == *n));
+        // Only enabled probes have a series: a probe turned off on purpose is not "down".
         let attached = states
             .iter()
+            .filter(|(_, s)| !matches!(s, State::Disabled))
             .map(|(n, s)| (*n, matches!(s, State::Active)))
             .collect();
         Probes {

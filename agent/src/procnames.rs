@@ -22,6 +22,76 @@ use std::{
 /// Label value of every group without a named slot.
 pub const OTHER: &str = "other";
 
+/// Label values hostlens gives itself: a process with such a name gets a leading `\`.
+pub const RESERVED: [&str; 2] = [OTHER, "unknown"];
+
+/// The group name of a thread's `comm` (the bytes up to the first NUL), one to one, so that
+/// two different comms never share a group and the kernel's key can be rebuilt from it
+/// ([`comm_bytes`]): UTF-8 text as it is, a backslash doubled, a byte that is not UTF-8 as
+/// `\xHH`; an empty name, or one equal to a [`RESERVED`] label, gets a leading backslash.
+pub fn comm_label(comm: &[u8]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    let mut rest = &comm[..end];
+    let mut out = String::with_capacity(end);
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(v) => (v, &[][..]),
+            Err(e) => {
+                // The first `valid_up_to` bytes are UTF-8 by definition.
+                let (v, b) = rest.split_at(e.valid_up_to());
+                (std::str::from_utf8(v).unwrap_or_default(), b)
+            }
+        };
+        out.push_str(&valid.replace('\\', "\\\\"));
+        let Some((&b, tail)) = bad.split_first() else {
+            break;
+        };
+        out.push_str(&format!("\\x{b:02x}"));
+        rest = tail;
+    }
+    if out.is_empty() || RESERVED.contains(&out.as_str()) {
+        out.insert(0, '\\');
+    }
+    out
+}
+
+/// The kernel's 16-byte `comm` key of a [`comm_label`] (None: not one it makes).
+pub fn comm_bytes(label: &str) -> Option<[u8; 16]> {
+    let text = match label.strip_prefix('\\') {
+        Some(r) if r.is_empty() || RESERVED.contains(&r) => r,
+        _ => label,
+    };
+    let mut raw = Vec::with_capacity(text.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            raw.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1)? {
+            b'\\' => {
+                raw.push(b'\\');
+                i += 2;
+            }
+            b'x' => {
+                let hex = std::str::from_utf8(b.get(i + 2..i + 4)?).ok()?;
+                raw.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 4;
+            }
+            _ => return None,
+        }
+    }
+    // A comm is at most 15 bytes and a NUL.
+    if raw.len() > 15 || raw.contains(&0) {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    key[..raw.len()].copy_from_slice(&raw);
+    Some(key)
+}
+
 /// Default number of named process groups per probe (`process_names.top_k`).
 pub const DEFAULT_TOP_K: usize = 50;
 /// Default time a group must be idle before its series and map entries go
@@ -304,6 +374,52 @@ impl<S: Clone + Ord + Hash + Eq, const N: usize> GroupCounters<S, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn comm(s: &[u8]) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..s.len()].copy_from_slice(s);
+        c
+    }
+
+    /// Every comm gets its own label, and the label gives the kernel key back: a name cut in
+    /// the middle of a UTF-8 character, two names differing only in an invalid byte, a
+    /// backslash, the labels hostlens uses itself, the empty name.
+    #[test]
+    fn comm_labels_are_one_to_one() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"python3", "python3"),
+            ("app-数据处".as_bytes(), "app-数据处"),
+            (b"app-\xe6\x95\xb0\xe6\x8d", "app-数\\xe6\\x8d"),
+            (b"a\xd0", "a\\xd0"),
+            (b"a\xd1", "a\\xd1"),
+            (b"x\\y", "x\\\\y"),
+            (b"other", "\\other"),
+            (b"unknown", "\\unknown"),
+            (b"", "\\"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (raw, label) in cases {
+            let c = comm(raw);
+            assert_eq!(comm_label(&c), label, "{raw:?}");
+            assert_eq!(comm_bytes(label), Some(c), "{label}");
+            assert!(seen.insert(comm_label(&c)), "{label} twice");
+        }
+        // Exhaustively over short names of awkward bytes.
+        let alphabet = [b'a', b'\\', b'x', 0xc3, 0xa9, 0xff];
+        let mut labels = std::collections::HashSet::new();
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    let k = comm(&[a, b, c]);
+                    let l = comm_label(&k);
+                    assert_eq!(comm_bytes(&l), Some(k), "{l}");
+                    assert!(labels.insert(l));
+                }
+            }
+        }
+        assert_eq!(comm_bytes("bad\\q"), None);
+        assert_eq!(comm_bytes("\\x4"), None);
+    }
 
     fn limits(k: usize, grace_s: u64) -> NameLimits {
         NameLimits {

@@ -493,7 +493,7 @@ fn kubernetes_manifests_validate_and_agree_with_each_other() {
                 .flatten()
                 .filter(|r| r["targetLabel"].as_str() == Some("job"))
                 .filter_map(|r| r["replacement"].as_str())
-                .last()
+                .next_back()
                 .map(str::to_string);
             let job = relabelled.unwrap_or_else(|| match m["kind"].as_str() {
                 Some("PodMonitor") => format!(

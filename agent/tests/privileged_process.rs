@@ -174,6 +174,74 @@ fn renamed_threads_are_counted_under_their_new_name() {
     );
 }
 
+/// Thread names that are not UTF-8 (a name cut inside a character, two names differing in
+/// one invalid byte) and a process named like hostlens's own `other` label each get their own
+/// series with exact counts, and once idle past the grace period they go for good: their
+/// kernel entries are deleted (a key rebuilt from a lossy name would miss them, and the next
+/// scrape would count their whole total again as a new group).
+#[test]
+fn odd_process_names_count_exactly_and_expire_once() {
+    if !privileged("odd_process_names_count_exactly_and_expire_once") {
+        return;
+    }
+    let dir = TempDir::new("odd");
+    let cfg = config(
+        &dir.0,
+        "process_names:\n  top_k: 100000\n  grace_period_seconds: 2\n",
+    );
+    let agent = start_probe_agent(&cfg, &["syscalls"]);
+    let tag = std::process::id() % 10_000;
+    let py = python_named(&dir.0, &unique("hlodd"));
+    // (comm bytes as a Python literal, expected label, getppid calls)
+    let cases = [
+        (
+            format!("b'hl\\xd0{tag}'"),
+            format!("hl\\xd0{tag}"),
+            4_000u32,
+        ),
+        (format!("b'hl\\xd1{tag}'"), format!("hl\\xd1{tag}"), 5_000),
+        ("b'other'".to_string(), "\\other".to_string(), 6_000),
+    ];
+    for (raw, _, n) in &cases {
+        let script = format!(
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+             assert libc.prctl(15, {raw}, 0, 0, 0) == 0\n\
+             for _ in range({n}):\n    libc.syscall({SYS_GETPPID})\n"
+        );
+        run_ok(Command::new(&py).args(["-c", &script]));
+    }
+    // As written in the text exposition, where a backslash is escaped.
+    let cases: Vec<(String, String, u32)> = cases
+        .into_iter()
+        .map(|(raw, label, n)| (raw, label.replace('\\', "\\\\"), n))
+        .collect();
+    let e = agent.scrape();
+    for (_, label, n) in &cases {
+        assert_eq!(
+            series(&e, "syscalls_total", label, "getppid"),
+            f64::from(*n),
+            "{label}: {:?}",
+            e.matching("syscalls_total", &[("syscall", "getppid")])
+                .collect::<Vec<_>>()
+        );
+    }
+    // Idle past the grace period: gone, and not back on the scrapes after.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for scrape in 0..4 {
+        let e = agent.scrape();
+        if scrape > 0 {
+            for (_, label, _) in &cases {
+                assert_eq!(
+                    e.sum("syscalls_total", &[("process_name", label)]),
+                    0.0,
+                    "{label} came back on scrape {scrape} after it expired"
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn process_name_is_bounded_to_top_k_plus_other() {
     if !privileged("process_name_is_bounded_to_top_k_plus_other") {

@@ -509,6 +509,17 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Checks the result of deleting an idle entry from kernel map `map`: already gone is fine
+/// (that is what was wanted); any other failure is logged, as the entry then stays.
+pub fn removed(map: &'static str, r: Result<(), aya::maps::MapError>) {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(map, error = %e, "deleting an idle map entry failed; it stays"),
+    }
+}
+
 /// Scrape-time output of every attached probe plus `hostlens_probe_attached{probe}`.
 #[derive(Debug)]
 pub struct ProbeMetrics {

@@ -19,7 +19,7 @@ use aya::{
 use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscall_names};
 use crate::{
     emit::{Kind, Out},
-    procnames::{GroupCounters, Reading},
+    procnames::{GroupCounters, Reading, comm_bytes, comm_label},
 };
 
 const PROGRAMS: [(&str, &str); 2] = [
@@ -80,12 +80,6 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
     }))
 }
 
-/// `comm` bytes up to the first NUL, as text.
-pub fn comm_str(comm: &[u8]) -> String {
-    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
 /// The `syscall` label of a table slot.
 fn syscall_label(nr: usize) -> std::borrow::Cow<'static, str> {
     match syscall_names::name(nr) {
@@ -123,20 +117,16 @@ impl SyscallsProbe {
                 calls = calls.wrapping_add(v.calls);
                 errors = errors.wrapping_add(v.errors);
             }
-            readings.push((comm_str(&key.comm), key.nr, [calls, errors]));
+            readings.push((comm_label(&key.comm), key.nr, [calls, errors]));
         }
         let stale = state.counters.update(readings, Instant::now());
         for (comm, nr) in stale {
-            let mut key = SyscallKey {
-                comm: [0; 16],
-                nr,
-                pad: 0,
+            let Some(comm) = comm_bytes(&comm) else {
+                tracing::warn!(group = %comm, "syscalls probe: no kernel key for an idle group; its entry stays");
+                continue;
             };
-            let b = comm.as_bytes();
-            let n = b.len().min(15);
-            key.comm[..n].copy_from_slice(&b[..n]);
-            // Already gone is fine: the entry is what we wanted removed.
-            let _ = state.stats.remove(&key);
+            let key = SyscallKey { comm, nr, pad: 0 };
+            super::removed(MAP_STATS, state.stats.remove(&key));
         }
         Ok(())
     }
@@ -250,7 +240,7 @@ mod tests {
 
     #[test]
     fn comm_stops_at_nul() {
-        assert_eq!(comm_str(b"python3\0\0\0\0\0\0\0\0\0"), "python3");
-        assert_eq!(comm_str(b"0123456789abcdef"), "0123456789abcdef");
+        assert_eq!(comm_label(b"python3\0\0\0\0\0\0\0\0\0"), "python3");
+        assert_eq!(comm_label(b"0123456789abcdef"), "0123456789abcdef");
     }
 }

@@ -19,7 +19,8 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 
-use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscalls::comm_str};
+use super::{ProbeCollector, ProbeContext, ProbeError, batch};
+use crate::procnames::{comm_bytes, comm_label};
 use crate::{
     emit::{Kind, Out},
     procnames::{GroupCounters, Reading},
@@ -118,12 +119,13 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
     }))
 }
 
+/// The group of a key: the all-zero key (owner not known) is [`UNKNOWN_NAME`]; a process
+/// really named so is told apart by [`comm_label`].
 fn group_name(comm: &[u8; 16]) -> String {
-    let s = comm_str(comm);
-    if s.is_empty() {
+    if comm[0] == 0 {
         UNKNOWN_NAME.to_string()
     } else {
-        s
+        comm_label(comm)
     }
 }
 
@@ -160,13 +162,16 @@ impl TcpProbe {
         }
         let stale = state.counters.update(readings, Instant::now());
         for (name, ()) in stale {
-            let mut key = CommKey { comm: [0; 16] };
-            if name != UNKNOWN_NAME {
-                let b = name.as_bytes();
-                let n = b.len().min(15);
-                key.comm[..n].copy_from_slice(&b[..n]);
-            }
-            let _ = state.stats.remove(&key);
+            let comm = if name == UNKNOWN_NAME {
+                Some([0; 16])
+            } else {
+                comm_bytes(&name)
+            };
+            let Some(comm) = comm else {
+                tracing::warn!(group = %name, "tcp probe: no kernel key for an idle group; its entry stays");
+                continue;
+            };
+            super::removed(MAP_STATS, state.stats.remove(&CommKey { comm }));
         }
         Ok(())
     }
@@ -304,5 +309,9 @@ mod tests {
     #[test]
     fn empty_comm_is_unknown() {
         assert_eq!(group_name(&[0; 16]), "unknown");
+        // A process really named "unknown" is another group.
+        let mut c = [0u8; 16];
+        c[..7].copy_from_slice(b"unknown");
+        assert_eq!(group_name(&c), "\\unknown");
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Loading and attaching needs CAP_BPF and CAP_PERFMON (no probe uses cgroup/sock hooks);
 //! once attached, the programs stay in the kernel through the file descriptors the agent holds,
-//! and reading their maps through those descriptors needs no capability. Scraping still reads
+//! and reading their maps through those descriptors needs no capability — from Linux 6.5 on.
+//! Before 6.5 the kernel refuses every bpf(2) command, map reads included, to a caller without
+//! CAP_BPF while `kernel.unprivileged_bpf_disabled` is set (Debian's default): there CAP_BPF
+//! is kept too ([`keeps_cap_bpf`]). Scraping still reads
 //! other processes' `/proc/<pid>` entries, which needs CAP_DAC_READ_SEARCH (files of other
 //! users) and CAP_SYS_PTRACE (`/proc/<pid>/{io,fd,environ}` of processes the agent does not
 //! own): those two stay, everything else leaves the effective, permitted, inheritable and
@@ -13,6 +16,31 @@
 
 /// What scraping keeps.
 pub const KEEP: &[(u32, &str)] = &[(2, "CAP_DAC_READ_SEARCH"), (19, "CAP_SYS_PTRACE")];
+
+const CAP_BPF: (u32, &str) = (39, "CAP_BPF");
+
+/// Whether reading the probes' maps needs CAP_BPF on this kernel: release older than 6.5
+/// (`release`, e.g. "6.1.0-18-amd64") and `unprivileged_bpf_disabled` (its file's text) not
+/// "0"; an unreadable sysctl counts as set.
+pub fn keeps_cap_bpf(release: &str, unprivileged_bpf_disabled: Option<&str>) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version < (6, 5) && unprivileged_bpf_disabled.is_none_or(|v| v.trim() != "0")
+}
+
+/// [`KEEP`], plus CAP_BPF where this kernel needs it for map reads.
+fn keep_here() -> Vec<(u32, &'static str)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
+    let mut keep = KEEP.to_vec();
+    if keeps_cap_bpf(&release, sysctl.as_deref()) {
+        keep.push(CAP_BPF);
+    }
+    keep
+}
 
 const CAP_SETPCAP: u32 = 8;
 const VERSION_3: u32 = 0x2008_0522;
@@ -64,7 +92,8 @@ fn last_cap() -> u32 {
 /// the names of the capabilities that remain effective.
 pub fn drop_to_scrape_set() -> std::io::Result<Vec<&'static str>> {
     let cur = capget()?;
-    let keep_mask: u64 = KEEP.iter().map(|(c, _)| 1u64 << c).fold(0, |a, b| a | b);
+    let keep = keep_here();
+    let keep_mask: u64 = keep.iter().map(|(c, _)| 1u64 << c).fold(0, |a, b| a | b);
     let permitted = join(&cur, |d| d.permitted) & keep_mask;
     let effective = join(&cur, |d| d.effective);
     if has(effective, CAP_SETPCAP) {
@@ -106,7 +135,7 @@ pub fn drop_to_scrape_set() -> std::io::Result<Vec<&'static str>> {
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(KEEP
+    Ok(keep
         .iter()
         .filter(|(c, _)| has(permitted, *c))
         .map(|(_, n)| *n)
@@ -116,6 +145,18 @@ pub fn drop_to_scrape_set() -> std::io::Result<Vec<&'static str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_bpf_is_kept_where_map_reads_need_it() {
+        // Debian 12 (6.1) with its default sysctl: kept.
+        assert!(keeps_cap_bpf("6.1.0-18-amd64", Some("2\n")));
+        assert!(keeps_cap_bpf("5.15.0-91-generic", Some("1")));
+        assert!(keeps_cap_bpf("6.4.16", None));
+        // Unprivileged bpf allowed, or 6.5 and later: not needed.
+        assert!(!keeps_cap_bpf("6.1.0-18-amd64", Some("0\n")));
+        assert!(!keeps_cap_bpf("6.5.0", Some("2")));
+        assert!(!keeps_cap_bpf("6.18.0-rc1", Some("2")));
+    }
 
     #[test]
     fn capget_reads_this_thread() {

@@ -534,8 +534,14 @@ fn status_caps(path: &Path) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
-/// CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): what README says scraping keeps.
-const KEPT: u64 = (1 << 2) | (1 << 19);
+/// CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19): what README says scraping keeps, plus
+/// CAP_BPF (39) on kernels whose map reads need it (before 6.5, unprivileged bpf disabled).
+fn kept() -> u64 {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok();
+    let bpf = hostlens::caps::keeps_cap_bpf(&release, sysctl.as_deref());
+    (1 << 2) | (1 << 19) | if bpf { 1 << 39 } else { 0 }
+}
 
 /// Every thread of `pid` holds exactly the kept capabilities, in every set but the bounding
 /// set, whose expected value the caller gives.
@@ -547,8 +553,8 @@ fn assert_dropped(pid: u32, bounding: u64) {
     {
         let caps = status_caps(&t.path().join("status"));
         let tid = t.file_name();
-        assert_eq!(caps["CapEff"], KEPT, "thread {tid:?} CapEff {caps:x?}");
-        assert_eq!(caps["CapPrm"], KEPT, "thread {tid:?} CapPrm");
+        assert_eq!(caps["CapEff"], kept(), "thread {tid:?} CapEff {caps:x?}");
+        assert_eq!(caps["CapPrm"], kept(), "thread {tid:?} CapPrm");
         assert_eq!(caps["CapInh"], 0, "thread {tid:?} CapInh");
         assert_eq!(caps["CapAmb"], 0, "thread {tid:?} CapAmb");
         assert_eq!(caps["CapBnd"], bounding, "thread {tid:?} CapBnd");
@@ -605,7 +611,7 @@ fn capabilities_are_dropped_after_attach() {
         agent.log()
     );
     // As root the agent held CAP_SETPCAP, so the bounding set is reduced as well.
-    assert_dropped(agent.child.id(), KEPT);
+    assert_dropped(agent.child.id(), kept());
     assert_probes_count(&agent);
 }
 

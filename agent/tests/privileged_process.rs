@@ -972,3 +972,57 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
         agent.log()
     );
 }
+
+/// The programs a probe attached before one of its attaches failed are unloaded: a probe
+/// reported failed costs nothing in the kernel. Here the tcp probe's last attach (both
+/// variants of its retransmit hook) is refused, after six programs were attached.
+#[test]
+fn a_probe_failing_half_way_leaves_no_program_attached() {
+    if !privileged("a_probe_failing_half_way_leaves_no_program_attached") {
+        return;
+    }
+    let agent = Agent::spawn(
+        &common::bin(),
+        &[
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+            "--probe.disable-defaults",
+            "--probe.tcp",
+        ],
+        None,
+        &[(
+            "HOSTLENS_FAIL_ATTACH",
+            "tcp_on_retransmit_err,tcp_on_retransmit",
+        )],
+    );
+    agent.wait_ready();
+    let e = agent.scrape();
+    assert_eq!(
+        e.get("hostlens_probe_attached{probe=\"tcp\"}"),
+        Some(0.0),
+        "{}",
+        agent.log()
+    );
+    assert!(e.get("node_load1").is_some());
+    // No program left: no descriptor of the agent refers to one.
+    let mut programs = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fdinfo", agent.child.id()))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            programs.extend(
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("prog_id:"))
+                    .map(|id| id.trim().to_string()),
+            );
+        }
+    }
+    assert!(programs.is_empty(), "programs still held: {programs:?}");
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("probe failed") && l.contains("probe=\"tcp\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("tcp_on_set_state"), "{line}");
+}

@@ -206,6 +206,7 @@ pub fn attach_raw_tracepoint(
 ) -> Result<(), ProbeError> {
     let program: &mut aya::programs::RawTracePoint = program_of(ebpf, name)?;
     program.load().map_err(prog_err(name))?;
+    refused_for_test(name)?;
     program.attach(tp).map_err(prog_err(name))?;
     Ok(())
 }
@@ -225,6 +226,42 @@ pub fn attach_btf_tracepoint(
     refused_for_test(name)?;
     program.attach().map_err(prog_err(name))?;
     Ok(())
+}
+
+/// Names of the object's programs that are loaded in the kernel.
+fn loaded_programs(ebpf: &Ebpf) -> std::collections::BTreeSet<String> {
+    ebpf.programs()
+        .filter(|(_, p)| p.fd().is_ok())
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// Unloads (detaching their links) the programs loaded since `before`: what a probe that
+/// failed half-way had attached. Returns their names.
+fn unload_programs_since(
+    ebpf: &mut Ebpf,
+    before: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    use aya::programs::Program;
+    let mut gone = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        if before.contains(name) || program.fd().is_err() {
+            continue;
+        }
+        let r = match program {
+            Program::TracePoint(p) => p.unload(),
+            Program::RawTracePoint(p) => p.unload(),
+            Program::BtfTracePoint(p) => p.unload(),
+            _ => continue,
+        };
+        match r {
+            Ok(()) => gone.push(name.to_string()),
+            Err(e) => {
+                tracing::warn!(program = name, error = %e, "unloading a failed probe's program failed")
+            }
+        }
+    }
+    gone
 }
 
 /// Test hook for the fallbacks, which a kernel that has every hook never takes: the programs
@@ -267,6 +304,7 @@ pub fn attach_tracepoints(
     let prog_err = prog_err(name);
     let program: &mut aya::programs::TracePoint = program_of(ebpf, name)?;
     program.load().map_err(&prog_err)?;
+    refused_for_test(name)?;
     let mut links = Vec::with_capacity(tps.len());
     for tp in tps {
         match program.attach(category, tp) {
@@ -356,6 +394,7 @@ impl Probes {
             match load_object(&mut loader, object) {
                 Ok(mut obj) => {
                     for p in these {
+                        let loaded_before = loaded_programs(&obj);
                         let mut attached = (p.attach)(&mut obj, &ctx);
                         if let Err(ProbeError::Reload(why)) = &attached {
                             // Only a probe alone in its object may have it loaded again (the
@@ -372,7 +411,10 @@ impl Probes {
                             }
                             Err(e) => {
                                 let reason = error_chain(&e);
-                                tracing::warn!(probe = p.name, %reason, "probe failed");
+                                // What it attached before failing must not keep running
+                                // (and costing) for a probe reported failed.
+                                let left = unload_programs_since(&mut obj, &loaded_before);
+                                tracing::warn!(probe = p.name, %reason, unloaded = ?left, "probe failed");
                                 states.push((p.name, State::Failed(reason)));
                             }
                         }

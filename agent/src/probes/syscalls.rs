@@ -161,6 +161,9 @@ impl ProbeCollector for SyscallsProbe {
     fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.refresh(&mut state)?;
+        // Every map is read before any family is written: a failed read leaves this probe's
+        // families out of the scrape whole (scrape_success 0), not half written.
+        let histograms = self.histograms()?;
         let series = state.counters.series();
         let mut fam = out.family(
             "syscalls_total",
@@ -193,7 +196,7 @@ impl ProbeCollector for SyscallsProbe {
             "Time from syscall entry to return, by syscall (kernel log2 buckets).",
             Kind::Histogram,
         )?;
-        for (nr, h) in self.histograms()? {
+        for (nr, h) in histograms {
             let mut log2 = [0u64; HIST_BUCKETS];
             log2.copy_from_slice(&h[..HIST_BUCKETS]);
             let count: u64 = log2.iter().sum();

@@ -194,6 +194,10 @@ impl ProbeCollector for TcpProbe {
     fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         Self::refresh(&mut state)?;
+        // Every map is read before any family is written: a failed read leaves this probe's
+        // families out of the scrape whole (scrape_success 0), not half written.
+        let rtt = self.histogram(HIST_RTT)?;
+        let duration = self.histogram(HIST_DURATION)?;
         let series = state.counters.series();
         // (family, help, [(direction label, stats index)])
         let families: [CounterFamily; 7] = [
@@ -251,22 +255,21 @@ impl ProbeCollector for TcpProbe {
                 }
             }
         }
-        for (name, help, index, bounds) in [
+        for (name, help, (b, sum), bounds) in [
             (
                 "tcp_rtt_seconds",
                 "Smoothed round-trip time of TCP sockets, sampled at every incoming segment \
                  (tcp:tcp_probe).",
-                HIST_RTT,
+                rtt,
                 &RTT_BOUNDS_LOG2_US[..],
             ),
             (
                 "tcp_connection_duration_seconds",
                 "Lifetime of TCP connections from established to closed.",
-                HIST_DURATION,
+                duration,
                 &DURATION_BOUNDS_LOG2_US[..],
             ),
         ] {
-            let (b, sum) = self.histogram(index)?;
             let count: u64 = b.iter().sum();
             let mut fam = out.family(name, help, Kind::Histogram)?;
             fam.histogram(

@@ -28,6 +28,21 @@ if libc.mount(b"hung", mnt.encode(), b"fuse.hung", 0, opts) != 0:
 os.execv(prog, [prog] + sys.argv[3:])
 "#;
 
+/// The command that runs the agent in a mount namespace of its own, with a hung FUSE mount
+/// on `mnt` (see [`MOUNT_AND_EXEC`]).
+fn in_hung_mount_ns(mnt: &str) -> [&str; 8] {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "python3",
+        "-c",
+        MOUNT_AND_EXEC,
+        mnt,
+    ]
+}
+
 #[test]
 fn hung_fuse_mount_does_not_hang_the_scrape() {
     if !privileged("hung_fuse_mount_does_not_hang_the_scrape") {
@@ -45,16 +60,7 @@ fn hung_fuse_mount_does_not_hang_the_scrape() {
     )
     .unwrap();
     let procfs = dir.join("proc");
-    let wrap = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "python3",
-        "-c",
-        MOUNT_AND_EXEC,
-        mnt_s,
-    ];
+    let wrap = in_hung_mount_ns(mnt_s);
     let agent = Agent::start_with(
         &bin(),
         &[
@@ -107,16 +113,7 @@ fn agent_over_hung_textfile_dir(tag: &str, extra: &[&str]) -> (Agent, std::path:
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mnt_s = mnt.to_str().unwrap();
-    let wrap = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "python3",
-        "-c",
-        MOUNT_AND_EXEC,
-        mnt_s,
-    ];
+    let wrap = in_hung_mount_ns(mnt_s);
     let mut args = vec![
         "--collector.disable-defaults",
         "--collector.textfile",

@@ -235,42 +235,37 @@ fn setting_arg(name: &'static str, value: &'static str, help: &'static str) -> A
 }
 
 fn toggle_args(cmd: Command, kind: &str, name: &str, default: &str) -> Command {
-    let on = format!("{kind}.{name}");
-    let off = format!("no-{kind}.{name}");
-    cmd.arg(
-        Arg::new(on.clone())
-            .long(on.clone())
-            .action(ArgAction::SetTrue)
-            .overrides_with(off.clone())
-            .help(format!("Enable the {name} {kind} [default: {default}]")),
-    )
-    .arg(
-        Arg::new(off.clone())
-            .long(off)
-            .action(ArgAction::SetTrue)
-            .overrides_with(on)
-            .help(format!("Disable the {name} {kind}")),
+    flag_pair(
+        cmd,
+        &format!("{kind}.{name}"),
+        format!("Enable the {name} {kind} [default: {default}]"),
+        format!("Disable the {name} {kind}"),
     )
 }
 
-/// A boolean setting `--NAME` with its negation `--no-NAME` (kingpin's form, so a `true` in the
-/// config file can be turned off from the command line).
-fn bool_setting_args(cmd: Command, name: &str, help: &str) -> Command {
+/// `--NAME` and its negation `--no-NAME`, the later one on the command line winning.
+fn flag_pair(cmd: Command, name: &str, on_help: String, off_help: String) -> Command {
     let off = format!("no-{name}");
     cmd.arg(
         Arg::new(name.to_string())
             .long(name.to_string())
             .action(ArgAction::SetTrue)
             .overrides_with(off.clone())
-            .help(help.to_string()),
+            .help(on_help),
     )
     .arg(
         Arg::new(off.clone())
             .long(off)
             .action(ArgAction::SetTrue)
             .overrides_with(name.to_string())
-            .help(format!("Negates --{name}")),
+            .help(off_help),
     )
+}
+
+/// A boolean setting `--NAME` with its negation `--no-NAME` (kingpin's form, so a `true` in the
+/// config file can be turned off from the command line).
+fn bool_setting_args(cmd: Command, name: &str, help: &str) -> Command {
+    flag_pair(cmd, name, help.to_string(), format!("Negates --{name}"))
 }
 
 /// Parsed flags.

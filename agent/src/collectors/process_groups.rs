@@ -427,9 +427,9 @@ pub fn new(ctx: &CollectorContext) -> Result<Box<dyn NodeCollector>, CollectorEr
     }))
 }
 
-/// A file of a process that may vanish (or deny access) at any moment: None then.
-/// A procfs file's text (None: gone or unreadable). Bytes that are not UTF-8 (a comm or an
-/// argument in another encoding) are replaced, so such a process is still counted.
+/// A file of a process that may vanish (or deny access) at any moment: None then. Bytes that
+/// are not UTF-8 (a comm or an argument in another encoding) are replaced, so such a process
+/// is still counted.
 fn read_opt(path: &Path) -> Option<String> {
     fs::read(path)
         .ok()

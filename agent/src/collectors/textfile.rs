@@ -100,6 +100,11 @@ pub struct Family {
 
 /// Parses one file as node_exporter does: the text format, and no client-side timestamps.
 pub fn parse_file(text: &str) -> Result<Vec<MetricFamily>, ParseError> {
+    parse_counted(text).map(|(families, _)| families)
+}
+
+/// [`parse_file`], with the file's label pairs (see [`label_pairs`]) beside its families.
+fn parse_counted(text: &str) -> Result<(Vec<MetricFamily>, usize), ParseError> {
     let families = textparse::parse(
         text,
         Limits {
@@ -130,7 +135,7 @@ pub fn parse_file(text: &str) -> Result<Vec<MetricFamily>, ParseError> {
             });
         }
     }
-    Ok(families)
+    Ok((families, pairs))
 }
 
 /// The distinct label names of a family's samples.
@@ -488,7 +493,8 @@ enum FileError {
     Parse(ParseError),
 }
 
-fn read_one(path: &Path) -> Result<(f64, Vec<MetricFamily>), FileError> {
+/// A file's mtime, families and label pairs.
+fn read_one(path: &Path) -> Result<(f64, Vec<MetricFamily>, usize), FileError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     // Non-blocking open: a FIFO named `x.prom` would otherwise wait for a writer forever;
     // it, a directory or a device is then refused by its type.
@@ -513,13 +519,13 @@ fn read_one(path: &Path) -> Result<(f64, Vec<MetricFamily>), FileError> {
         let upto = e.utf8_error().valid_up_to();
         FileError::Utf8(1 + e.as_bytes()[..upto].iter().filter(|b| **b == b'\n').count())
     })?;
-    let families = parse_file(&text).map_err(FileError::Parse)?;
+    let (families, pairs) = parse_counted(&text).map_err(FileError::Parse)?;
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs() as f64);
-    Ok((mtime, families))
+    Ok((mtime, families, pairs))
 }
 
 impl NodeCollector for Textfile {
@@ -549,18 +555,15 @@ impl NodeCollector for Textfile {
                 let path = dir.join(&name);
                 let shown = path.display().to_string();
                 match read_one(&path) {
-                    Ok((_, families))
-                        if pairs.saturating_add(families.iter().map(label_pairs).sum())
-                            > MAX_LABEL_PAIRS_PER_SCRAPE =>
-                    {
+                    Ok((_, _, n)) if pairs.saturating_add(n) > MAX_LABEL_PAIRS_PER_SCRAPE => {
                         errored = true;
                         tracing::error!(collector = "textfile", file = %shown,
                             "the files before it already hold {pairs} label pairs; with this \
                              one the scrape would pass {MAX_LABEL_PAIRS_PER_SCRAPE} (limit), \
                              file skipped");
                     }
-                    Ok((mtime, families)) => {
-                        pairs += families.iter().map(label_pairs).sum::<usize>();
+                    Ok((mtime, families, n)) => {
+                        pairs += n;
                         mtimes.push((shown.clone(), mtime));
                         files.push((shown, families));
                     }

@@ -960,16 +960,19 @@ fn account(
     out: &mut Output,
     store: &mut Store,
 ) {
-    let now = t.conn.heap_bytes();
-    *total = total.saturating_sub(t.heap) + now;
-    t.heap = now;
+    recount(total, t);
     if *total > budget {
         t.conn.shed(out);
         report(router, role, t, out, store);
-        let after = t.conn.heap_bytes();
-        *total = total.saturating_sub(t.heap) + after;
-        t.heap = after;
+        recount(total, t);
     }
+}
+
+/// Replaces connection `t`'s last counted share of `total` with what it holds now.
+fn recount(total: &mut usize, t: &mut Tracked) {
+    let now = t.conn.heap_bytes();
+    *total = total.saturating_sub(t.heap) + now;
+    t.heap = now;
 }
 
 /// Counts what one record of connection `t` produced (`out`, left empty): its anomalies, and

@@ -455,31 +455,29 @@ impl DiskQueue {
             }
             let (len, rec) = match self.read_record(c.seg, c.off) {
                 Ok(r) => r,
-                // One damaged record whose frame is intact: skip just it, its samples counted.
-                Err(RecordError::Bad {
-                    len,
-                    samples: n,
-                    why,
-                }) => {
-                    tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, samples = n, error = %why, "remote write queue: damaged record skipped");
-                    let n = n.min(seg.samples.saturating_sub(c.consumed));
-                    corrupt += n;
-                    c.consumed += n;
-                    c.off += len;
-                    c.skip = 0;
-                    if samples == 0 {
-                        self.cursor = c;
-                        self.write_cursor()?;
-                    }
-                    continue;
-                }
                 // Out of descriptors or memory: nothing is wrong with the data; try later.
                 Err(RecordError::Io(e)) if transient(&e) => return Err(e),
-                Err(RecordError::Io(e)) => {
-                    tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, error = %e, "remote write queue: unreadable record, skipping the rest of the segment");
-                    corrupt += seg.samples.saturating_sub(c.consumed);
-                    c.consumed = seg.samples;
-                    c.off = seg.bytes;
+                Err(err) => {
+                    let left = seg.samples.saturating_sub(c.consumed);
+                    // A damaged record whose frame is intact is skipped alone; an unreadable
+                    // one takes the rest of its segment. The samples skipped are counted.
+                    let (to, lost) = match err {
+                        RecordError::Bad {
+                            len,
+                            samples: n,
+                            why,
+                        } => {
+                            tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, samples = n, error = %why, "remote write queue: damaged record skipped");
+                            (c.off + len, n.min(left))
+                        }
+                        RecordError::Io(e) => {
+                            tracing::error!(segment = %seg_path(&self.dir, c.seg).display(), offset = c.off, error = %e, "remote write queue: unreadable record, skipping the rest of the segment");
+                            (seg.bytes, left)
+                        }
+                    };
+                    corrupt += lost;
+                    c.consumed += lost;
+                    c.off = to;
                     c.skip = 0;
                     if samples == 0 {
                         // Nothing taken yet: consume the broken part right away.

@@ -7,6 +7,7 @@ pub mod collectors;
 pub mod config;
 pub mod emit;
 pub mod exposition;
+pub mod faults;
 pub mod paths;
 pub mod probes;
 pub mod procnames;

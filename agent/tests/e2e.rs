@@ -152,6 +152,55 @@ fn malformed_file_fails_only_its_collector_and_names_file_and_line() {
     assert!(log.contains(&want), "log should name {want}:\n{log}");
 }
 
+/// A collector that panics (a bug met at run time; `HOSTLENS_FAIL_PANIC` injects one in every
+/// call of `loadavg`) fails only itself, at every scrape; the agent and the other collectors
+/// go on.
+#[test]
+fn a_panicking_collector_fails_only_itself() {
+    let mut args = procfs_args(&fixture("basic/proc"));
+    args.extend(
+        [
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+            "--collector.meminfo",
+        ]
+        .map(String::from),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::spawn(
+        &common::bin(),
+        &a,
+        None,
+        &[("HOSTLENS_FAIL_PANIC", "collector:loadavg")],
+    );
+    agent.wait_ready();
+    for _ in 0..3 {
+        let e = agent.scrape();
+        assert_eq!(
+            e.get("node_scrape_collector_success{collector=\"loadavg\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            e.get("node_scrape_collector_success{collector=\"meminfo\"}"),
+            Some(1.0)
+        );
+        assert_eq!(e.get("node_load1"), None);
+        assert_eq!(
+            e.get("node_memory_MemTotal_bytes"),
+            Some(24684096.0 * 1024.0)
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while agent.log().matches("collector panicked").count() < 3
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = agent.log();
+    assert_eq!(log.matches("collector panicked").count(), 3, "{log}");
+    assert!(log.contains("injected panic at collector:loadavg"), "{log}");
+}
+
 #[test]
 fn endpoints_and_negotiation() {
     let agent = start(&procfs_args(&fixture("basic/proc")));

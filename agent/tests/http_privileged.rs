@@ -417,6 +417,58 @@ fn http_exact_counts_per_method_status_route() {
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
 }
 
+/// The decoder panicking (a bug met by some record; `HOSTLENS_FAIL_PANIC` injects one, once)
+/// costs the connection state it held, nothing more: the drain goes on and later requests
+/// are counted exactly.
+#[test]
+fn http_decoder_panic_costs_only_its_state() {
+    if !privileged("http_decoder_panic_costs_only_its_state") {
+        return;
+    }
+    let dir = temp_dir("drainpanic");
+    let agent = agent_env(&dir, "", &[("HOSTLENS_FAIL_PANIC", "http_drain")]);
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let port = nginx.port.to_string();
+    let p = port.as_str();
+    // The first records the drain reads set the panic off.
+    assert_eq!(
+        py_client(nginx.port, &[("GET", "/index.html".to_string(), "")]).len(),
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.log().contains("the decoder panicked") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        agent.log().contains("the decoder panicked"),
+        "{}",
+        agent.log()
+    );
+    let before = agent.scrape();
+    let reqs: Vec<(&str, String, &str)> = (0..200)
+        .map(|_| ("GET", "/index.html".to_string(), ""))
+        .collect();
+    assert_eq!(py_client(nginx.port, &reqs).len(), 200);
+    let after = settle(&agent, |e| {
+        delta(e, &before, SERVER, &[("server_port", p)]) >= 200.0
+            && delta(e, &before, CLIENT, &[("server_port", p)]) >= 200.0
+    });
+    let server = [
+        ("server_port", p),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+        ("http_route", "/index.html"),
+        ("process_name", "nginx"),
+    ];
+    assert_eq!(delta(&after, &before, SERVER, &server), 200.0);
+    assert_eq!(delta(&after, &before, SERVER, &[]), 200.0);
+    assert_eq!(delta(&after, &before, CLIENT, &[("server_port", p)]), 200.0);
+    assert_eq!(lost(&after), lost(&before), "events lost");
+    let log = agent.log();
+    assert_eq!(log.matches("the decoder panicked").count(), 1, "{log}");
+    assert!(log.contains("injected panic at http_drain"), "{log}");
+}
+
 #[test]
 fn http_every_hook_counts_exactly() {
     if !privileged("http_every_hook_counts_exactly") {

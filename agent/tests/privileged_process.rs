@@ -976,6 +976,66 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
 /// The programs a probe attached before one of its attaches failed are unloaded: a probe
 /// reported failed costs nothing in the kernel. Here the tcp probe's last attach (both
 /// variants of its retransmit hook) is refused, after six programs were attached.
+/// A probe whose map reading panics (a bug met at run time; `HOSTLENS_FAIL_PANIC` injects one
+/// at every scrape of `tcp`) costs only its own families, reported by
+/// `hostlens_probe_scrape_success`; the other probe and the collectors go on.
+#[test]
+fn a_panicking_probe_costs_only_its_families() {
+    if !privileged("a_panicking_probe_costs_only_its_families") {
+        return;
+    }
+    let agent = Agent::spawn(
+        &common::bin(),
+        &[
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+            "--probe.disable-defaults",
+            "--probe.tcp",
+            "--probe.syscalls",
+        ],
+        None,
+        &[("HOSTLENS_FAIL_PANIC", "probe:tcp")],
+    );
+    agent.wait_ready();
+    // Some TCP traffic, so that the tcp probe would have series.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _s = l.accept().unwrap();
+    for _ in 0..3 {
+        let e = agent.scrape();
+        let log = agent.log();
+        assert_eq!(
+            e.get("hostlens_probe_scrape_success{probe=\"tcp\"}"),
+            Some(0.0),
+            "{log}"
+        );
+        assert_eq!(
+            e.get("hostlens_probe_scrape_success{probe=\"syscalls\"}"),
+            Some(1.0),
+            "{log}"
+        );
+        assert_eq!(
+            e.get("hostlens_probe_attached{probe=\"tcp\"}"),
+            Some(1.0),
+            "{log}"
+        );
+        assert!(
+            e.samples.keys().all(|k| !k.starts_with("tcp_")),
+            "tcp families written by the panicking probe"
+        );
+        assert!(e.sum("syscalls_total", &[]) > 0.0, "syscalls probe silent");
+        assert!(e.get("node_load1").is_some());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !agent.log().contains("probe collection panicked") && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = agent.log();
+    assert!(log.contains("probe collection panicked"), "{log}");
+    assert!(log.contains("injected panic at probe:tcp"), "{log}");
+}
+
 #[test]
 fn a_probe_failing_half_way_leaves_no_program_attached() {
     if !privileged("a_probe_failing_half_way_leaves_no_program_attached") {

@@ -1482,6 +1482,73 @@ fn retry_after_zero_or_past_uses_the_backoff() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A sender that panics (a bug met by a batch; `HOSTLENS_FAIL_PANIC` injects one, once, with
+/// the first batch in hand) is started again from its queue: nothing is lost or repeated and
+/// the gathers keep their order.
+#[test]
+fn a_panicking_sender_restarts_from_its_queue() {
+    let rx = Receiver::start(free_port(), Mode::Normal, ok_policy());
+    let dir = tempdir("senderpanic");
+    let cfg = write_config(&dir, &rx.url(), "", "");
+    let procfs = repo_root().join("tests/fixtures/basic/proc");
+    let p = procfs.to_str().unwrap();
+    let agent = Agent::spawn(
+        &common::bin(),
+        &[
+            "--config.file",
+            cfg.to_str().unwrap(),
+            "--path.procfs",
+            p,
+            "--path.sysfs",
+            p,
+            "--path.rootfs",
+            p,
+            "--probe.disable-defaults",
+        ],
+        None,
+        &[("HOSTLENS_FAIL_PANIC", "remote_write:test")],
+    );
+    agent.wait_ready();
+    let started = now_ms();
+    // The panic comes with the first batch; the restart waits 1 s; then 4 more gathers.
+    wait_until("gathers after the restart", Duration::from_secs(30), || {
+        load1_times(&rx.accepted())
+            .iter()
+            .filter(|t| **t > started + 3000)
+            .count()
+            >= 3
+    });
+    let stats = scrape(&agent);
+    let log = agent.log();
+    assert_eq!(
+        log.matches("remote write sender panicked").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("injected panic at remote_write:test"), "{log}");
+    let dropped = stats[&parse_series(
+        "hostlens_remote_write_samples_total{endpoint=\"test\",outcome=\"dropped\"}",
+    )];
+    assert_eq!(dropped, 0.0);
+    let acc = rx.accepted();
+    assert_order(&acc);
+    let times = load1_times(&acc);
+    assert!(times.len() >= 4, "{times:?}");
+    // The first request came after the restart (the panic precedes it, the restart waits
+    // 1 s); the first gather, queued before the panic, is in it — it was taken about a
+    // second before that request, the next gather only ~0.1 s — and none after it is missing.
+    let (t0_ms, t0) = (now_ms(), Instant::now());
+    let first_request = rx.got()[0].at;
+    let first_request_ms = t0_ms - i64::try_from((t0 - first_request).as_millis()).unwrap();
+    assert!(
+        times[0] + 800 <= first_request_ms,
+        "the first gather ({}) is not older than the restart (first request {first_request_ms}): lost?",
+        times[0]
+    );
+    assert_no_gap(&times, "after a sender panic");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn dns_failure_and_bad_tls_are_logged_with_the_endpoint() {
     // A name that cannot resolve (.invalid is reserved) and TLS to a plain-HTTP receiver.

@@ -537,6 +537,7 @@ impl Collector for NodeCollectors {
             }
             let start = inflight.enter();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
+                crate::faults::panic_at("collector", name);
                 collector.update(&mut Out::new(&mut encoder))
             }));
             inflight.leave(start);

@@ -461,6 +461,9 @@ fn drain_batch(decoder: &mut Decoder, ring: &mut RingBuf<MapData>) -> usize {
                 let Some(item) = ring.next() else { break };
                 handle(&item);
                 n += 1;
+                if n == 1 {
+                    crate::faults::panic_once_at("http_drain", "");
+                }
             }
         });
     }));

@@ -606,7 +606,10 @@ impl Collector for ProbeMetrics {
         drop(fam);
         // One probe failing (a map read error, a panic) costs only its own families.
         for ((name, probe), (_, fine)) in self.active.iter().zip(ok.iter_mut()) {
-            match catch_unwind(AssertUnwindSafe(|| probe.collect(&mut out))) {
+            match catch_unwind(AssertUnwindSafe(|| {
+                crate::faults::panic_at("probe", name);
+                probe.collect(&mut out)
+            })) {
                 Ok(Ok(())) => {}
                 Ok(Err(ProbeError::Encode(e))) => return Err(e),
                 Ok(Err(e)) => {

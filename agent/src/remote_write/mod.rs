@@ -583,6 +583,7 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
                 }
             }
         }
+        crate::faults::panic_once_at("remote_write", &ep.name);
         let outcome = if shards == 1 {
             send_batch(&ep, &sender, &p.batch, &mut backoff, &mut stop, flush_until).await
         } else {

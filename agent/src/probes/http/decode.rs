@@ -802,7 +802,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// in one pass over its lines (a line after the first that is empty or a lone CR ends it).
 fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
     let data = &data[..data.len().min(MAX_HEAD)];
-    let first_end = memchr::memchr(b'\n', data)?;
+    // One search over the whole head (a call per line costs more than the short lines).
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    let first_end = ends.next()?;
     let first = &data[..first_end];
     let mut h = Head {
         first: first.strip_suffix(b"\r").unwrap_or(first),
@@ -810,8 +812,7 @@ fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
         chunked: false,
     };
     let mut start = first_end + 1;
-    loop {
-        let end = start + memchr::memchr(b'\n', data.get(start..)?)?;
+    for end in ends {
         let line = &data[start..end];
         if line.is_empty() || line == b"\r" {
             return Some((end + 1, h));
@@ -819,6 +820,7 @@ fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
         header_line(&mut h, line);
         start = end + 1;
     }
+    None
 }
 
 /// Appends head bytes from `data` to `buf` until the blank line (CRLF CRLF, or bare LF LF).

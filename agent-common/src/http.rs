@@ -10,10 +10,24 @@
 //!   connection with a fresh id in [`CONNS_MAP`], `close` ends it.
 //!
 //! Either way the read/write families copy a bounded prefix of the bytes of HTTP connections
-//! into [`EVENTS_MAP`]. User side (`agent/src/probes/http.rs`) decodes.
+//! into the ring buffers [`EVENTS_MAPS`]. User side (`agent/src/probes/http.rs`) decodes.
 
-/// Ring buffer carrying [`EventHeader`] + payload records.
-pub const EVENTS_MAP: &str = "HTTP_EVENTS";
+/// Ring buffers carrying [`EventHeader`] + payload records, one per CPU up to [`RINGS`]: CPU
+/// `c` writes ring `c % RINGS`, so CPUs do not share a ring's lock and positions (whose
+/// cache lines would move between them at every record). The agent merges the rings by
+/// [`EventHeader::ts_ns`].
+pub const EVENTS_MAPS: [&str; RINGS] = [
+    "HTTP_EVENTS_0",
+    "HTTP_EVENTS_1",
+    "HTTP_EVENTS_2",
+    "HTTP_EVENTS_3",
+    "HTTP_EVENTS_4",
+    "HTTP_EVENTS_5",
+    "HTTP_EVENTS_6",
+    "HTTP_EVENTS_7",
+];
+/// Number of ring buffers (a power of two).
+pub const RINGS: usize = 8;
 /// Per-CPU `u64` counting records the ring buffer had no room for.
 pub const LOST_MAP: &str = "HTTP_LOST";
 /// LRU hash `(tgid << 32 | fd)` -> [`ConnInfo`] of the socket connections being followed
@@ -30,15 +44,15 @@ pub const MAX_SKIPPED: u32 = 1024;
 /// Global (`EbpfLoader::override_global`): the agent's own tgid, never traced (its scrapes
 /// would otherwise feed the probe).
 pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";
-/// Global: ring buffer fill level in bytes above which a record wakes the agent.
+/// Global: fill level in bytes of a ring buffer above which a record wakes the agent.
 pub const GLOBAL_WAKE_BYTES: &str = "HTTP_WAKE_BYTES";
-/// Global: bytes one CPU writes to the ring between two checks of its fill level.
+/// Global: bytes one CPU writes to its ring between two checks of its fill level.
 pub const GLOBAL_CHECK_BYTES: &str = "HTTP_CHECK_BYTES";
 /// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
 pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 
-/// Ring buffer size in bytes as compiled (a power of two multiple of the page size); the
-/// agent sets the size from `http.ring_buffer_bytes` at load.
+/// Size in bytes of each ring buffer as compiled (a power of two multiple of the page size);
+/// the agent sets the sizes from `http.ring_buffer_bytes` at load.
 pub const RING_BYTES: u32 = 4 << 20;
 /// Connections followed at once as compiled; the agent sets it from `http.max_connections`.
 /// The least recently used is forgotten beyond this.

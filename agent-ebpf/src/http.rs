@@ -10,15 +10,15 @@
 //!   connection id, so a reused fd is a new connection; `close` (fd = di) ends it;
 //! - `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` on a
 //!   followed fd copy a bounded prefix of the `ret` bytes moved (across up to 8 iovecs) into a
-//!   per-CPU scratch record and output exactly its used length to the `HTTP_EVENTS` ring
-//!   buffer; `sendfile` sends only its byte count.
+//!   per-CPU scratch record and output exactly its used length to the current CPU's ring
+//!   buffer (`HTTP_EVENTS_<cpu % 8>`); `sendfile` sends only its byte count.
 //!
 //! Other syscalls cost a program call, one load of `orig_ax` and a branch (`tp_btf`; the raw
 //! tracepoint needs a helper for the load; the per-syscall tracepoints never run); reads
 //! and writes of unfollowed fds cost one hash lookup. A connection whose first bytes
 //! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
 //! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
-//! drains every few ms) until the ring is 1/4 full. Syscall numbers are x86_64's; on other
+//! drains every few ms) until a ring is 1/4 full. Syscall numbers are x86_64's; on other
 //! architectures the program attaches but follows nothing.
 use crate::local_storage::SkStorage;
 use agent_common::http::{
@@ -32,7 +32,8 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_user as raw_read_user, bpf_task_pt_regs,
         },
@@ -58,8 +59,54 @@ static HTTP_CHECK_BYTES: Global<u32> = Global::new(RING_BYTES / 4 / 16);
 #[map(name = "HTTP_UNCHECKED")]
 static HTTP_UNCHECKED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-#[map(name = "HTTP_EVENTS")]
-static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+// One ring per CPU up to eight (`agent_common::http::EVENTS_MAPS`); see `ring`.
+#[map(name = "HTTP_EVENTS_0")]
+static HTTP_EVENTS_0: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_1")]
+static HTTP_EVENTS_1: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_2")]
+static HTTP_EVENTS_2: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_3")]
+static HTTP_EVENTS_3: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_4")]
+static HTTP_EVENTS_4: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_5")]
+static HTTP_EVENTS_5: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_6")]
+static HTTP_EVENTS_6: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map(name = "HTTP_EVENTS_7")]
+static HTTP_EVENTS_7: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// The ring of the current CPU: `cpu % 8`. Branches, not a table: a table of map addresses
+/// would be data the loader cannot relocate.
+#[inline(always)]
+fn ring() -> &'static RingBuf {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } & 7;
+    if cpu < 4 {
+        if cpu < 2 {
+            if cpu == 0 {
+                &HTTP_EVENTS_0
+            } else {
+                &HTTP_EVENTS_1
+            }
+        } else if cpu == 2 {
+            &HTTP_EVENTS_2
+        } else {
+            &HTTP_EVENTS_3
+        }
+    } else if cpu < 6 {
+        if cpu == 4 {
+            &HTTP_EVENTS_4
+        } else {
+            &HTTP_EVENTS_5
+        }
+    } else if cpu == 6 {
+        &HTTP_EVENTS_6
+    } else {
+        &HTTP_EVENTS_7
+    }
+}
 
 #[map(name = "HTTP_LOST")]
 static HTTP_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -148,7 +195,7 @@ fn conn_key(tgid: u32, fd: u32) -> u64 {
 /// only after this CPU wrote `HTTP_CHECK_BYTES` since it last asked (a per-CPU counter is a
 /// plain memory access; the query is a helper call).
 #[inline(always)]
-fn submit_flags(len: u64) -> u64 {
+fn submit_flags(ring: &RingBuf, len: u64) -> u64 {
     let Some(p) = HTTP_UNCHECKED.get_ptr_mut(0) else {
         return BPF_RB_NO_WAKEUP as u64;
     };
@@ -160,7 +207,7 @@ fn submit_flags(len: u64) -> u64 {
         }
         *p = 0;
     }
-    if HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > HTTP_WAKE_BYTES.load() as u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) > HTTP_WAKE_BYTES.load() as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -284,20 +331,22 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
 /// Writes a record that is only a header (connection end, sendfile byte counts).
 #[inline(always)]
 fn emit_header(r: &Rec) {
-    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES, 0) else {
+    let ring = ring();
+    let Some(mut entry) = ring.reserve_bytes(HEADER_BYTES, 0) else {
         count_lost();
         return;
     };
     // SAFETY: the record is HEADER_BYTES long and 8-byte aligned (ring records are).
     unsafe { write_header(entry.as_mut_ptr().cast(), r, 0) };
-    entry.submit(submit_flags(HEADER_BYTES as u64));
+    entry.submit(submit_flags(ring, HEADER_BYTES as u64));
 }
 
 /// Writes a client's start record: the header and the peer's `sockaddr` (`sa_len` bytes of
 /// `sa` used).
 #[inline(always)]
 fn emit_peer(r: &Rec, sa: &[u8; 32], sa_len: u16) {
-    let Some(mut entry) = HTTP_EVENTS.reserve_bytes(HEADER_BYTES + 32, 0) else {
+    let ring = ring();
+    let Some(mut entry) = ring.reserve_bytes(HEADER_BYTES + 32, 0) else {
         count_lost();
         return;
     };
@@ -307,7 +356,7 @@ fn emit_peer(r: &Rec, sa: &[u8; 32], sa_len: u16) {
         write_header(p, r, sa_len);
         core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
     }
-    entry.submit(submit_flags((HEADER_BYTES + 32) as u64));
+    entry.submit(submit_flags(ring, (HEADER_BYTES + 32) as u64));
 }
 
 /// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
@@ -784,8 +833,9 @@ fn capture(rec: &Rec, b: &Bufs) {
     }
     // SAFETY: `len <= SCRATCH_BYTES`, the scratch array's size.
     let record = unsafe { core::slice::from_raw_parts(scratch.as_ptr(), len) };
-    if HTTP_EVENTS
-        .output::<[u8]>(record, submit_flags(len as u64))
+    let ring = ring();
+    if ring
+        .output::<[u8]>(record, submit_flags(ring, len as u64))
         .is_err()
     {
         count_lost();

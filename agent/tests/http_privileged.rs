@@ -919,6 +919,105 @@ fn http_route_cardinality_is_bounded() {
     assert!(series(&after, CLIENT, &[("server_port", p)]).is_empty());
 }
 
+/// A python3 server and client on one keep-alive connection, each thread moving to another
+/// CPU between its read and its write (`sched_setaffinity`): argv = request count, CPU count.
+/// The server prints its port, the client the statuses it read.
+const PY_MIGRATING: &str = r#"
+import os, socket, sys, threading
+n = int(sys.argv[1]); cpus = int(sys.argv[2])
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+port = l.getsockname()[1]
+def serve():
+    c, _ = l.accept()
+    for i in range(n):
+        os.sched_setaffinity(0, {i % cpus})
+        data = b""
+        while not data.endswith(b"\r\n\r\n"):
+            data += c.recv(4096)
+        os.sched_setaffinity(0, {(i + 1) % cpus})
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    c.close()
+t = threading.Thread(target=serve); t.start()
+s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
+statuses = []
+for i in range(n):
+    os.sched_setaffinity(0, {(i + 1) % cpus})
+    s.sendall(b"GET /migrating HTTP/1.1\r\nHost: x\r\n\r\n")
+    os.sched_setaffinity(0, {i % cpus})
+    statuses.append(f.readline().split()[1].decode())
+    while f.readline() != b"\r\n":
+        pass
+    f.read(2)
+f.close(); s.close(); t.join()
+print(port, " ".join(statuses))
+"#;
+
+/// The kernel writes one ring buffer per CPU; a connection whose reads and writes happen on
+/// different CPUs has its records in different rings, and the agent must put them back in
+/// order: every request paired with its own response, nothing counted as unpaired.
+#[test]
+fn http_records_from_several_cpus_stay_in_order() {
+    if !privileged("http_records_from_several_cpus_stay_in_order") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        println!(
+            "SKIPPED http_records_from_several_cpus_stay_in_order: needs two CPUs, has {cpus}"
+        );
+        if std::env::var_os("HOSTLENS_REQUIRE_PRIVILEGED").is_some() {
+            panic!("one CPU: the per-CPU rings cannot be tested");
+        }
+        return;
+    }
+    let dir = temp_dir("cpus");
+    let agent = agent_with(&dir, "");
+    let py = python_comm();
+    let before = agent.scrape();
+    let n = 3000;
+    let out = run_ok(Command::new("python3").args([
+        "-c",
+        PY_MIGRATING,
+        &n.to_string(),
+        &cpus.min(4).to_string(),
+    ]));
+    let mut words = out.split_whitespace();
+    let port = words.next().unwrap().to_string();
+    assert!(
+        words.clone().count() == n && words.all(|w| w == "200"),
+        "{out}"
+    );
+    let p = port.as_str();
+    let after = settle(&agent, |e| {
+        delta(e, &before, SERVER, &[("server_port", p)]) >= n as f64
+            && delta(e, &before, CLIENT, &[("server_port", p)]) >= n as f64
+    });
+    let want = [
+        ("server_port", p),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+        ("process_name", py.as_str()),
+    ];
+    let server: Vec<(&str, &str)> = want
+        .iter()
+        .copied()
+        .chain([("http_route", "/migrating")])
+        .collect();
+    assert_eq!(delta(&after, &before, SERVER, &server), n as f64);
+    assert_eq!(
+        delta(&after, &before, SERVER, &[("server_port", p)]),
+        n as f64
+    );
+    assert_eq!(delta(&after, &before, CLIENT, &want), n as f64);
+    assert_eq!(
+        delta(&after, &before, CLIENT, &[("server_port", p)]),
+        n as f64
+    );
+    let errors = |e: &Exposition| e.sum("hostlens_http_decode_errors_total", &[]);
+    assert_eq!(errors(&after), errors(&before), "{}", after.text);
+    assert_eq!(lost(&after), lost(&before), "events lost");
+}
+
 /// The test's own server: per connection, requests until close. `/interim` answers a 103
 /// interim response, then a chunked 200 written in three writes; anything else a 200 with
 /// Content-Length. With `speak_first`, it writes a response before any request.

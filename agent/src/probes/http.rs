@@ -5,8 +5,8 @@
 //! the `syscalls:sys_exit_*` tracepoints, `raw_tracepoint/sys_exit`. Either way the bytes of
 //! `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` and
 //! `sendfile` are captured; the syscall exits also follow `accept`, `accept4`, `connect` and
-//! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the `HTTP_EVENTS` ring buffer,
-//! decodes each connection ([`decode`]), names routes ([`route`]) and records
+//! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the per-CPU ring buffers
+//! (`HTTP_EVENTS_<n>`) in timestamp order ([`Rings`]), decodes each connection ([`decode`]), names routes ([`route`]) and records
 //! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
 //!   http_route,server_port,process_name}`: first request byte read → last response byte
 //!   written;
@@ -32,8 +32,8 @@ use std::{
 };
 
 use agent_common::http::{
-    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EVENTS_MAP,
-    EventHeader, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED, ROLE_CLIENT, SKIP_MAP,
+    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EVENTS_MAPS,
+    EventHeader, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED, RINGS, ROLE_CLIENT, SKIP_MAP,
 };
 use aya::{
     Ebpf,
@@ -113,7 +113,8 @@ pub struct HttpConfig {
     /// Connections followed at once, in the kernel (LRU) and in the decoder; the least
     /// recently active one is dropped beyond this.
     pub max_connections: usize,
-    /// Size of the kernel-to-agent ring buffer: a power of two, 64 KiB ..= 256 MiB.
+    /// Size of the kernel-to-agent ring buffers together (one per CPU, up to eight): a power
+    /// of two, 64 KiB ..= 256 MiB.
     pub ring_buffer_bytes: u32,
     /// Seconds without traffic after which a connection's state is dropped.
     pub connection_idle_timeout_seconds: u64,
@@ -192,8 +193,9 @@ impl HttpConfig {
 }
 
 /// 4 MiB: at ~30k requests/s with both sides traced (four records of ~300 bytes each per
-/// request) it holds about 110 ms of events; a quarter of it wakes the agent. 2 MiB lost
-/// events in one of ten rounds of the wrk benchmark on this (shared, 2-core) machine.
+/// request) it holds about 110 ms of events; a quarter of a CPU's ring wakes the agent. A
+/// single 2 MiB ring lost events in one of ten rounds of the wrk benchmark on this (shared,
+/// 2-core) machine.
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Largest kernel connection table accepted (about 90 bytes per entry).
 const MAX_KERNEL_CONNS: usize = 1 << 20;
@@ -201,7 +203,7 @@ const MAX_KERNEL_CONNS: usize = 1 << 20;
 /// waiting requests): 64 MiB, whatever `max_connections` is.
 pub const DECODER_HEAP_BUDGET: usize = 64 << 20;
 
-/// Kernel map sizes from the configuration: the ring buffer and the followed-connection LRU
+/// Kernel map sizes from the configuration: the ring buffers and the followed-connection LRU
 /// of the syscall-exit hooks (one entry when the socket hooks will be used: the kernel BTF
 /// has their tracepoint).
 pub fn max_entries(ctx: &super::ProbeContext) -> Vec<(&'static str, u32)> {
@@ -211,7 +213,37 @@ pub fn max_entries(ctx: &super::ProbeContext) -> Vec<(&'static str, u32)> {
     } else {
         c.max_connections.min(MAX_KERNEL_CONNS) as u32
     };
-    vec![(EVENTS_MAP, c.ring_buffer_bytes), (CONNS_MAP, conns)]
+    let (used, bytes) = ring_sizes(c.ring_buffer_bytes, possible_cpus());
+    let mut v: Vec<(&'static str, u32)> = EVENTS_MAPS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, if i < used { bytes } else { UNUSED_RING_BYTES }))
+        .collect();
+    v.push((CONNS_MAP, conns));
+    v
+}
+
+/// Size of a ring no CPU writes (the kernel's smallest: one page).
+const UNUSED_RING_BYTES: u32 = 4096;
+/// Smallest ring a CPU writes.
+const MIN_RING_BYTES: u32 = 16 << 10;
+
+/// Number of CPUs the kernel may run programs on (`/sys/devices/system/cpu/possible`).
+fn possible_cpus() -> usize {
+    aya::util::nr_cpus().unwrap_or(64).max(1)
+}
+
+/// How many rings the CPUs write (CPU `c` writes ring `c % RINGS`) and the size of each:
+/// `total` shared between them, rounded down to a power of two.
+fn ring_sizes(total: u32, cpus: usize) -> (usize, u32) {
+    let used = cpus.clamp(1, RINGS);
+    let share = total / used as u32;
+    let pow2 = if share.is_power_of_two() {
+        share
+    } else {
+        share.next_power_of_two() / 2
+    };
+    (used, pow2.max(MIN_RING_BYTES))
 }
 
 /// Whether [`max_entries`] gave the syscall-exit hooks' table one entry, expecting the
@@ -266,22 +298,25 @@ pub struct LoaderGlobals {
     /// The agent's own tgid, never traced.
     pub self_tgid: u32,
     pub capture: u32,
-    /// Ring fill level that wakes the agent: a quarter of the ring.
+    /// Fill level of a ring that wakes the agent: a quarter of the ring.
     pub wake_bytes: u32,
     /// Bytes one CPU writes between two fill-level checks: a sixteenth of the wake level
-    /// shared by the possible CPUs (at least one page).
+    /// shared by the CPUs writing one ring (at least one page).
     pub check_bytes: u32,
 }
 
 pub fn loader_globals() -> LoaderGlobals {
     let c = settings().http;
-    let wake_bytes = c.ring_buffer_bytes / 4;
-    let cpus = aya::util::nr_cpus().unwrap_or(64).max(1) as u32;
+    let cpus = possible_cpus();
+    let (used, ring_bytes) = ring_sizes(c.ring_buffer_bytes, cpus);
+    let wake_bytes = ring_bytes / 4;
+    // CPUs writing one ring (more than one beyond RINGS CPUs).
+    let sharing = cpus.div_ceil(used).max(1) as u32;
     LoaderGlobals {
         self_tgid: std::process::id(),
         capture: c.capture_bytes,
         wake_bytes,
-        check_bytes: (wake_bytes / 16 / cpus).max(4096),
+        check_bytes: (wake_bytes / 16 / sharing).max(4096),
     }
 }
 
@@ -388,7 +423,14 @@ pub fn attach(
     let settings = settings();
     let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
     tracing::info!(hook, "http probe: capture program attached");
-    let events: RingBuf<MapData> = super::take_map(ebpf, EVENTS_MAP)?;
+    let (used, _) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
+    let rings = Rings::new(
+        EVENTS_MAPS[..used]
+            .iter()
+            .map(|name| super::take_map(ebpf, name))
+            .collect::<Result<Vec<RingBuf<MapData>>, ProbeError>>()?,
+    )
+    .map_err(|e| ProbeError::Load(format!("http probe: polling the ring buffers: {e}")))?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
     let kernel = if hook == SOCK_HOOK {
         Kernel::Skip(super::take_map(ebpf, SKIP_MAP)?)
@@ -399,7 +441,7 @@ pub fn attach(
     let decoder = Decoder::new(settings, Arc::clone(&shared), kernel);
     // Probes attach before the async runtime exists (main.rs drops capabilities while the
     // process has one thread); the drain task starts in `start_pending`.
-    *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some((events, decoder));
+    *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some((rings, decoder));
     Ok(Box::new(HttpProbe { lost, shared }))
 }
 
@@ -407,20 +449,129 @@ pub fn attach(
 const SOCK_HOOK: &str = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";
 
 /// The attached probe's ring buffer and decoder, until the runtime starts draining them.
-static PENDING: Mutex<Option<(RingBuf<MapData>, Decoder)>> = Mutex::new(None);
+static PENDING: Mutex<Option<(Rings, Decoder)>> = Mutex::new(None);
 
-/// Starts draining the ring buffer of an attached probe; call from inside the runtime after
+/// Starts draining the ring buffers of an attached probe; call from inside the runtime after
 /// [`super::Probes::load`]. Does nothing when the probe is not attached.
 pub fn start_pending() -> Result<(), String> {
-    let Some((events, decoder)) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+    let Some((rings, decoder)) = PENDING.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Ok(());
     };
-    // SAFETY: the RingBuf owns its map fd for its whole life and always returns that fd;
-    // the AsyncFd owns the RingBuf, so the fd stays open until the AsyncFd is dropped.
-    let fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| format!("http probe: polling the ring buffer: {e}"))?;
+    // SAFETY: `Rings` owns its epoll descriptor for its whole life and always returns it;
+    // the AsyncFd owns the `Rings`, so the descriptor stays open until the AsyncFd is dropped.
+    let fd = unsafe { AsyncFd::register_with_interest(rings, tokio::io::Interest::READABLE) }
+        .map_err(|e| format!("http probe: polling the ring buffers: {e}"))?;
     tokio::spawn(drain(fd, decoder));
     Ok(())
+}
+
+/// Records younger than this stay in their ring until the next drain: a record's timestamp
+/// is taken just before it is committed, so one CPU's older record may still be on its way
+/// while another CPU's newer one is read. Holding the last moments back keeps each
+/// connection's records in order across rings.
+const HOLD_BACK_NS: u64 = 2_000_000;
+
+/// The per-CPU ring buffers, read in timestamp order, and one epoll instance over them (the
+/// kernel wakes it when a ring is a quarter full) for the runtime to wait on.
+struct Rings {
+    rings: Vec<RingBuf<MapData>>,
+    epoll: std::os::fd::OwnedFd,
+}
+
+impl Rings {
+    fn new(rings: Vec<RingBuf<MapData>>) -> std::io::Result<Rings> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain syscall; the descriptor is owned from here on.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        for r in &rings {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: 0,
+            };
+            // SAFETY: both descriptors are open; `ev` is a valid epoll_event.
+            let rc = unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    r.as_raw_fd(),
+                    &raw mut ev,
+                )
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(Rings { rings, epoll })
+    }
+
+    /// Takes the rings' pending wake-ups (edge-triggered: each wake-up is reported once).
+    fn take_wakeups(&self) {
+        use std::os::fd::AsRawFd;
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; RINGS];
+        // SAFETY: `evs` has room for RINGS events; timeout 0 never blocks.
+        unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), RINGS as i32, 0) };
+    }
+
+    /// Hands up to `max` records older than `horizon` (kernel monotonic ns) to `f`, oldest
+    /// first across the rings (each ring is in order). Returns how many.
+    fn merge(&mut self, horizon: u64, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+        let mut heads = [None::<u64>; RINGS];
+        for (h, r) in heads.iter_mut().zip(self.rings.iter_mut()) {
+            *h = peek_ts(r);
+        }
+        let mut n = 0;
+        while n < max {
+            let oldest = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.map(|t| (t, i)))
+                .min();
+            let Some((ts, i)) = oldest.filter(|(ts, _)| *ts <= horizon) else {
+                break;
+            };
+            let _ = ts;
+            if let Some(item) = self.rings[i].next() {
+                f(&item);
+            }
+            n += 1;
+            heads[i] = peek_ts(&mut self.rings[i]);
+        }
+        n
+    }
+}
+
+impl std::os::fd::AsRawFd for Rings {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+}
+
+/// The timestamp of the oldest record of `ring`, which stays in the ring (a record shorter
+/// than a timestamp reads as 0, so it is taken at once and dropped by the decoder).
+fn peek_ts(ring: &mut RingBuf<MapData>) -> Option<u64> {
+    let item = ring.next()?;
+    let ts = item
+        .get(..8)
+        .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])));
+    // Not dropped: dropping an item consumes it; forgotten, the ring returns it again.
+    std::mem::forget(item);
+    Some(ts)
+}
+
+/// The kernel's monotonic clock (`bpf_ktime_get_ns`), in ns.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Drain period when the kernel does not wake the agent.
@@ -450,21 +601,21 @@ impl Drop for Draining {
     }
 }
 
-/// Handles up to [`BATCH`] records of `ring`; returns how many. A panic in the decoder (a
-/// bug met by some input) costs the connections' state, not the drain: it is logged, the
-/// decoder forgets every connection, and draining goes on.
-fn drain_batch(decoder: &mut Decoder, ring: &mut RingBuf<MapData>) -> usize {
+/// Handles up to [`BATCH`] records of the rings, oldest first; returns how many. A panic in
+/// the decoder (a bug met by some input) costs the connections' state, not the drain: it is
+/// logged, the decoder forgets every connection, and draining goes on.
+fn drain_batch(decoder: &mut Decoder, rings: &mut Rings) -> usize {
+    let horizon = monotonic_ns().saturating_sub(HOLD_BACK_NS);
     let mut n = 0usize;
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decoder.batch(|handle| {
-            while n < BATCH {
-                let Some(item) = ring.next() else { break };
-                handle(&item);
+            rings.merge(horizon, BATCH, |rec| {
+                handle(rec);
                 n += 1;
                 if n == 1 {
                     crate::faults::panic_once_at("http_drain", "");
                 }
-            }
+            });
         });
     }));
     if run.is_err() {
@@ -478,10 +629,10 @@ fn drain_batch(decoder: &mut Decoder, ring: &mut RingBuf<MapData>) -> usize {
 }
 
 /// Reads the ring buffer until the program is gone; sweeps idle state on a timer.
-async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
+async fn drain(mut fd: AsyncFd<Rings>, mut decoder: Decoder) {
     let _running = Draining::start();
     let mut sweep = tokio::time::interval(decoder.sweep_every());
-    // The kernel wakes the agent only when the ring fills up; otherwise it drains on this tick.
+    // The kernel wakes the agent only when a ring fills up; otherwise it drains on this tick.
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -497,12 +648,12 @@ async fn drain(mut fd: AsyncFd<RingBuf<MapData>>, mut decoder: Decoder) {
                         return;
                     }
                 };
-                let n = drain_batch(&mut decoder, guard.get_inner_mut());
-                if n < BATCH {
-                    guard.clear_ready();
-                } else {
+                // Wake-ups are taken before the rings are read: one coming later is seen.
+                guard.get_inner().take_wakeups();
+                guard.clear_ready();
+                drop(guard);
+                while drain_batch(&mut decoder, fd.get_mut()) == BATCH {
                     // More waiting: let scrapes take the lock between batches.
-                    drop(guard);
                     tokio::task::yield_now().await;
                 }
             }
@@ -1236,6 +1387,22 @@ fn encode_family<K: SeriesKey>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_sizes_share_the_total_between_the_cpus_rings() {
+        // (CPUs, total) -> (rings written, bytes each).
+        assert_eq!(ring_sizes(4 << 20, 1), (1, 4 << 20));
+        assert_eq!(ring_sizes(4 << 20, 2), (2, 2 << 20));
+        assert_eq!(ring_sizes(4 << 20, 3), (3, 1 << 20));
+        assert_eq!(ring_sizes(4 << 20, 8), (8, 512 << 10));
+        assert_eq!(ring_sizes(4 << 20, 96), (8, 512 << 10));
+        // Never below 16 KiB a ring.
+        assert_eq!(ring_sizes(64 << 10, 8), (8, 16 << 10));
+        for cpus in 1..=200 {
+            let (used, bytes) = ring_sizes(4 << 20, cpus);
+            assert!(bytes.is_power_of_two() && used as u32 * bytes <= 4 << 20);
+        }
+    }
 
     #[test]
     fn sockaddr_v4_v6() {

@@ -973,9 +973,6 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
     );
 }
 
-/// The programs a probe attached before one of its attaches failed are unloaded: a probe
-/// reported failed costs nothing in the kernel. Here the tcp probe's last attach (both
-/// variants of its retransmit hook) is refused, after six programs were attached.
 /// A probe whose map reading panics (a bug met at run time; `HOSTLENS_FAIL_PANIC` injects one
 /// at every scrape of `tcp`) costs only its own families, reported by
 /// `hostlens_probe_scrape_success`; the other probe and the collectors go on.
@@ -1036,6 +1033,9 @@ fn a_panicking_probe_costs_only_its_families() {
     assert!(log.contains("injected panic at probe:tcp"), "{log}");
 }
 
+/// The programs a probe attached before one of its attaches failed are unloaded: a probe
+/// reported failed costs nothing in the kernel. Here the tcp probe's last attach (both
+/// variants of its retransmit hook) is refused, after six programs were attached.
 #[test]
 fn a_probe_failing_half_way_leaves_no_program_attached() {
     if !privileged("a_probe_failing_half_way_leaves_no_program_attached") {

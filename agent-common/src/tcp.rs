@@ -11,6 +11,10 @@
 pub const MAP_SOCKS: &str = "TCP_SOCKS";
 /// Hash local port -> `comm` of the process that called listen() on it.
 pub const MAP_LISTENERS: &str = "TCP_LISTENERS";
+/// Hash `sk -> 1` of accepted sockets whose owner is not known yet ([`F_PENDING_OWNER`]):
+/// the path that deletes the entry (first use or close) is the one that counts the
+/// connection opened, so two CPUs never both count it.
+pub const MAP_PENDING: &str = "TCP_PENDING";
 /// Per-CPU hash `comm` -> [`TcpStats`].
 pub const MAP_STATS: &str = "TCP_STATS";
 /// Per-CPU array of two [`TcpHist`]: [`HIST_RTT`] and [`HIST_DURATION`].

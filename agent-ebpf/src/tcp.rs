@@ -28,6 +28,12 @@ use aya_ebpf::{
 static TCP_SOCKS: HashMap<u64, SockOwner> =
     HashMap::with_max_entries(DEFAULT_MAX_SOCKETS, BPF_F_NO_PREALLOC);
 
+/// `agent_common::tcp::MAP_PENDING`: deleting an entry is atomic, so exactly one of a
+/// socket's first use and its close finds it and counts the connection opened.
+#[map(name = "TCP_PENDING")]
+static TCP_PENDING: HashMap<u64, u8> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOCKETS, BPF_F_NO_PREALLOC);
+
 #[map(name = "TCP_LISTENERS")]
 static TCP_LISTENERS: HashMap<u32, CommKey> =
     HashMap::with_max_entries(DEFAULT_MAX_LISTENERS, BPF_F_NO_PREALLOC);
@@ -183,17 +189,28 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
                         pad: 0,
                     }
                 }
-                // Listener older than the probe: settled at first use in process context.
-                None => SockOwner {
+                // Listener older than the probe: settled at first use in process context
+                // (or at the close), whichever takes the TCP_PENDING entry. Without room
+                // there it is counted now, owner unknown.
+                None if TCP_PENDING.insert(sk, 1, 0).is_ok() => SockOwner {
                     comm: [0; 16],
                     established_ns: now,
                     flags: F_INBOUND | F_ESTABLISHED | F_PENDING_OWNER,
                     pad: 0,
                 },
+                None => {
+                    stat(&UNKNOWN, OPEN_IN, 1);
+                    SockOwner {
+                        comm: [0; 16],
+                        established_ns: now,
+                        flags: F_INBOUND | F_ESTABLISHED,
+                        pad: 0,
+                    }
+                }
             };
             if TCP_SOCKS.insert(sk, o, 0).is_err() {
                 lost(|l| l.socks_full += 1);
-                if o.flags & F_PENDING_OWNER != 0 {
+                if o.flags & F_PENDING_OWNER != 0 && TCP_PENDING.remove(sk).is_ok() {
                     stat(&UNKNOWN, OPEN_IN, 1);
                 }
             }
@@ -205,7 +222,8 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
                 let _ = TCP_SOCKS.remove(sk);
                 if o.flags & F_ESTABLISHED != 0 {
                     let key = CommKey { comm: o.comm };
-                    if o.flags & F_PENDING_OWNER != 0 {
+                    // Not counted yet unless a first use on another CPU took the entry.
+                    if o.flags & F_PENDING_OWNER != 0 && TCP_PENDING.remove(sk).is_ok() {
                         stat(&key, OPEN_IN, 1);
                     }
                     let idx = if o.flags & F_INBOUND != 0 {
@@ -311,12 +329,16 @@ fn on_length(ctx: &TracePointContext, idx: usize) {
     let sk: u64 = field(ctx, off::LENGTH_SK);
     match TCP_SOCKS.get_ptr_mut(sk) {
         Some(o) => {
-            // SAFETY: a map value; flags of one socket change under its lock or here.
+            // SAFETY: a map value; flags of one socket change under its lock or here. Of
+            // two first uses on two CPUs, or a first use and the close, only the one that
+            // deletes the TCP_PENDING entry counts the connection opened.
             unsafe {
                 if (*o).flags & F_PENDING_OWNER != 0 {
-                    (*o).comm = me.comm;
+                    if TCP_PENDING.remove(sk).is_ok() {
+                        (*o).comm = me.comm;
+                        stat(&me, OPEN_IN, 1);
+                    }
                     (*o).flags &= !F_PENDING_OWNER;
-                    stat(&me, OPEN_IN, 1);
                 }
             }
         }

@@ -463,6 +463,96 @@ fn tcp_connections_failures_resets_and_bytes_per_process_are_exact() {
     );
 }
 
+/// A listener opened before the probe is not in the probe's listener table, so whose its
+/// accepted connections are is learnt later: a connection is counted opened at its first read
+/// or write, under the process making it, or at its close, under `unknown`, when it never
+/// moved a byte — once either way.
+#[test]
+fn tcp_listener_older_than_the_probe_counts_each_connection_once() {
+    if !privileged("tcp_listener_older_than_the_probe_counts_each_connection_once") {
+        return;
+    }
+    let dir = TempDir::new("tcpold");
+    let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
+    let lname = unique("hlto");
+    let lpy = python_named(&dir.0, &lname);
+    const N: u32 = 100;
+    const M: u32 = 50;
+    // Listens, then waits for a line on stdin (the agent starts meanwhile); answers N
+    // connections (reads 100 bytes, writes 1000) and closes M more without a byte.
+    let script = format!(
+        "import socket, sys\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', 0))\n\
+         s.listen(256)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         sys.stdin.readline()\n\
+         for _ in range({N}):\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   got = 0\n\
+         \x20   while got < 100:\n\
+         \x20       got += len(c.recv(4096))\n\
+         \x20   c.sendall(b'y' * 1000)\n\
+         \x20   c.close()\n\
+         for _ in range({M}):\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   c.close()\n"
+    );
+    let mut listener = Command::new(&lpy)
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let agent = start_probe_agent(&cfg, &["tcp"]);
+    let before = agent.scrape();
+    std::io::Write::write_all(listener.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    for i in 0..N + M {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        if i < N {
+            std::io::Write::write_all(&mut c, &[b'x'; 100]).unwrap();
+        }
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut c, &mut sink).unwrap();
+        assert_eq!(sink.len(), if i < N { 1000 } else { 0 });
+    }
+    assert!(listener.wait().unwrap().success());
+    let (n, m) = (f64::from(N), f64::from(M));
+    let delta = |e: &Exposition, f: &str, name: &str| {
+        by_name(e, f, name, Some("inbound")) - by_name(&before, f, name, Some("inbound"))
+    };
+    let e = scrape_until(&agent, |e| {
+        delta(e, "tcp_connections_closed_total", &lname) >= n
+            && delta(e, "tcp_connections_closed_total", "unknown") >= m
+    });
+    assert_eq!(delta(&e, "tcp_connections_opened_total", &lname), n);
+    assert_eq!(delta(&e, "tcp_connections_closed_total", &lname), n);
+    // `unknown` is shared with any other host traffic to listeners older than the probe.
+    let (opened, closed) = (
+        delta(&e, "tcp_connections_opened_total", "unknown"),
+        delta(&e, "tcp_connections_closed_total", "unknown"),
+    );
+    assert!(
+        opened >= m && closed >= m,
+        "unknown: {opened} opened, {closed} closed"
+    );
+    assert!(
+        opened - m < 5.0 && closed - m < 5.0,
+        "unknown: {opened} opened, {closed} closed"
+    );
+    assert_eq!(
+        e.get("hostlens_probe_events_lost_total{probe=\"tcp\"}"),
+        Some(0.0)
+    );
+}
+
 /// Two network namespaces joined by a veth pair (10.206.<x>.1 in `a`, .2 in `b`); deleted on
 /// drop, which also removes the veth pair and any nftables rules inside.
 struct NetPair {

@@ -11,8 +11,8 @@ use std::{sync::Mutex, time::Instant};
 
 use agent_common::tcp::{
     CLOSE_IN, CLOSE_OUT, CONNECT_FAIL, CommKey, HIST_BUCKETS, HIST_DURATION, HIST_RTT, MAP_HIST,
-    MAP_LISTENERS, MAP_LOST, MAP_SOCKS, MAP_STATS, NSTATS, OPEN_IN, OPEN_OUT, RETRANS, RST_RECV,
-    RST_SENT, RX_BYTES, TX_BYTES, TcpHist, TcpLost, TcpStats,
+    MAP_LISTENERS, MAP_LOST, MAP_PENDING, MAP_SOCKS, MAP_STATS, NSTATS, OPEN_IN, OPEN_OUT, RETRANS,
+    RST_RECV, RST_SENT, RX_BYTES, TX_BYTES, TcpHist, TcpLost, TcpStats,
 };
 use aya::{
     Ebpf,
@@ -60,6 +60,7 @@ pub fn max_entries(ctx: &ProbeContext) -> Vec<(&'static str, u32)> {
     let c = &ctx.config.tcp;
     vec![
         (MAP_SOCKS, c.max_sockets),
+        (MAP_PENDING, c.max_sockets),
         (MAP_LISTENERS, c.max_listeners),
         (MAP_STATS, c.max_series),
     ]

@@ -977,6 +977,29 @@ fn http_records_from_several_cpus_stay_in_order() {
     }
     let dir = temp_dir("cpus");
     let agent = agent_with(&dir, "");
+    // The default 4 MiB is shared by one ring per CPU (at most eight), each a power of two.
+    let possible: u32 = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .unwrap()
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().unwrap() - a.parse::<u32>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    let rings = possible.min(8);
+    let share = (4u32 << 20) / rings;
+    let each = if share.is_power_of_two() {
+        share
+    } else {
+        share.next_power_of_two() / 2
+    };
+    let want_log = format!("rings={rings} ring_bytes={each}");
+    assert!(
+        agent.log().contains(&want_log),
+        "{want_log}: {}",
+        agent.log()
+    );
     let py = python_comm();
     let before = agent.scrape();
     let n = 3000;

@@ -422,8 +422,13 @@ pub fn attach(
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
     let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
-    tracing::info!(hook, "http probe: capture program attached");
-    let (used, _) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
+    let (used, ring_bytes) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
+    tracing::info!(
+        hook,
+        rings = used,
+        ring_bytes,
+        "http probe: capture program attached"
+    );
     let rings = Rings::new(
         EVENTS_MAPS[..used]
             .iter()

@@ -192,18 +192,17 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
                 // Listener older than the probe: settled at first use in process context
                 // (or at the close), whichever takes the TCP_PENDING entry. Without room
                 // there it is counted now, owner unknown.
-                None if TCP_PENDING.insert(sk, 1, 0).is_ok() => SockOwner {
-                    comm: [0; 16],
-                    established_ns: now,
-                    flags: F_INBOUND | F_ESTABLISHED | F_PENDING_OWNER,
-                    pad: 0,
-                },
                 None => {
-                    stat(&UNKNOWN, OPEN_IN, 1);
+                    let pending = TCP_PENDING.insert(sk, 1, 0).is_ok();
+                    if !pending {
+                        stat(&UNKNOWN, OPEN_IN, 1);
+                    }
                     SockOwner {
                         comm: [0; 16],
                         established_ns: now,
-                        flags: F_INBOUND | F_ESTABLISHED,
+                        flags: F_INBOUND
+                            | F_ESTABLISHED
+                            | if pending { F_PENDING_OWNER } else { 0 },
                         pad: 0,
                     }
                 }

@@ -1,20 +1,22 @@
-//! Test hook for failure paths a healthy machine never takes — a bug met at run time:
-//! `HOSTLENS_FAIL_PANIC` lists sites (comma-separated) where the agent panics as such a bug
-//! would, so that tests can check that the panic costs only the part it hit. Unset (always,
-//! outside tests) a check is a scan of an empty list.
+//! Test hooks for failure paths a healthy machine never takes, each a comma-separated list in
+//! an environment variable, read once (unset, always outside tests, a check is a scan of an
+//! empty list):
+//! - `HOSTLENS_FAIL_ATTACH`: eBPF programs whose attach is refused as if by the kernel, for
+//!   the fallbacks a kernel that has every hook never takes ([`attach_refused`]);
+//! - `HOSTLENS_FAIL_PANIC`: sites where the agent panics as a bug met at run time would, so
+//!   that tests can check that the panic costs only the part it hit.
 //!
-//! Sites:
+//! Panic sites:
 //! - `collector:<name>`: every call of node collector `<name>`;
 //! - `probe:<name>`: every scrape of probe `<name>`'s maps;
 //! - `http_drain`: once, in the http probe's decoder, after the first record of a batch;
 //! - `remote_write:<endpoint>`: once, in the endpoint's sender, with a batch in hand.
 use std::sync::{Mutex, OnceLock};
 
-/// The armed sites, read once.
-fn armed() -> &'static [String] {
-    static ARMED: OnceLock<Vec<String>> = OnceLock::new();
-    ARMED.get_or_init(|| {
-        std::env::var("HOSTLENS_FAIL_PANIC")
+/// The comma-separated entries of environment variable `var`, read once into `cell`.
+fn listed(cell: &'static OnceLock<Vec<String>>, var: &str) -> &'static [String] {
+    cell.get_or_init(|| {
+        std::env::var(var)
             .map(|v| {
                 v.split(',')
                     .map(|s| s.trim().to_string())
@@ -23,6 +25,20 @@ fn armed() -> &'static [String] {
             })
             .unwrap_or_default()
     })
+}
+
+/// Whether `HOSTLENS_FAIL_ATTACH` names eBPF program `program`.
+pub fn attach_refused(program: &str) -> bool {
+    static REFUSED: OnceLock<Vec<String>> = OnceLock::new();
+    listed(&REFUSED, "HOSTLENS_FAIL_ATTACH")
+        .iter()
+        .any(|n| n == program)
+}
+
+/// The armed panic sites.
+fn armed() -> &'static [String] {
+    static ARMED: OnceLock<Vec<String>> = OnceLock::new();
+    listed(&ARMED, "HOSTLENS_FAIL_PANIC")
 }
 
 /// Whether site `kind` (with `name`, when not empty: `kind:name`) is armed.

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod caps;
 pub mod cli;
+pub mod clock;
 pub mod collectors;
 pub mod config;
 pub mod emit;

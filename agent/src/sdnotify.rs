@@ -33,13 +33,7 @@ pub fn ready() {
 
 /// `RELOADING=1` with the monotonic timestamp systemd ≥ 253 asks for.
 pub fn reloading() {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    let usec = crate::clock::monotonic_ns() / 1000;
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }
 

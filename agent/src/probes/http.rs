@@ -6,7 +6,8 @@
 //! `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` and
 //! `sendfile` are captured; the syscall exits also follow `accept`, `accept4`, `connect` and
 //! `close` (see `agent-ebpf/src/http.rs`). A tokio task drains the per-CPU ring buffers
-//! (`HTTP_EVENTS_<n>`) in timestamp order ([`Rings`]), decodes each connection ([`decode`]), names routes ([`route`]) and records
+//! (`HTTP_EVENTS_<n>`) in timestamp order ([`Rings`]), decodes each connection
+//! ([`decode`]), names routes ([`route`]) and records
 //! - `http_server_request_duration_seconds{http_request_method,http_response_status_code,
 //!   http_route,server_port,process_name}`: first request byte read → last response byte
 //!   written;
@@ -536,10 +537,9 @@ impl Rings {
                 .enumerate()
                 .filter_map(|(i, h)| h.map(|t| (t, i)))
                 .min();
-            let Some((ts, i)) = oldest.filter(|(ts, _)| *ts <= horizon) else {
+            let Some((_, i)) = oldest.filter(|(ts, _)| *ts <= horizon) else {
                 break;
             };
-            let _ = ts;
             if let Some(item) = self.rings[i].next() {
                 f(&item);
             }
@@ -566,17 +566,6 @@ fn peek_ts(ring: &mut RingBuf<MapData>) -> Option<u64> {
     // Not dropped: dropping an item consumes it; forgotten, the ring returns it again.
     std::mem::forget(item);
     Some(ts)
-}
-
-/// The kernel's monotonic clock (`bpf_ktime_get_ns`), in ns.
-fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Drain period when the kernel does not wake the agent.
@@ -610,7 +599,7 @@ impl Drop for Draining {
 /// the decoder (a bug met by some input) costs the connections' state, not the drain: it is
 /// logged, the decoder forgets every connection, and draining goes on.
 fn drain_batch(decoder: &mut Decoder, rings: &mut Rings) -> usize {
-    let horizon = monotonic_ns().saturating_sub(HOLD_BACK_NS);
+    let horizon = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
     let mut n = 0usize;
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decoder.batch(|handle| {

@@ -265,13 +265,10 @@ fn unload_programs_since(
 }
 
 /// Test hook for the fallbacks, which a kernel that has every hook never takes: the programs
-/// named in `HOSTLENS_FAIL_ATTACH` (comma-separated) fail to attach as if the kernel refused
-/// them (`EOPNOTSUPP`).
+/// named in `HOSTLENS_FAIL_ATTACH` (see [`crate::faults`]) fail to attach as if the kernel
+/// refused them (`EOPNOTSUPP`).
 fn refused_for_test(name: &'static str) -> Result<(), ProbeError> {
-    let Ok(names) = std::env::var("HOSTLENS_FAIL_ATTACH") else {
-        return Ok(());
-    };
-    if !names.split(',').any(|n| n.trim() == name) {
+    if !crate::faults::attach_refused(name) {
         return Ok(());
     }
     tracing::warn!(program = name, "HOSTLENS_FAIL_ATTACH: refusing the attach");

@@ -802,7 +802,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// in one pass over its lines (a line after the first that is empty or a lone CR ends it).
 fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
     let data = &data[..data.len().min(MAX_HEAD)];
-    // One search over the whole head (a call per line costs more than the short lines).
+    // The line ends in order, from one iterator over the head.
     let mut ends = memchr::memchr_iter(b'\n', data);
     let first_end = ends.next()?;
     let first = &data[..first_end];

@@ -6,7 +6,8 @@
 //! per-CPU log2 histogram of `nr`. The thread's `comm` is read once and kept in the same
 //! task-local value; `tp_btf/task_rename` (exec, `prctl(PR_SET_NAME)`, writes to
 //! `/proc/PID/comm`) replaces it with the new name. `exit`/`exit_group` never return, so they are
-//! counted at entry. User side: sums the per-CPU copies at scrape time.
+//! counted at entry. A 32-bit (ia32) syscall is counted under the slot [`MAP_IA32`] gives its
+//! number. User side: sums the per-CPU copies at scrape time.
 
 /// Per-CPU hash `(comm, nr)` -> [`SyscallStats`].
 pub const MAP_STATS: &str = "SYSCALL_STATS";
@@ -17,6 +18,9 @@ pub const MAP_TASK: &str = "SYSCALL_TASK";
 pub const MAP_HIST: &str = "SYSCALL_HIST";
 /// Per-CPU array, one [`SyscallLost`]: events the bounded maps could not take.
 pub const MAP_LOST: &str = "SYSCALL_LOST";
+/// Array indexed by ia32 (32-bit) syscall number -> the table slot it is counted under
+/// (filled by the agent at load; see `agent/src/probes/syscall_names.rs`).
+pub const MAP_IA32: &str = "SYSCALL_IA32";
 
 /// Default size of [`MAP_STATS`] (distinct `(comm, syscall)` pairs); `syscalls.max_series`.
 pub const DEFAULT_MAX_STATS: u32 = 4096;
@@ -33,7 +37,7 @@ pub const OVERFLOW_SLOT: usize = MAX_SYSCALLS - 1;
 /// (~34 s) on.
 pub const HIST_BUCKETS: usize = 36;
 
-/// x86_64 numbers of the two syscalls that never return (counted at entry).
+/// Table slots (x86_64 numbers) of the two syscalls that never return (counted at entry).
 pub const NR_EXIT: u32 = 60;
 pub const NR_EXIT_GROUP: u32 = 231;
 

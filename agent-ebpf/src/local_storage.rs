@@ -57,12 +57,11 @@ impl<T> TaskStorage<T> {
         (!p.is_null()).then_some(p.cast())
     }
 
-    /// The current thread's value, created zeroed when it has none (`None` only when the
-    /// kernel cannot allocate it or the storage is busy on this CPU).
+    /// The value of `task` (a BTF `task_struct` pointer, e.g. the current task's), created
+    /// zeroed when it has none (`None` only when the kernel cannot allocate it or the storage
+    /// is busy on this CPU).
     #[inline(always)]
-    pub fn current_or_zeroed(&self) -> Option<*mut T> {
-        // SAFETY: no arguments; returns the running task.
-        let task = unsafe { bpf_get_current_task_btf() };
+    pub fn of_or_zeroed(&self, task: *mut aya_ebpf::bindings::task_struct) -> Option<*mut T> {
         self.get(task, BPF_LOCAL_STORAGE_GET_F_CREATE.into())
     }
 

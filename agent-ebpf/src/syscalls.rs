@@ -9,6 +9,9 @@
 //! - `SYSCALL_HIST`: per-CPU array by nr -> log2 latency histogram (ns);
 //! - `SYSCALL_LOST`: per-CPU counts of events the bounded maps refused.
 //!
+//! A 32-bit (ia32) syscall — `TS_COMPAT` in the thread's `thread_info.status` — is numbered by
+//! the ia32 table: `SYSCALL_IA32` (filled by the agent) gives the slot it is counted under.
+//!
 //! Per syscall: one task-local storage lookup and one clock read at entry; the same lookup, one
 //! clock read, one per-CPU-hash lookup and one array update at exit. The thread's `comm` comes
 //! from its task-local value (read with `bpf_get_current_comm` once per thread, replaced at
@@ -19,9 +22,12 @@ use agent_common::syscalls::{
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, task_struct},
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        generated::bpf_get_current_task_btf,
+    },
     macros::{btf_map, btf_tracepoint, map, raw_tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use aya_log_ebpf::debug;
@@ -42,6 +48,18 @@ static SYSCALL_HIST: PerCpuArray<SyscallHist> =
 
 #[map(name = "SYSCALL_LOST")]
 static SYSCALL_LOST: PerCpuArray<SyscallLost> = PerCpuArray::with_max_entries(1, 0);
+
+/// ia32 syscall number -> slot (the agent fills every entry before attaching).
+#[map(name = "SYSCALL_IA32")]
+static SYSCALL_IA32: Array<u32> = Array::with_max_entries(MAX_SYSCALLS as u32, 0);
+
+/// `TS_COMPAT` in x86's `thread_info.status` (arch/x86/include/asm/thread_info.h): set from a
+/// 32-bit syscall's entry to its return to user mode.
+const TS_COMPAT: u32 = 0x0002;
+/// Offset of `thread_info.status` in `struct task_struct` (x86: `thread_info` comes first,
+/// then `flags` and `syscall_work`, 8 bytes each; checked against the kernel's BTF by the
+/// verifier).
+const TASK_TI_STATUS: usize = 16;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn syscalls_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -97,11 +115,48 @@ fn slot(ctx: &RawTracePointContext, id: i64) -> u32 {
     }
 }
 
+/// Whether `task` (the current one) is in a 32-bit syscall.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn in_ia32_syscall(task: *mut task_struct) -> bool {
+    // SAFETY: `task` is the BTF-typed current task; a plain load the verifier checks against
+    // `struct task_struct`.
+    let status =
+        unsafe { core::ptr::read_volatile(task.cast::<u8>().add(TASK_TI_STATUS).cast::<u32>()) };
+    status & TS_COMPAT != 0
+}
+
+/// Only x86 has the ia32 ABI.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn in_ia32_syscall(_task: *mut task_struct) -> bool {
+    false
+}
+
+/// The slot of ia32 syscall `id`.
+#[inline(always)]
+fn ia32_slot(id: i64) -> u32 {
+    if id < 0 || id >= MAX_SYSCALLS as i64 {
+        return OVERFLOW_SLOT as u32;
+    }
+    SYSCALL_IA32
+        .get(id as u32)
+        .copied()
+        .filter(|s| (*s as usize) < MAX_SYSCALLS)
+        .unwrap_or(OVERFLOW_SLOT as u32)
+}
+
 #[inline(always)]
 fn try_sys_enter(ctx: &RawTracePointContext) -> Result<i32, i32> {
     let id: i64 = ctx.arg(1);
-    let nr = slot(ctx, id);
-    let Some(t) = SYSCALL_TASK.current_or_zeroed() else {
+    // SAFETY: no arguments; returns the running task.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let nr = if in_ia32_syscall(task) {
+        ia32_slot(id)
+    } else {
+        slot(ctx, id)
+    };
+    let Some(t) = SYSCALL_TASK.of_or_zeroed(task) else {
         lost(|l| l.start_full += 1);
         return Ok(0);
     };

@@ -126,6 +126,74 @@ fn syscalls_and_errors_per_process_are_exact() {
     );
 }
 
+/// A C program (built with the system's `cc`) that names itself `argv[1]`, then makes
+/// 32-bit (ia32) syscalls with `int $0x80` — allowed in a 64-bit process, numbered by the ia32
+/// table — between ordinary x86_64 ones.
+const IA32_PROGRAM: &str = r#"
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+static long sys32(long nr, long a, long b) {
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b) : "memory");
+    return ret;
+}
+int main(int argc, char **argv) {
+    int n = atoi(argv[2]);
+    prctl(PR_SET_NAME, argv[1], 0, 0, 0);
+    for (int i = 0; i < n; i++) {
+        if (sys32(20, 0, 0) != getpid()) return 2;      /* ia32 getpid; x86_64 20 is writev */
+        sys32(199, 0, 0);                               /* ia32 getuid32: only ia32 has it */
+        sys32(60, 022, 0);                              /* ia32 umask; x86_64 60 is exit */
+        if (sys32(37, 0x3fffffff, 0) != -3) return 3;   /* ia32 kill: ESRCH */
+        syscall(SYS_getppid);                           /* x86_64 getppid */
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn ia32_syscalls_are_named_by_their_own_table() {
+    if !privileged("ia32_syscalls_are_named_by_their_own_table") {
+        return;
+    }
+    let dir = TempDir::new("ia32");
+    let src = dir.0.join("ia32.c");
+    std::fs::write(&src, IA32_PROGRAM).unwrap();
+    let bin = dir.0.join("ia32");
+    run_ok(Command::new("cc").arg("-O1").arg("-o").arg(&bin).arg(&src));
+    let cfg = config(&dir.0, "process_names:\n  top_k: 100000\n");
+    let agent = start_probe_agent(&cfg, &["syscalls"]);
+    let name = unique("hlia32_");
+    const N: u32 = 7_000;
+    run_ok(Command::new(&bin).arg(&name).arg(N.to_string()));
+    let e = agent.scrape();
+    let n = f64::from(N);
+    // getpid: N by int $0x80, plus glibc's own x86_64 getpid for the comparison.
+    assert_eq!(series(&e, "syscalls_total", &name, "getpid"), 2.0 * n);
+    assert_eq!(series(&e, "syscalls_total", &name, "getuid32"), n);
+    assert_eq!(series(&e, "syscalls_total", &name, "umask"), n);
+    assert_eq!(series(&e, "syscalls_total", &name, "kill"), n);
+    assert_eq!(series(&e, "syscall_errors_total", &name, "kill"), n);
+    assert_eq!(series(&e, "syscalls_total", &name, "getppid"), n);
+    // Nothing under the x86_64 names of the ia32 numbers; the one real exit_group counted.
+    assert_eq!(series(&e, "syscalls_total", &name, "writev"), 0.0);
+    assert_eq!(series(&e, "syscalls_total", &name, "exit"), 0.0);
+    assert_eq!(series(&e, "syscalls_total", &name, "syscall_199"), 0.0);
+    assert_eq!(series(&e, "syscalls_total", &name, "unknown"), 0.0);
+    assert_eq!(series(&e, "syscalls_total", &name, "exit_group"), 1.0);
+    // The ia32-only syscall has a latency histogram of its own.
+    let count = e
+        .get("syscall_duration_seconds_count{syscall=\"getuid32\"}")
+        .unwrap_or(0.0);
+    assert!(count >= n, "getuid32 durations: {count}");
+    assert_eq!(
+        e.get("hostlens_probe_events_lost_total{probe=\"syscalls\"}"),
+        Some(0.0)
+    );
+}
+
 #[test]
 fn renamed_threads_are_counted_under_their_new_name() {
     if !privileged("renamed_threads_are_counted_under_their_new_name") {

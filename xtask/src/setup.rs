@@ -54,6 +54,9 @@ const PEER_PACKAGES: &[&str] = &[
     "dpkg",
     "binutils",
     "wrk",
+    // A test program making 32-bit (ia32) syscalls (agent/tests/privileged_process.rs).
+    "gcc",
+    "libc6-dev",
     // Remote-write receiver for agent/tests/remote_write.rs (Prometheus is the other).
     "victoria-metrics",
 ];

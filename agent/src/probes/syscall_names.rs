@@ -1,6 +1,20 @@
-//! x86_64 syscall numbers to names (arch/x86/entry/syscalls/syscall_64.tbl, Linux 6.18).
-//! Numbers 512 and up are the x32 ABI and are not listed; unknown numbers are rendered by
-//! [`name`].
+//! Syscall numbers to names, and the table slots of both x86 ABIs.
+//!
+//! The kernel counts a syscall under a slot of one table ([`MAX_SYSCALLS`] entries): an
+//! x86_64 syscall under its number (arch/x86/entry/syscalls/syscall_64.tbl, Linux 6.18; the
+//! x32 ABI's numbers, 512 and up, land in the overflow slot). A 32-bit (ia32) syscall is
+//! numbered by another table, so the kernel translates it with [`ia32_slots`], loaded into
+//! its map: to the x86_64 slot of the syscall of the same name, or, for the 87 syscalls only
+//! ia32 has (`socketcall`, `stat64`, `clock_gettime64`, ...), to a slot from
+//! [`IA32_ONLY_FIRST`] on — numbers x86_64 skipped for good when the tables were unified at 424.
+use std::sync::LazyLock;
+
+use agent_common::syscalls::{MAX_SYSCALLS, OVERFLOW_SLOT};
+
+/// First slot of the syscalls only ia32 has; x86_64 leaves 335..424 unassigned.
+pub const IA32_ONLY_FIRST: usize = 335;
+/// From here on both ABIs use the same (generic) numbers.
+const GENERIC_FIRST: usize = 424;
 
 /// Index = syscall number; empty strings are unassigned numbers.
 pub static X86_64: [&str; 470] = [
@@ -476,9 +490,476 @@ pub static X86_64: [&str; 470] = [
     "file_setattr",
 ];
 
-/// The name of syscall `nr`, or `None` for unassigned numbers.
-pub fn name(nr: usize) -> Option<&'static str> {
-    X86_64.get(nr).copied().filter(|n| !n.is_empty())
+/// ia32 (32-bit x86) syscall numbers 0..424 to names (arch/x86/entry/syscalls/syscall_32.tbl,
+/// as Debian's linux-libc-dev ships it in `asm/unistd_32.h`). From 424 on both ABIs use the
+/// generic numbers, so [`X86_64`] names them; empty strings are unassigned numbers.
+pub static IA32: [&str; 424] = [
+    "restart_syscall",
+    "exit",
+    "fork",
+    "read",
+    "write",
+    "open",
+    "close",
+    "waitpid",
+    "creat",
+    "link",
+    "unlink",
+    "execve",
+    "chdir",
+    "time",
+    "mknod",
+    "chmod",
+    "lchown",
+    "break",
+    "oldstat",
+    "lseek",
+    "getpid",
+    "mount",
+    "umount",
+    "setuid",
+    "getuid",
+    "stime",
+    "ptrace",
+    "alarm",
+    "oldfstat",
+    "pause",
+    "utime",
+    "stty",
+    "gtty",
+    "access",
+    "nice",
+    "ftime",
+    "sync",
+    "kill",
+    "rename",
+    "mkdir",
+    "rmdir",
+    "dup",
+    "pipe",
+    "times",
+    "prof",
+    "brk",
+    "setgid",
+    "getgid",
+    "signal",
+    "geteuid",
+    "getegid",
+    "acct",
+    "umount2",
+    "lock",
+    "ioctl",
+    "fcntl",
+    "mpx",
+    "setpgid",
+    "ulimit",
+    "oldolduname",
+    "umask",
+    "chroot",
+    "ustat",
+    "dup2",
+    "getppid",
+    "getpgrp",
+    "setsid",
+    "sigaction",
+    "sgetmask",
+    "ssetmask",
+    "setreuid",
+    "setregid",
+    "sigsuspend",
+    "sigpending",
+    "sethostname",
+    "setrlimit",
+    "getrlimit",
+    "getrusage",
+    "gettimeofday",
+    "settimeofday",
+    "getgroups",
+    "setgroups",
+    "select",
+    "symlink",
+    "oldlstat",
+    "readlink",
+    "uselib",
+    "swapon",
+    "reboot",
+    "readdir",
+    "mmap",
+    "munmap",
+    "truncate",
+    "ftruncate",
+    "fchmod",
+    "fchown",
+    "getpriority",
+    "setpriority",
+    "profil",
+    "statfs",
+    "fstatfs",
+    "ioperm",
+    "socketcall",
+    "syslog",
+    "setitimer",
+    "getitimer",
+    "stat",
+    "lstat",
+    "fstat",
+    "olduname",
+    "iopl",
+    "vhangup",
+    "idle",
+    "vm86old",
+    "wait4",
+    "swapoff",
+    "sysinfo",
+    "ipc",
+    "fsync",
+    "sigreturn",
+    "clone",
+    "setdomainname",
+    "uname",
+    "modify_ldt",
+    "adjtimex",
+    "mprotect",
+    "sigprocmask",
+    "create_module",
+    "init_module",
+    "delete_module",
+    "get_kernel_syms",
+    "quotactl",
+    "getpgid",
+    "fchdir",
+    "bdflush",
+    "sysfs",
+    "personality",
+    "afs_syscall",
+    "setfsuid",
+    "setfsgid",
+    "_llseek",
+    "getdents",
+    "_newselect",
+    "flock",
+    "msync",
+    "readv",
+    "writev",
+    "getsid",
+    "fdatasync",
+    "_sysctl",
+    "mlock",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "sched_setparam",
+    "sched_getparam",
+    "sched_setscheduler",
+    "sched_getscheduler",
+    "sched_yield",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_rr_get_interval",
+    "nanosleep",
+    "mremap",
+    "setresuid",
+    "getresuid",
+    "vm86",
+    "query_module",
+    "poll",
+    "nfsservctl",
+    "setresgid",
+    "getresgid",
+    "prctl",
+    "rt_sigreturn",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "rt_sigqueueinfo",
+    "rt_sigsuspend",
+    "pread64",
+    "pwrite64",
+    "chown",
+    "getcwd",
+    "capget",
+    "capset",
+    "sigaltstack",
+    "sendfile",
+    "getpmsg",
+    "putpmsg",
+    "vfork",
+    "ugetrlimit",
+    "mmap2",
+    "truncate64",
+    "ftruncate64",
+    "stat64",
+    "lstat64",
+    "fstat64",
+    "lchown32",
+    "getuid32",
+    "getgid32",
+    "geteuid32",
+    "getegid32",
+    "setreuid32",
+    "setregid32",
+    "getgroups32",
+    "setgroups32",
+    "fchown32",
+    "setresuid32",
+    "getresuid32",
+    "setresgid32",
+    "getresgid32",
+    "chown32",
+    "setuid32",
+    "setgid32",
+    "setfsuid32",
+    "setfsgid32",
+    "pivot_root",
+    "mincore",
+    "madvise",
+    "getdents64",
+    "fcntl64",
+    "",
+    "",
+    "gettid",
+    "readahead",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "listxattr",
+    "llistxattr",
+    "flistxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "tkill",
+    "sendfile64",
+    "futex",
+    "sched_setaffinity",
+    "sched_getaffinity",
+    "set_thread_area",
+    "get_thread_area",
+    "io_setup",
+    "io_destroy",
+    "io_getevents",
+    "io_submit",
+    "io_cancel",
+    "fadvise64",
+    "",
+    "exit_group",
+    "lookup_dcookie",
+    "epoll_create",
+    "epoll_ctl",
+    "epoll_wait",
+    "remap_file_pages",
+    "set_tid_address",
+    "timer_create",
+    "timer_settime",
+    "timer_gettime",
+    "timer_getoverrun",
+    "timer_delete",
+    "clock_settime",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "statfs64",
+    "fstatfs64",
+    "tgkill",
+    "utimes",
+    "fadvise64_64",
+    "vserver",
+    "mbind",
+    "get_mempolicy",
+    "set_mempolicy",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+    "kexec_load",
+    "waitid",
+    "",
+    "add_key",
+    "request_key",
+    "keyctl",
+    "ioprio_set",
+    "ioprio_get",
+    "inotify_init",
+    "inotify_add_watch",
+    "inotify_rm_watch",
+    "migrate_pages",
+    "openat",
+    "mkdirat",
+    "mknodat",
+    "fchownat",
+    "futimesat",
+    "fstatat64",
+    "unlinkat",
+    "renameat",
+    "linkat",
+    "symlinkat",
+    "readlinkat",
+    "fchmodat",
+    "faccessat",
+    "pselect6",
+    "ppoll",
+    "unshare",
+    "set_robust_list",
+    "get_robust_list",
+    "splice",
+    "sync_file_range",
+    "tee",
+    "vmsplice",
+    "move_pages",
+    "getcpu",
+    "epoll_pwait",
+    "utimensat",
+    "signalfd",
+    "timerfd_create",
+    "eventfd",
+    "fallocate",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "signalfd4",
+    "eventfd2",
+    "epoll_create1",
+    "dup3",
+    "pipe2",
+    "inotify_init1",
+    "preadv",
+    "pwritev",
+    "rt_tgsigqueueinfo",
+    "perf_event_open",
+    "recvmmsg",
+    "fanotify_init",
+    "fanotify_mark",
+    "prlimit64",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "clock_adjtime",
+    "syncfs",
+    "sendmmsg",
+    "setns",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "finit_module",
+    "sched_setattr",
+    "sched_getattr",
+    "renameat2",
+    "seccomp",
+    "getrandom",
+    "memfd_create",
+    "bpf",
+    "execveat",
+    "socket",
+    "socketpair",
+    "bind",
+    "connect",
+    "listen",
+    "accept4",
+    "getsockopt",
+    "setsockopt",
+    "getsockname",
+    "getpeername",
+    "sendto",
+    "sendmsg",
+    "recvfrom",
+    "recvmsg",
+    "shutdown",
+    "userfaultfd",
+    "membarrier",
+    "mlock2",
+    "copy_file_range",
+    "preadv2",
+    "pwritev2",
+    "pkey_mprotect",
+    "pkey_alloc",
+    "pkey_free",
+    "statx",
+    "arch_prctl",
+    "io_pgetevents",
+    "rseq",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "semget",
+    "semctl",
+    "shmget",
+    "shmctl",
+    "shmat",
+    "shmdt",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "clock_gettime64",
+    "clock_settime64",
+    "clock_adjtime64",
+    "clock_getres_time64",
+    "clock_nanosleep_time64",
+    "timer_gettime64",
+    "timer_settime64",
+    "timerfd_gettime64",
+    "timerfd_settime64",
+    "utimensat_time64",
+    "pselect6_time64",
+    "ppoll_time64",
+    "",
+    "io_pgetevents_time64",
+    "recvmmsg_time64",
+    "mq_timedsend_time64",
+    "mq_timedreceive_time64",
+    "semtimedop_time64",
+    "rt_sigtimedwait_time64",
+    "futex_time64",
+    "sched_rr_get_interval_time64",
+];
+
+/// The ia32 syscalls x86_64 has no syscall of the same name for, in number order: the one at
+/// index `i` is counted in slot `IA32_ONLY_FIRST + i`.
+static IA32_ONLY: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    IA32.iter()
+        .copied()
+        .filter(|n| !n.is_empty() && !X86_64.contains(n))
+        .collect()
+});
+
+/// The name counted in table slot `slot`, or `None` for unassigned slots.
+pub fn name(slot: usize) -> Option<&'static str> {
+    match X86_64.get(slot).copied().filter(|n| !n.is_empty()) {
+        Some(n) => Some(n),
+        None if (IA32_ONLY_FIRST..GENERIC_FIRST).contains(&slot) => {
+            IA32_ONLY.get(slot - IA32_ONLY_FIRST).copied()
+        }
+        None => None,
+    }
+}
+
+/// The slot of every ia32 syscall number below [`MAX_SYSCALLS`] (index = number): the x86_64
+/// syscall of the same name, a slot of its own from [`IA32_ONLY_FIRST`] on, the number itself
+/// from 424 on, and [`OVERFLOW_SLOT`] for unassigned numbers.
+pub fn ia32_slots() -> Vec<u32> {
+    (0..MAX_SYSCALLS)
+        .map(|nr| {
+            let slot = match IA32.get(nr).copied() {
+                None if nr < OVERFLOW_SLOT => nr,
+                None | Some("") => OVERFLOW_SLOT,
+                Some(n) => match X86_64.iter().position(|x| *x == n) {
+                    Some(x) => x,
+                    None => IA32_ONLY
+                        .iter()
+                        .position(|x| *x == n)
+                        .map_or(OVERFLOW_SLOT, |i| IA32_ONLY_FIRST + i),
+                },
+            };
+            slot as u32
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -493,7 +974,44 @@ mod tests {
         assert_eq!(name(135), Some("personality"));
         assert_eq!(name(435), Some("clone3"));
         assert_eq!(name(462), Some("mseal"));
-        assert_eq!(name(336), None);
+        assert_eq!(name(471), None);
         assert_eq!(name(100_000), None);
+    }
+
+    #[test]
+    fn ia32_numbers_land_on_the_slot_of_their_name() {
+        let slots = ia32_slots();
+        assert_eq!(slots.len(), MAX_SYSCALLS);
+        let named = |nr: usize| name(slots[nr] as usize);
+        // Same syscall, other number: ia32 write is 4, umask 60 (x86_64's exit), exit_group 252.
+        assert_eq!(named(3), Some("read"));
+        assert_eq!(named(4), Some("write"));
+        assert_eq!(named(20), Some("getpid"));
+        assert_eq!(named(60), Some("umask"));
+        assert_eq!(slots[1], agent_common::syscalls::NR_EXIT);
+        assert_eq!(slots[252], agent_common::syscalls::NR_EXIT_GROUP);
+        // Only ia32 has these.
+        assert_eq!(named(102), Some("socketcall"));
+        assert_eq!(named(199), Some("getuid32"));
+        assert_eq!(named(403), Some("clock_gettime64"));
+        // Generic numbers from 424 on are the same in both tables.
+        assert_eq!(slots[424], 424);
+        assert_eq!(named(435), Some("clone3"));
+        // Unassigned ia32 numbers count as unknown.
+        assert_eq!(slots[222], OVERFLOW_SLOT as u32);
+        assert_eq!(slots[OVERFLOW_SLOT], OVERFLOW_SLOT as u32);
+        // Every ia32-only syscall has a slot of its own, inside the range x86_64 never uses.
+        assert_eq!(IA32_ONLY.len(), 87);
+        assert!(IA32_ONLY_FIRST + IA32_ONLY.len() <= GENERIC_FIRST);
+        for (i, n) in IA32_ONLY.iter().enumerate() {
+            assert_eq!(X86_64[IA32_ONLY_FIRST + i], "", "{n}");
+        }
+        // Distinct names never share a slot.
+        let mut seen = std::collections::HashMap::new();
+        for (nr, n) in IA32.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+            if let Some(prev) = seen.insert(slots[nr], *n) {
+                panic!("{prev} and {n} share slot {}", slots[nr]);
+            }
+        }
     }
 }

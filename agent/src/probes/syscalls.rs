@@ -8,12 +8,12 @@
 use std::{sync::Mutex, time::Instant};
 
 use agent_common::syscalls::{
-    HIST_BUCKETS, MAP_HIST, MAP_LOST, MAP_STATS, OVERFLOW_SLOT, SyscallHist, SyscallKey,
+    HIST_BUCKETS, MAP_HIST, MAP_IA32, MAP_LOST, MAP_STATS, OVERFLOW_SLOT, SyscallHist, SyscallKey,
     SyscallLost, SyscallStats,
 };
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
 };
 
 use super::{ProbeCollector, ProbeContext, ProbeError, batch, syscall_names};
@@ -46,6 +46,8 @@ pub struct SyscallsProbe {
     state: Mutex<State>,
     hist: PerCpuArray<MapData, SyscallHist>,
     lost: PerCpuArray<MapData, SyscallLost>,
+    /// Held for the programs' life: they were relocated against its fd.
+    _ia32: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for SyscallsProbe {
@@ -62,6 +64,12 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
              storage, freed with each thread); remove it from the configuration"
         );
     }
+    // Before the syscall hooks: an ia32 syscall must never meet an empty entry (slot 0, read).
+    let mut ia32: Array<_, u32> = super::take_map(ebpf, MAP_IA32)?;
+    for (nr, slot) in syscall_names::ia32_slots().into_iter().enumerate() {
+        ia32.set(nr as u32, slot, 0)
+            .map_err(super::map_err(MAP_IA32))?;
+    }
     // First: without it, a process would keep the name its parent had before exec.
     super::attach_btf_tracepoint(ebpf, ctx, "syscalls_task_rename", "task_rename")?;
     for (name, tp) in PROGRAMS {
@@ -77,6 +85,7 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
         }),
         hist,
         lost,
+        _ia32: ia32,
     }))
 }
 

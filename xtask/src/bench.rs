@@ -316,19 +316,68 @@ fn spawn_hostlens(bin: &Path, name: &'static str, extra: &[&str]) -> Result<Proc
     })
 }
 
+const SCRAPE_MARKER: &str = "## Scrape cost and memory: hostlens vs node_exporter";
+
 pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     crate::sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
     let bin = root.join("target/release/hostlens");
+    let date = utc_now();
+    let md = scrape_section(&bin, &date)?;
+    let sys_md = crate::bench_syscalls::run(&bin, &date)?;
+    print!("{sys_md}");
+    let tcp_md = crate::bench_tcp::run(&bin, &date)?;
+    print!("{tcp_md}");
+    if write {
+        update_doc(
+            root,
+            &[
+                (SCRAPE_MARKER, &md),
+                ("## Syscall probe cost per syscall", &sys_md),
+                ("## TCP probe: connection rate and cost", &tcp_md),
+            ],
+        )?;
+    }
+    crate::bench_http::run(root, &bin, write)
+}
 
+/// `cargo xtask bench --only-scrape`: the scrape section alone, written into BENCHMARKS.md.
+pub fn run_scrape_alone(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
+    crate::sh(root, env, "cargo", &["build", "--release", "-p", "agent"])?;
+    let md = scrape_section(&root.join("target/release/hostlens"), &utc_now())?;
+    if write {
+        update_doc(root, &[(SCRAPE_MARKER, &md)])?;
+    }
+    Ok(())
+}
+
+/// Replaces (or appends) the given sections of BENCHMARKS.md: `(marker, section)`.
+fn update_doc(root: &Path, sections: &[(&str, &str)]) -> Result<()> {
+    let path = root.join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nMeasured with `cargo xtask bench`; each section is one run, newest \
+         first. Figures are ratios against the real peer measured in the same run.\n\n"
+            .to_string()
+    });
+    for (marker, md) in sections {
+        replace_section(&mut doc, marker, md);
+    }
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("==> BENCHMARKS.md updated");
+    Ok(())
+}
+
+/// The scrape section: hostlens (without and with its probes) against node_exporter; every
+/// process it starts is stopped when it returns.
+fn scrape_section(bin: &Path, date: &str) -> Result<String> {
     // Both with their default collectors (hostlens' defaults are node_exporter 1.5.0's
     // upstream ones); hostlens once without probes (the same work as node_exporter) and once
     // with its default eBPF probes.
     let hostlens = spawn_hostlens(
-        &bin,
+        bin,
         "hostlens, collectors only",
         &["--probe.disable-defaults"],
     )?;
-    let hostlens_probes = spawn_hostlens(&bin, "hostlens + default eBPF probes", &[])?;
+    let hostlens_probes = spawn_hostlens(bin, "hostlens + default eBPF probes", &[])?;
     let ne_port = free_port()?;
     let ne_addr = format!("127.0.0.1:{ne_port}");
     let mut ne_args = vec!["--web.listen-address", &ne_addr];
@@ -358,7 +407,6 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
     let tput_hl = throughput(&hostlens)?;
 
     let mut md = String::new();
-    let date = utc_now();
     writeln!(
         md,
         "## Scrape cost and memory: hostlens vs node_exporter ({date})\n"
@@ -417,32 +465,9 @@ pub fn run(root: &Path, env: &BuildEnv, write: bool) -> Result<()> {
         ratio(hlp.rss_mb + hlp.bpf_maps_mb, ne.rss_mb),
     )?;
     print!("{md}");
-    // The syscall section needs the machine without any probe attached for its "off" rounds.
-    drop(hostlens);
-    drop(hostlens_probes);
-    drop(node_exporter);
-    let sys_md = crate::bench_syscalls::run(&bin, &date)?;
-    print!("{sys_md}");
-    let tcp_md = crate::bench_tcp::run(&bin, &date)?;
-    print!("{tcp_md}");
-    if write {
-        let path = root.join("BENCHMARKS.md");
-        let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-            "# Benchmarks\n\nMeasured with `cargo xtask bench`; each section is one run, newest \
-             first. Figures are ratios against the real peer measured in the same run.\n\n"
-                .to_string()
-        });
-        replace_section(
-            &mut doc,
-            "## Scrape cost and memory: hostlens vs node_exporter",
-            &md,
-        );
-        replace_section(&mut doc, "## Syscall probe cost per syscall", &sys_md);
-        replace_section(&mut doc, "## TCP probe: connection rate and cost", &tcp_md);
-        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("==> BENCHMARKS.md updated");
-    }
-    crate::bench_http::run(root, &bin, write)
+    // The syscall section needs the machine without any probe attached for its "off" rounds:
+    // the agents stop here (dropped).
+    Ok(md)
 }
 
 /// One program's share of [`bpf_run_time`]: name, ns it ran, runs.

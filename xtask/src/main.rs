@@ -58,6 +58,9 @@ enum Task {
         /// Only the syscall probe section (getppid loop: no probe, bpftrace peers, hostlens).
         #[arg(long)]
         only_syscalls: bool,
+        /// Only the scrape section (CPU, latency and memory per scrape vs node_exporter).
+        #[arg(long)]
+        only_scrape: bool,
         /// Only the remote-write section (encoding, and the 100k-series load vs vmagent).
         #[arg(long, conflicts_with = "only_http")]
         only_remote_write: bool,
@@ -84,6 +87,7 @@ fn main() -> Result<()> {
             only_http,
             only_tcp,
             only_syscalls,
+            only_scrape,
             only_remote_write,
             skip_remote_write,
         } => {
@@ -102,6 +106,9 @@ fn main() -> Result<()> {
                     &root.join("target/release/hostlens"),
                     !no_write,
                 );
+            }
+            if only_scrape {
+                return bench::run_scrape_alone(&root, &env, !no_write);
             }
             if only_tcp {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;

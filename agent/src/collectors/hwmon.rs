@@ -19,7 +19,7 @@ use regex::Regex;
 
 use super::{
     CollectorContext, CollectorError, NodeCollector,
-    sysfs::{Samples, list_dir},
+    sysfs::{AttrDir, Samples, list_dir},
 };
 use crate::emit::{Kind, Out};
 
@@ -89,16 +89,22 @@ pub type SensorData = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Adds the files of `dir` that name a known sensor type to `data`.
 fn collect_sensor_data(dir: &Path, data: &mut SensorData) -> Result<(), CollectorError> {
-    for name in list_dir(dir)? {
+    let names = list_dir(dir)?;
+    let files = AttrDir::open(dir).map_err(|source| CollectorError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut raw = Vec::new();
+    for name in names {
         let Some((ty, id, prop)) = explode_filename(&name) else {
             continue;
         };
         if !SENSOR_TYPES.contains(&ty.as_str()) {
             continue;
         }
-        let Ok(raw) = fs::read(dir.join(&name)) else {
+        if files.read(&name, &mut raw).is_err() {
             continue;
-        };
+        }
         let text = String::from_utf8_lossy(&raw);
         data.entry(format!("{ty}{id}"))
             .or_default()

@@ -7,13 +7,13 @@
 //! `--collector.netclass.ignore-invalid-speed` (leave out `speed_bytes` when the kernel reports
 //! -1). An attribute the driver refuses to read (EINVAL for `speed` on a down link) is left
 //! out; an attribute that is not a number fails the collector naming the file.
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use regex::Regex;
 
 use super::{
     CollectorContext, CollectorError, LineError, NodeCollector,
-    sysfs::{Samples, list_dir},
+    sysfs::{AttrDir, Samples, list_dir},
 };
 use crate::emit::{Kind, Out};
 
@@ -180,19 +180,21 @@ pub fn device_metrics(
 impl NodeCollector for Netclass {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
+        let mut raw = Vec::new();
         for device in list_dir(&self.class)? {
             if self.ignored.is_match(&device) {
                 continue;
             }
             let dir = self.class.join(&device);
-            if !dir.is_dir() {
+            // Not a directory (a stray file in the class): skipped.
+            let Ok(files) = AttrDir::open(&dir) else {
                 continue;
-            }
+            };
             // Only the attributes exported are read: each sysfs read costs a driver call
             // (`duplex` and `speed` ask the NIC through ethtool under the RTNL lock).
             let mut attrs = BTreeMap::new();
             for f in INTS.iter().chain(STRINGS) {
-                if let Ok(raw) = fs::read(dir.join(f)) {
+                if files.read(f, &mut raw).is_ok() {
                     let text = String::from_utf8_lossy(&raw);
                     attrs.insert(f.to_string(), text.trim().to_string());
                 }

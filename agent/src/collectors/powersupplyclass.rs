@@ -3,13 +3,13 @@
 //! µWh, µAh, µW converted to volts, amperes, watt-hours, ampere-hours, watts; tenths of a
 //! degree to Celsius) and `node_power_supply_info{power_supply,type,status,...}`.
 //! `--collector.powersupply.ignored-supplies` (regexp) skips supplies by name.
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use regex::Regex;
 
 use super::{
     CollectorContext, CollectorError, LineError, NodeCollector,
-    sysfs::{Samples, list_dir},
+    sysfs::{AttrDir, Samples, list_dir},
 };
 use crate::emit::Out;
 
@@ -151,14 +151,16 @@ pub fn supply_metrics(
 impl NodeCollector for PowerSupplyClass {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
+        let mut raw = Vec::new();
         for name in list_dir(&self.class)? {
             if self.ignored.is_match(&name) {
                 continue;
             }
             let dir = self.class.join(&name);
-            if !dir.is_dir() {
+            // Not a directory (a stray file in the class): skipped.
+            let Ok(files) = AttrDir::open(&dir) else {
                 continue;
-            }
+            };
             // Only the attributes exported are read (each read is a driver call).
             let mut attrs = BTreeMap::new();
             for f in NUMERIC
@@ -167,7 +169,7 @@ impl NodeCollector for PowerSupplyClass {
                 .chain(INFO.iter().copied())
             {
                 // Unreadable attributes (EINVAL, ENODATA from the driver) are skipped.
-                if let Ok(raw) = fs::read(dir.join(f)) {
+                if files.read(f, &mut raw).is_ok() {
                     let text = String::from_utf8_lossy(&raw);
                     attrs.insert(f.to_string(), text.trim().to_string());
                 }

@@ -180,7 +180,6 @@ pub fn device_metrics(
 impl NodeCollector for Netclass {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
-        let mut raw = Vec::new();
         for device in list_dir(&self.class)? {
             if self.ignored.is_match(&device) {
                 continue;
@@ -192,13 +191,7 @@ impl NodeCollector for Netclass {
             };
             // Only the attributes exported are read: each sysfs read costs a driver call
             // (`duplex` and `speed` ask the NIC through ethtool under the RTNL lock).
-            let mut attrs = BTreeMap::new();
-            for f in INTS.iter().chain(STRINGS) {
-                if files.read(f, &mut raw).is_ok() {
-                    let text = String::from_utf8_lossy(&raw);
-                    attrs.insert(f.to_string(), text.trim().to_string());
-                }
-            }
+            let attrs = files.texts(INTS.iter().chain(STRINGS).copied());
             device_metrics(&mut m, &device, &attrs, self.ignore_invalid_speed)
                 .map_err(|(f, e)| e.at(&dir.join(f)))?;
         }

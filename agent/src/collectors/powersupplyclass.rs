@@ -151,7 +151,6 @@ pub fn supply_metrics(
 impl NodeCollector for PowerSupplyClass {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
-        let mut raw = Vec::new();
         for name in list_dir(&self.class)? {
             if self.ignored.is_match(&name) {
                 continue;
@@ -162,18 +161,13 @@ impl NodeCollector for PowerSupplyClass {
                 continue;
             };
             // Only the attributes exported are read (each read is a driver call).
-            let mut attrs = BTreeMap::new();
-            for f in NUMERIC
-                .iter()
-                .map(|(f, _, _)| *f)
-                .chain(INFO.iter().copied())
-            {
-                // Unreadable attributes (EINVAL, ENODATA from the driver) are skipped.
-                if files.read(f, &mut raw).is_ok() {
-                    let text = String::from_utf8_lossy(&raw);
-                    attrs.insert(f.to_string(), text.trim().to_string());
-                }
-            }
+            // Unreadable attributes (EINVAL, ENODATA from the driver) are skipped.
+            let attrs = files.texts(
+                NUMERIC
+                    .iter()
+                    .map(|(f, _, _)| *f)
+                    .chain(INFO.iter().copied()),
+            );
             supply_metrics(&mut m, &name, &attrs).map_err(|(f, e)| e.at(&dir.join(f)))?;
         }
         m.emit(out)

@@ -104,6 +104,23 @@ impl AttrDir {
             }
         }
     }
+
+    /// The trimmed text of each of the files `names` that can be read (a driver refusing a
+    /// read, EINVAL or ENODATA, or a missing file leaves the name out).
+    pub fn texts<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut raw = Vec::new();
+        let mut out = std::collections::BTreeMap::new();
+        for name in names {
+            if self.read(name, &mut raw).is_ok() {
+                let text = String::from_utf8_lossy(&raw);
+                out.insert(name.to_string(), text.trim().to_string());
+            }
+        }
+        out
+    }
 }
 
 /// `dir/name` as a PathBuf.

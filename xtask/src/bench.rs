@@ -413,7 +413,8 @@ fn scrape_section(bin: &Path, date: &str) -> Result<String> {
     )?;
     writeln!(
         md,
-        "`cargo xtask bench` on this project's 2-core machine. Both agents run their default \
+        "`cargo xtask bench` (`--only-scrape` for this section alone) on this project's \
+         2-core machine. Both agents run their default \
          collectors: node_exporter 1.5.0 with Debian's changed defaults set back to upstream's \
          (`{}`), hostlens with its defaults (node_exporter's upstream set), once without eBPF \
          probes (`--probe.disable-defaults`: the same work) and once with its default probes \

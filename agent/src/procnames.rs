@@ -290,9 +290,10 @@ impl<S: Clone + Ord + Hash + Eq, const N: usize> GroupCounters<S, N> {
     }
 
     /// Folds one complete reading of the kernel map into the exported series. Returns the
-    /// `(group, sub)` sources idle past the grace period: the caller deletes them from the
-    /// kernel map (a later re-creation counts from its new value).
-    pub fn update(&mut self, readings: Vec<Reading<S, N>>, now: Instant) -> Vec<(String, S)> {
+    /// sources idle past the grace period with the values last read: the caller deletes them
+    /// from the kernel map, hands anything counted since that read to [`Self::fold_late`], and
+    /// a later re-creation counts from its new value.
+    pub fn update(&mut self, readings: Vec<Reading<S, N>>, now: Instant) -> Vec<Reading<S, N>> {
         let grace = self.names.limits.grace;
         let mut pending = Vec::with_capacity(readings.len());
         let mut seen = std::collections::HashSet::with_capacity(readings.len());
@@ -353,12 +354,38 @@ impl<S: Clone + Ord + Hash + Eq, const N: usize> GroupCounters<S, N> {
                 return false;
             }
             if now.saturating_duration_since(src.changed) > grace {
-                stale.push(key.clone());
+                stale.push((key.0.clone(), key.1.clone(), src.last));
                 return false;
             }
             true
         });
         stale
+    }
+
+    /// Counts a deleted source held beyond the values [`Self::update`] last read (`last`):
+    /// its final values `taken` came back with the deletion. The difference is added where
+    /// the next reading would have put it.
+    pub fn fold_late(&mut self, (group, sub, last): Reading<S, N>, taken: [u64; N], now: Instant) {
+        // Below the last reading: the entry was re-created in between, all of it is new.
+        let restarted = taken.iter().zip(last.iter()).any(|(t, l)| t < l);
+        let mut delta = [0u64; N];
+        for i in 0..N {
+            delta[i] = if restarted {
+                taken[i]
+            } else {
+                taken[i] - last[i]
+            };
+        }
+        let activity = delta.iter().fold(0u64, |a, v| a.saturating_add(*v));
+        if activity == 0 {
+            return;
+        }
+        self.names.record(&group, activity, now);
+        let label = self.names.label(&group).to_string();
+        let s = self.series.entry((label, sub)).or_insert([0; N]);
+        for i in 0..N {
+            s[i] = s[i].wrapping_add(delta[i]);
+        }
     }
 
     /// Exported series: `(process_name, sub)` -> values.
@@ -495,13 +522,40 @@ mod tests {
             vec![r("a", "x", 5), r("b", "x", 3)],
             t0 + Duration::from_secs(11),
         );
-        assert_eq!(stale, vec![("a".to_string(), "x")]);
+        assert_eq!(stale, vec![("a".to_string(), "x", [5])]);
         assert!(!c.series().contains_key(&("a".into(), "x")), "a expired");
         // b was active, so it took the freed slot in that round; other keeps what it had.
         c.update(vec![r("b", "x", 4)], t0 + Duration::from_secs(12));
         let s = c.series();
         assert_eq!(s.get(&("other".into(), "x")), Some(&[1]));
         assert_eq!(s.get(&("b".into(), "x")), Some(&[3]));
+    }
+
+    #[test]
+    fn a_count_landing_before_the_delete_is_kept() {
+        let mut c = GroupCounters::<&str, 1>::new(limits(5, 10));
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        c.update(vec![r("a", "x", 5), r("a", "y", 1)], t0);
+        // y stays busy (a keeps its name); x is idle past the grace period: handed back for
+        // deletion with the value last read.
+        let stale = c.update(vec![r("a", "x", 5), r("a", "y", 9)], at(11));
+        assert_eq!(stale, vec![("a".to_string(), "x", [5])]);
+        // Two calls landed between that read and the delete: the delete returned 7.
+        c.fold_late(stale[0].clone(), [7], at(11));
+        assert_eq!(c.series().get(&("a".into(), "x")), Some(&[7]));
+        // The kernel re-creates the entry from zero; the series goes on from there.
+        c.update(vec![r("a", "x", 1), r("a", "y", 9)], at(12));
+        assert_eq!(c.series().get(&("a".into(), "x")), Some(&[8]));
+        // Nothing late: nothing changes.
+        c.fold_late(r("a", "y", 9), [9], at(12));
+        assert_eq!(c.series().get(&("a".into(), "y")), Some(&[9]));
+        // Re-created in between (below the last reading): all of it is new.
+        c.fold_late(r("a", "y", 9), [2], at(12));
+        assert_eq!(c.series().get(&("a".into(), "y")), Some(&[11]));
+        // A group no longer named counts under other, as its next reading would.
+        c.fold_late(r("gone", "x", 3), [4], at(12));
+        assert_eq!(c.series().get(&("other".into(), "x")), Some(&[1]));
     }
 
     #[test]

@@ -1124,11 +1124,50 @@ fn bounded_maps_count_overflow_and_idle_series_expire() {
         stale.is_empty(),
         "series of exited processes remain: {stale:?}"
     );
+    // Their kernel entries were deleted too (with lookup-and-delete: nothing refused).
+    let left: Vec<String> = kernel_comms("SYSCALL_STATS")
+        .into_iter()
+        .filter(|n| *n == idle || n.starts_with("hll"))
+        .collect();
     assert!(
-        agent.log().lines().all(|l| !l.contains("panicked")),
+        left.is_empty(),
+        "kernel entries of idle groups remain: {left:?}"
+    );
+    assert!(
+        agent.log().lines().all(|l| !l.contains("panicked")
+            && !l.contains("lookup-and-delete refused")
+            && !l.contains("deleting an idle map entry failed")),
         "{}",
         agent.log()
     );
+}
+
+/// The `comm` of every entry of the maps called `name` (keys starting with a 16-byte
+/// `comm`), read with bpftool.
+fn kernel_comms(name: &str) -> std::collections::BTreeSet<String> {
+    let out = run_ok(Command::new("bpftool").args(["-j", "map", "dump", "name", name]));
+    let dump: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    // One map: its entries; several of that name: one object per map with its `elements`.
+    let entries: Vec<&serde_json::Value> = dump
+        .iter()
+        .flat_map(|v| match v.get("elements").and_then(|e| e.as_array()) {
+            Some(elements) => elements.iter().collect(),
+            None => vec![v],
+        })
+        .collect();
+    entries
+        .iter()
+        .map(|e| {
+            let bytes: Vec<u8> = e["key"].as_array().unwrap()[..16]
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect();
+            let end = bytes.iter().position(|b| *b == 0).unwrap_or(16);
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        })
+        .collect()
 }
 
 /// A probe whose map reading panics (a bug met at run time; `HOSTLENS_FAIL_PANIC` injects one

@@ -109,3 +109,61 @@ where
         first = false;
     }
 }
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// The element member of `union bpf_attr` (`map_fd`, `key`, `value`, `flags`).
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Deletes `key` from a per-CPU hash map and returns the values it held at that moment, one
+/// per possible CPU, in one call (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, per-CPU hash maps since
+/// Linux 5.14): a count the kernel adds after a read and before a separate delete would be
+/// lost; here it is in the values returned. `Ok(None)`: the key was not there.
+pub fn take_per_cpu<M, K, V, R>(map: &M, key: &K) -> io::Result<Option<Vec<V>>>
+where
+    M: IterableMap<K, R>,
+    K: Pod,
+    V: Pod,
+{
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    let mut values = vec![0u8; cpus * stride];
+    let mut k = *key;
+    let mut attr = ElemAttr {
+        map_fd: map_fd(map),
+        key: &mut k as *mut K as u64,
+        value: values.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `key` points at one K, `values` has room for one value per possible CPU (the
+    // kernel's per-CPU value layout, 8-byte strides); the attr size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &mut attr as *mut ElemAttr,
+            size_of::<ElemAttr>() as u32,
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(
+        (0..cpus)
+            // SAFETY: the kernel wrote one value per CPU; reads are unaligned-safe.
+            .map(|c| unsafe { (values.as_ptr().add(c * stride) as *const V).read_unaligned() })
+            .collect(),
+    ))
+}

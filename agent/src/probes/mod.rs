@@ -559,6 +559,24 @@ pub fn removed(map: &'static str, r: Result<(), aya::maps::MapError>) {
     }
 }
 
+/// Deletes an idle per-CPU hash entry, returning the values it held when deleted
+/// ([`batch::take_per_cpu`]). On kernels without lookup-and-delete for per-CPU hashes (before
+/// 5.14) it is a plain delete, which returns nothing.
+pub fn take_idle<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    map: &mut aya::maps::PerCpuHashMap<aya::maps::MapData, K, V>,
+    key: &K,
+) -> Option<Vec<V>> {
+    match batch::take_per_cpu::<_, K, V, _>(map, key) {
+        Ok(values) => values,
+        Err(e) => {
+            tracing::debug!(map = name, error = %e, "lookup-and-delete refused; deleting without reading");
+            removed(name, map.remove(key));
+            None
+        }
+    }
+}
+
 /// Scrape-time output of every attached probe plus `hostlens_probe_attached{probe}`.
 #[derive(Debug)]
 pub struct ProbeMetrics {

@@ -89,6 +89,13 @@ pub fn attach(ebpf: &mut Ebpf, ctx: &ProbeContext) -> Result<Box<dyn ProbeCollec
     }))
 }
 
+/// Calls and errors of one `(comm, nr)` entry, summed over CPUs.
+fn sum(per_cpu: &[SyscallStats]) -> [u64; 2] {
+    per_cpu.iter().fold([0, 0], |[c, e], v| {
+        [c.wrapping_add(v.calls), e.wrapping_add(v.errors)]
+    })
+}
+
 /// The `syscall` label of a table slot.
 fn syscall_label(nr: usize) -> std::borrow::Cow<'static, str> {
     match syscall_names::name(nr) {
@@ -121,21 +128,23 @@ impl SyscallsProbe {
                 source: e,
             })?;
         for (key, per_cpu) in entries {
-            let (mut calls, mut errors) = (0u64, 0u64);
-            for v in per_cpu.iter() {
-                calls = calls.wrapping_add(v.calls);
-                errors = errors.wrapping_add(v.errors);
-            }
-            readings.push((comm_label(&key.comm), key.nr, [calls, errors]));
+            readings.push((comm_label(&key.comm), key.nr, sum(&per_cpu)));
         }
-        let stale = state.counters.update(readings, Instant::now());
-        for (comm, nr) in stale {
-            let Some(comm) = comm_bytes(&comm) else {
-                tracing::warn!(group = %comm, "syscalls probe: no kernel key for an idle group; its entry stays");
+        let now = Instant::now();
+        let stale = state.counters.update(readings, now);
+        for reading in stale {
+            let Some(comm) = comm_bytes(&reading.0) else {
+                tracing::warn!(group = %reading.0, "syscalls probe: no kernel key for an idle group; its entry stays");
                 continue;
             };
-            let key = SyscallKey { comm, nr, pad: 0 };
-            super::removed(MAP_STATS, state.stats.remove(&key));
+            let key = SyscallKey {
+                comm,
+                nr: reading.1,
+                pad: 0,
+            };
+            if let Some(per_cpu) = super::take_idle(MAP_STATS, &mut state.stats, &key) {
+                state.counters.fold_late(reading, sum(&per_cpu), now);
+            }
         }
         Ok(())
     }

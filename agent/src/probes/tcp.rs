@@ -130,6 +130,17 @@ fn group_name(comm: &[u8; 16]) -> String {
     }
 }
 
+/// One process group's counters, summed over CPUs.
+fn sum(per_cpu: &[TcpStats]) -> [u64; NSTATS] {
+    let mut v = [0u64; NSTATS];
+    for cpu in per_cpu {
+        for (t, c) in v.iter_mut().zip(cpu.v.iter()) {
+            *t = t.wrapping_add(*c);
+        }
+    }
+    v
+}
+
 /// Folds log2 µs buckets into the exported bounds: `(upper bound s, count in it)`.
 fn export_buckets(log2: &[u64], bounds: &[usize]) -> Vec<(f64, u64)> {
     let mut out = Vec::with_capacity(bounds.len() + 1);
@@ -153,26 +164,24 @@ impl TcpProbe {
             })?;
         let mut readings: Vec<Reading<(), NSTATS>> = Vec::with_capacity(entries.len());
         for (key, per_cpu) in entries {
-            let mut v = [0u64; NSTATS];
-            for cpu in &per_cpu {
-                for (t, c) in v.iter_mut().zip(cpu.v.iter()) {
-                    *t = t.wrapping_add(*c);
-                }
-            }
-            readings.push((group_name(&key.comm), (), v));
+            readings.push((group_name(&key.comm), (), sum(&per_cpu)));
         }
-        let stale = state.counters.update(readings, Instant::now());
-        for (name, ()) in stale {
-            let comm = if name == UNKNOWN_NAME {
+        let now = Instant::now();
+        let stale = state.counters.update(readings, now);
+        for reading in stale {
+            let comm = if reading.0 == UNKNOWN_NAME {
                 Some([0; 16])
             } else {
-                comm_bytes(&name)
+                comm_bytes(&reading.0)
             };
             let Some(comm) = comm else {
-                tracing::warn!(group = %name, "tcp probe: no kernel key for an idle group; its entry stays");
+                tracing::warn!(group = %reading.0, "tcp probe: no kernel key for an idle group; its entry stays");
                 continue;
             };
-            super::removed(MAP_STATS, state.stats.remove(&CommKey { comm }));
+            if let Some(per_cpu) = super::take_idle(MAP_STATS, &mut state.stats, &CommKey { comm })
+            {
+                state.counters.fold_late(reading, sum(&per_cpu), now);
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::{
     CollectorContext, CollectorError, LineError, NodeCollector,
-    sysfs::{Samples, attr, list_dir},
+    sysfs::{AttrDir, Samples, list_dir},
 };
 use crate::emit::Out;
 
@@ -78,13 +78,14 @@ impl NodeCollector for Cpufreq {
                 continue;
             }
             let dir = self.cpu_dir.join(&entry).join("cpufreq");
-            if !dir.is_dir() {
+            // No cpufreq directory (no frequency driver, an offline CPU): nothing to read.
+            let Ok(files) = AttrDir::open(&dir) else {
                 continue;
-            }
+            };
+            let texts = files.texts(FILES.iter().map(|(file, _, _)| *file));
             for (file, family, help) in FILES {
-                let path = dir.join(file);
-                if let Some(text) = attr(&path) {
-                    let hz = khz(&text).map_err(|e| e.at(&path))?;
+                if let Some(text) = texts.get(file) {
+                    let hz = khz(text).map_err(|e| e.at(&dir.join(file)))?;
                     m.gauge(family, help, &[("cpu", n)], hz);
                 }
             }

@@ -154,8 +154,8 @@ mod ioctl {
 /// debug level and leave that filesystem to the sysfs values, as node_exporter does.
 fn ioctl_stats(paths: &Paths) -> HashMap<String, Vec<IoctlDevice>> {
     let mut out = HashMap::new();
-    let text = std::fs::read_to_string(paths.proc("1/mounts"))
-        .or_else(|_| std::fs::read_to_string(paths.proc("mounts")))
+    let text = super::read_text(paths.proc("1/mounts"))
+        .or_else(|_| super::read_text(paths.proc("mounts")))
         .unwrap_or_default();
     let mut done: HashSet<String> = HashSet::new();
     for (device, mountpoint) in btrfs_mounts(&text) {

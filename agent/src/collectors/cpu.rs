@@ -142,7 +142,7 @@ pub fn parse_cpuinfo(text: &str) -> Result<Vec<CpuInfo<'_>>, LineError> {
 
 /// Reads a sysfs file holding one unsigned number; `None` when absent or not a number.
 fn read_u64(p: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    super::read_text(p).ok()?.trim().parse().ok()
 }
 
 impl Cpu {

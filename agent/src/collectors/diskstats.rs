@@ -223,7 +223,7 @@ impl Diskstats {
 
 /// A missing or unreadable udev entry is simply no properties, as node_exporter.
 fn read_udev(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
+    super::read_text(p).unwrap_or_default()
 }
 
 impl NodeCollector for Diskstats {

@@ -401,9 +401,41 @@ impl CollectorError {
     }
 }
 
+/// Bytes reserved before reading a file: most procfs and sysfs files fit, so they come in one
+/// read plus the one that finds the end.
+const READ_CAPACITY: usize = 8 * 1024;
+
+/// Reads a whole file as text. Unlike `fs::read_to_string` it asks no size (procfs reports 0,
+/// so the answer is of no use) and reads [`READ_CAPACITY`] bytes at a time, not 32 doubling at
+/// every read: a 4 KiB procfs file takes 2 reads instead of 9, and no `statx`.
+pub fn read_text(path: impl AsRef<Path>) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; READ_CAPACITY];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
 /// Reads a whole (small) procfs/sysfs file; a missing file is [`CollectorError::NoData`].
 pub fn read_file(path: &Path) -> Result<String, CollectorError> {
-    fs::read_to_string(path).map_err(|source| match source.kind() {
+    read_text(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => CollectorError::NoData(path.to_path_buf()),
         _ => CollectorError::Io {
             path: path.to_path_buf(),
@@ -600,6 +632,33 @@ mod tests {
                 e.name
             );
         }
+    }
+
+    #[test]
+    fn read_text_reads_whole_files() {
+        let dir = std::env::temp_dir().join(format!("hostlens-readtext-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // More than two rounds of the initial capacity, not a multiple of it.
+        let long: String = (0..20_000u32)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        fs::write(dir.join("long"), &long).unwrap();
+        assert_eq!(read_text(dir.join("long")).unwrap(), long);
+        let exact = "x".repeat(READ_CAPACITY);
+        fs::write(dir.join("exact"), &exact).unwrap();
+        assert_eq!(read_text(dir.join("exact")).unwrap(), exact);
+        fs::write(dir.join("empty"), "").unwrap();
+        assert_eq!(read_text(dir.join("empty")).unwrap(), "");
+        fs::write(dir.join("binary"), [0xff, 0xfe, b'\n']).unwrap();
+        let e = read_text(dir.join("binary")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        fs::remove_dir_all(&dir).unwrap();
+        // A procfs file (size 0 to stat) comes whole.
+        assert_eq!(
+            read_text("/proc/version").unwrap(),
+            fs::read_to_string("/proc/version").unwrap()
+        );
     }
 
     #[test]

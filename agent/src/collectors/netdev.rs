@@ -246,7 +246,7 @@ impl Netdev {
                 DETAILED
                     .iter()
                     .map(|(_, file)| {
-                        std::fs::read_to_string(dir.join(file))
+                        super::read_text(dir.join(file))
                             .ok()
                             .and_then(|t| t.trim().parse::<f64>().ok())
                     })
@@ -328,11 +328,7 @@ impl NodeCollector for Netdev {
                     .iter()
                     .filter_map(|d| {
                         let p = self.class_net.join(d.name).join("statistics/rx_nohandler");
-                        let v = std::fs::read_to_string(p)
-                            .ok()?
-                            .trim()
-                            .parse::<f64>()
-                            .ok()?;
+                        let v = super::read_text(p).ok()?.trim().parse::<f64>().ok()?;
                         Some((d.name, v))
                     })
                     .collect();

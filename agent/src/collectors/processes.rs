@@ -46,7 +46,7 @@ pub fn parse_stat(text: &str) -> Result<(char, f64), LineError> {
 
 /// Reads a stat file; a vanished process (the usual race) is `None`.
 fn read_stat(path: &Path) -> Result<Option<(char, f64)>, CollectorError> {
-    match std::fs::read_to_string(path) {
+    match super::read_text(path) {
         Ok(t) => parse_stat(&t).map(Some).map_err(|e| e.at(path)),
         Err(e)
             if matches!(

@@ -48,11 +48,11 @@ impl NodeCollector for Selinux {
     fn update(&self, out: &mut Out<'_, '_>) -> Result<(), CollectorError> {
         let mut m = Samples::default();
         let help = "SELinux is enabled, 1 is true, 0 is false";
-        match std::fs::read_to_string(&self.enforce) {
+        match super::read_text(&self.enforce) {
             Err(_) => m.gauge("node_selinux_enabled", help, &[], 0.0),
             Ok(text) => {
                 let current = current_mode(&text).map_err(|e| e.at(&self.enforce))?;
-                let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+                let config = super::read_text(&self.config).unwrap_or_default();
                 m.gauge("node_selinux_enabled", help, &[], 1.0);
                 m.gauge(
                     "node_selinux_config_mode",

@@ -28,7 +28,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<String>, CollectorError> {
 /// unreadable (many sysfs attributes are optional, or refuse reads with EINVAL/EIO when the
 /// hardware does not support them, as node_exporter tolerates).
 pub fn attr(path: &Path) -> Option<String> {
-    let s = fs::read_to_string(path).ok()?;
+    let s = super::read_text(path).ok()?;
     Some(s.trim_end_matches(['\n', '\r', ' ']).to_string())
 }
 

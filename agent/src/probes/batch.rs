@@ -70,20 +70,8 @@ where
             ..Default::default()
         };
         // SAFETY: `attr` points at buffers sized for CHUNK keys and CHUNK × cpus values, and
-        // the kernel writes at most `count` entries; the attr size is passed.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = if ret < 0 {
-            Some(io::Error::last_os_error())
-        } else {
-            None
-        };
+        // the kernel writes at most `count` entries.
+        let err = unsafe { sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let done = matches!(&err, Some(e) if e.raw_os_error() == Some(libc::ENOENT));
         if let Some(e) = err
             && !done
@@ -95,12 +83,10 @@ where
             let key =
                 unsafe { (keys.as_ptr().add(i * size_of::<K>()) as *const K).read_unaligned() };
             let base = i * cpus * stride;
-            let per_cpu = (0..cpus)
-                .map(|c| unsafe {
-                    (values.as_ptr().add(base + c * stride) as *const V).read_unaligned()
-                })
-                .collect();
-            out.push((key, per_cpu));
+            out.push((
+                key,
+                per_cpu_values(&values[base..base + cpus * stride], cpus),
+            ));
         }
         if done {
             return Ok(out);
@@ -144,26 +130,35 @@ where
         ..Default::default()
     };
     // SAFETY: `key` points at one K, `values` has room for one value per possible CPU (the
-    // kernel's per-CPU value layout, 8-byte strides); the attr size is passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            &mut attr as *mut ElemAttr,
-            size_of::<ElemAttr>() as u32,
-        )
-    };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOENT) {
-            return Ok(None);
-        }
-        return Err(e);
+    // kernel's per-CPU value layout, 8-byte strides).
+    match unsafe { sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+        Ok(()) => Ok(Some(per_cpu_values(&values, cpus))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(
-        (0..cpus)
-            // SAFETY: the kernel wrote one value per CPU; reads are unaligned-safe.
-            .map(|c| unsafe { (values.as_ptr().add(c * stride) as *const V).read_unaligned() })
-            .collect(),
-    ))
+}
+
+/// `bpf(cmd, attr, sizeof attr)`.
+///
+/// # Safety
+/// `attr` is the `union bpf_attr` member of `cmd`, and every buffer it points at is as large
+/// as the kernel will write.
+unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: as the caller promises.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// One key's per-CPU values as the kernel lays them out: `cpus` values at 8-byte strides.
+fn per_cpu_values<V: Pod>(bytes: &[u8], cpus: usize) -> Vec<V> {
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    assert!(bytes.len() >= cpus * stride, "per-CPU values cut short");
+    (0..cpus)
+        // SAFETY: in bounds (checked above); reads are unaligned-safe.
+        .map(|c| unsafe { (bytes.as_ptr().add(c * stride) as *const V).read_unaligned() })
+        .collect()
 }

@@ -44,9 +44,7 @@ where
     K: Pod,
     V: Pod,
 {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    // Per-CPU values are laid out 8-byte aligned, one after another (bpf_map_lookup_elem(2)).
-    let stride = size_of::<V>().div_ceil(8) * 8;
+    let (cpus, stride) = per_cpu_layout::<V>()?;
     let fd = map_fd(map);
     let mut keys = vec![0u8; CHUNK as usize * size_of::<K>()];
     let mut values = vec![0u8; CHUNK as usize * cpus * stride];
@@ -119,8 +117,7 @@ where
     K: Pod,
     V: Pod,
 {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let stride = size_of::<V>().div_ceil(8) * 8;
+    let (cpus, stride) = per_cpu_layout::<V>()?;
     let mut values = vec![0u8; cpus * stride];
     let mut k = *key;
     let mut attr = ElemAttr {
@@ -153,7 +150,14 @@ unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
     }
 }
 
-/// One key's per-CPU values as the kernel lays them out: `cpus` values at 8-byte strides.
+/// The possible CPUs, and the bytes one per-CPU value of `V` takes: values are laid out
+/// 8-byte aligned, one after another (bpf_map_lookup_elem(2)).
+fn per_cpu_layout<V>() -> io::Result<(usize, usize)> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    Ok((cpus, size_of::<V>().div_ceil(8) * 8))
+}
+
+/// One key's per-CPU values as the kernel lays them out (see [`per_cpu_layout`]).
 fn per_cpu_values<V: Pod>(bytes: &[u8], cpus: usize) -> Vec<V> {
     let stride = size_of::<V>().div_ceil(8) * 8;
     assert!(bytes.len() >= cpus * stride, "per-CPU values cut short");

@@ -154,12 +154,16 @@ unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
 /// 8-byte aligned, one after another (bpf_map_lookup_elem(2)).
 fn per_cpu_layout<V>() -> io::Result<(usize, usize)> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    Ok((cpus, size_of::<V>().div_ceil(8) * 8))
+    Ok((cpus, stride::<V>()))
+}
+
+fn stride<V>() -> usize {
+    size_of::<V>().div_ceil(8) * 8
 }
 
 /// One key's per-CPU values as the kernel lays them out (see [`per_cpu_layout`]).
 fn per_cpu_values<V: Pod>(bytes: &[u8], cpus: usize) -> Vec<V> {
-    let stride = size_of::<V>().div_ceil(8) * 8;
+    let stride = stride::<V>();
     assert!(bytes.len() >= cpus * stride, "per-CPU values cut short");
     (0..cpus)
         // SAFETY: in bounds (checked above); reads are unaligned-safe.

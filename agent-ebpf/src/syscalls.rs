@@ -12,10 +12,11 @@
 //! A 32-bit (ia32) syscall — `TS_COMPAT` in the thread's `thread_info.status` — is numbered by
 //! the ia32 table: `SYSCALL_IA32` (filled by the agent) gives the slot it is counted under.
 //!
-//! Per syscall: one task-local storage lookup and one clock read at entry; the same lookup, one
-//! clock read, one per-CPU-hash lookup and one array update at exit. The thread's `comm` comes
-//! from its task-local value (read with `bpf_get_current_comm` once per thread, replaced at
-//! every rename), not from a helper call per syscall. Nothing goes to userspace per event.
+//! Per syscall: one load of the thread's status, one task-local storage lookup and one clock
+//! read at entry; the same lookup, one clock read, one per-CPU-hash lookup and one array update
+//! at exit. The thread's `comm` comes from its task-local value (read with
+//! `bpf_get_current_comm` once per thread, replaced at every rename), not from a helper call
+//! per syscall. Nothing goes to userspace per event.
 use agent_common::syscalls::{
     DEFAULT_MAX_STATS, HIST_BUCKETS, MAX_SYSCALLS, NR_EXIT, NR_EXIT_GROUP, OVERFLOW_SLOT,
     SyscallHist, SyscallKey, SyscallLost, SyscallStats, SyscallTask, log2_bucket,

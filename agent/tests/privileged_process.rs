@@ -49,6 +49,17 @@ fn config(dir: &Path, yaml: &str) -> PathBuf {
     p
 }
 
+/// The first line a child writes to its piped stdout, trimmed (a port, or "ready").
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line.trim().to_string()
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}", std::process::id() % 100_000)
 }
@@ -462,13 +473,7 @@ fn tcp_connections_failures_resets_and_bytes_per_process_are_exact() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
-        &mut port,
-    )
-    .unwrap();
-    let port: u16 = port.trim().parse().unwrap();
+    let port: u16 = first_line(&mut listener).parse().unwrap();
     run_ok(Command::new(&cpy).args(["-c", &client_script(port, N, UP, closed_port(), N)]));
     assert!(listener.wait().unwrap().success());
     let n = f64::from(N);
@@ -572,13 +577,7 @@ fn tcp_listener_older_than_the_probe_counts_each_connection_once() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
-        &mut port,
-    )
-    .unwrap();
-    let port: u16 = port.trim().parse().unwrap();
+    let port: u16 = first_line(&mut listener).parse().unwrap();
     let agent = start_probe_agent(&cfg, &["tcp"]);
     let before = agent.scrape();
     std::io::Write::write_all(listener.stdin.as_mut().unwrap(), b"go\n").unwrap();
@@ -735,13 +734,7 @@ fn tcp_retransmits_under_injected_loss_match_the_kernel() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(srv.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
+    assert_eq!(first_line(&mut srv), "ready");
     let client = format!(
         "import socket\nc = socket.create_connection(('10.206.0.2', 5001), timeout=60)\n\
          for _ in range({}):\n    c.sendall(b'z' * 1000)\nc.shutdown(socket.SHUT_WR)\n\
@@ -872,13 +865,7 @@ fn process_groups_agree_with_proc_of_the_tests_children() {
         })
         .collect();
     for c in &mut children {
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
+        assert_eq!(first_line(c), "ready");
     }
     // Let the children reach their blocking read.
     std::thread::sleep(std::time::Duration::from_millis(300));

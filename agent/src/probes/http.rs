@@ -235,7 +235,9 @@ fn possible_cpus() -> usize {
 }
 
 /// How many rings the CPUs write (CPU `c` writes ring `c % RINGS`) and the size of each:
-/// `total` shared between them, rounded down to a power of two.
+/// `total` shared between them, rounded down to a power of two, but at least
+/// [`MIN_RING_BYTES`] (so a small total on many CPUs is exceeded: 64 KiB on 8 CPUs gives
+/// 8 × 16 KiB).
 fn ring_sizes(total: u32, cpus: usize) -> (usize, u32) {
     let used = cpus.clamp(1, RINGS);
     let share = total / used as u32;

@@ -129,6 +129,12 @@ fn sigterm_detaches_every_program() {
         "{}",
         agent.log()
     );
+    // A clean shutdown logs no error (the http probe's drain task ends with the runtime).
+    assert!(
+        !agent.log().contains(" ERROR "),
+        "error logged at shutdown:\n{}",
+        agent.log()
+    );
 }
 
 #[test]

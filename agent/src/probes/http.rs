@@ -593,8 +593,19 @@ impl Draining {
 impl Drop for Draining {
     fn drop(&mut self) {
         DRAINING.store(false, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!("http probe: the ring buffer is no longer drained; its metrics stop");
+        // The runtime drops the task at shutdown, after the programs are detached: not news.
+        if !STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!("http probe: the ring buffer is no longer drained; its metrics stop");
+        }
     }
+}
+
+/// Set once the agent is shutting down (see [`stopping`]).
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The agent is shutting down: the drain task ending from now on is expected.
+pub fn stopping() {
+    STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Handles up to [`BATCH`] records of the rings, oldest first; returns how many. A panic in

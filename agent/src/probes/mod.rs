@@ -451,6 +451,7 @@ impl Probes {
 
     /// Detaches and unloads every program now (also happens on drop).
     pub fn detach(&mut self) -> usize {
+        http::stopping();
         let n = self.objects.iter().map(|o| o.programs().count()).sum();
         self.objects.clear();
         n

@@ -711,8 +711,8 @@ fn read_expect(s: &mut TcpStream, buf: &mut [u8], want: &[u8]) -> Result<()> {
 /// `n` request/response exchanges on one loopback connection, both ends in this thread: the
 /// client writes `req`, the server end reads it and writes `resp`, the client reads that (four
 /// messages; loopback delivers inside the write, so no read waits and nothing switches
-/// context). Returns this thread's CPU per exchange, ns.
-fn exchange_loop(n: usize, req: &[u8], resp: &[u8]) -> Result<f64> {
+/// context). Returns this thread's CPU per exchange (ns) and the wall-clock seconds taken.
+fn exchange_loop(n: usize, req: &[u8], resp: &[u8]) -> Result<(f64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut client = TcpStream::connect(listener.local_addr()?)?;
     let (mut server, _) = listener.accept()?;
@@ -722,13 +722,17 @@ fn exchange_loop(n: usize, req: &[u8], resp: &[u8]) -> Result<f64> {
     }
     let mut buf = vec![0u8; req.len().max(resp.len())];
     let t0 = thread_cpu_ns();
+    let wall = Instant::now();
     for _ in 0..n {
         client.write_all(req)?;
         read_expect(&mut server, &mut buf, req)?;
         server.write_all(resp)?;
         read_expect(&mut client, &mut buf, resp)?;
     }
-    Ok((thread_cpu_ns() - t0) / n as f64)
+    Ok((
+        (thread_cpu_ns() - t0) / n as f64,
+        wall.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The exchange loop's results: per round, ns per exchange without and with the probe, for
@@ -740,6 +744,10 @@ struct Exchange {
     other_on: Vec<f64>,
     counted: f64,
     sent: f64,
+    /// Wall-clock seconds of the HTTP loops with the probe on (for the request rate).
+    on_secs: f64,
+    /// Events the probe reported lost during the on-rounds.
+    lost: f64,
 }
 
 /// [`LOOP_ROUNDS`] rounds of the exchange loop without and with hostlens's http probe (every
@@ -752,7 +760,10 @@ fn exchange_rounds(bin: &Path) -> Result<Exchange> {
         other_on: Vec::new(),
         counted: 0.0,
         sent: 0.0,
+        on_secs: 0.0,
+        lost: 0.0,
     };
+    let lost_series = "hostlens_probe_events_lost_total{probe=\"http\"}";
     let count = "http_server_request_duration_seconds_count";
     let route = "http_route=\"/exchange\"";
     for i in 0..LOOP_ROUNDS {
@@ -767,15 +778,18 @@ fn exchange_rounds(bin: &Path) -> Result<Exchange> {
                 None
             };
             let before = match &hl {
-                Some((_, port)) => metric_sum(&get(*port, "/metrics")?, count, route),
-                None => 0.0,
+                Some((_, port)) => get(*port, "/metrics")?,
+                None => String::new(),
             };
-            let http = exchange_loop(LOOP_EXCHANGES, LOOP_REQUEST, LOOP_RESPONSE)?;
-            let other = exchange_loop(LOOP_EXCHANGES, OTHER_REQUEST, OTHER_RESPONSE)?;
+            let (http, http_secs) = exchange_loop(LOOP_EXCHANGES, LOOP_REQUEST, LOOP_RESPONSE)?;
+            let (other, _) = exchange_loop(LOOP_EXCHANGES, OTHER_REQUEST, OTHER_RESPONSE)?;
             if let Some((_, port)) = &hl {
                 std::thread::sleep(Duration::from_millis(200));
-                x.counted += metric_sum(&get(*port, "/metrics")?, count, route) - before;
+                let after = get(*port, "/metrics")?;
+                x.counted += metric_sum(&after, count, route) - metric_sum(&before, count, route);
+                x.lost += metric(&after, lost_series) - metric(&before, lost_series);
                 x.sent += LOOP_EXCHANGES as f64;
+                x.on_secs += http_secs;
             }
             let (h, o) = if on {
                 (&mut x.http_on, &mut x.other_on)
@@ -815,7 +829,9 @@ impl Exchange {
              **{:.2} µs** per HTTP exchange (90 % interval {h_lo:.2}–{h_hi:.2}), and {:.2} µs \
              ({o_lo:.2}–{o_hi:.2}) when the same bytes are no HTTP (the socket is marked \
              not-HTTP at its first message; the rest is the hooks' dispatch and one \
-             socket-storage lookup). hostlens counted {:.0} of the {:.0} HTTP exchanges.\n",
+             socket-storage lookup). hostlens counted {:.0} of the {:.0} HTTP exchanges, \
+             sent at **{:.0} requests/s** (wall clock, with the probe on; each request traced \
+             on both ends, so 4 records per request), events lost {:.0}.\n",
             LOOP_REQUEST.len(),
             LOOP_RESPONSE.len(),
             median(self.http_off.clone()) / 1e3,
@@ -823,6 +839,8 @@ impl Exchange {
             other,
             self.counted,
             self.sent,
+            self.sent / self.on_secs.max(f64::MIN_POSITIVE),
+            self.lost,
         )?;
         Ok(())
     }

@@ -1356,3 +1356,69 @@ fn http_series_of_exited_processes_disappear() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A keep-alive connection that stays silent past `http.connection_idle_timeout_seconds`:
+/// what it left unfinished (half a request head) is given up, and its later requests are
+/// still counted under its own labels (nginx's port; the client's peer address and port),
+/// not as a connection of unknown port.
+#[test]
+fn http_idle_connection_keeps_its_labels() {
+    if !privileged("http_idle_connection_keeps_its_labels") {
+        return;
+    }
+    let dir = temp_dir("idle");
+    // Idle after 1 s; the sweep runs every second (half the grace period).
+    let agent = agent_with(
+        &dir,
+        "  connection_idle_timeout_seconds: 1\n  process_grace_period_seconds: 2\n",
+    );
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    const SCRIPT: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def response():
+    length = 0
+    status = int(f.readline().split()[1])
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        if k.strip().lower() == "content-length":
+            length = int(v)
+    f.read(length)
+    return status
+req = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+s.sendall(req); print(response())
+s.sendall(req[:18]); time.sleep(3.5)
+s.sendall(req[18:]); print(response())
+s.sendall(req); print(response())
+"#;
+    let out = run_ok(Command::new("python3").args(["-c", SCRIPT, p]));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["200"; 3]);
+    let py = python_comm();
+    let server = [("server_port", p), ("process_name", "nginx")];
+    let client = [
+        ("server_address", "127.0.0.1"),
+        ("server_port", p),
+        ("process_name", py.as_str()),
+    ];
+    let e = settle(&agent, |e| {
+        delta(e, &before, SERVER, &server) >= 2.0 && delta(e, &before, CLIENT, &client) >= 2.0
+    });
+    // The first request and the last; the one whose head straddled the silence was given up.
+    assert_eq!(delta(&e, &before, SERVER, &server), 2.0, "{}", e.text);
+    assert_eq!(delta(&e, &before, CLIENT, &client), 2.0, "{}", e.text);
+    for family in [SERVER, CLIENT] {
+        assert!(
+            series(&e, family, &[("server_port", "0")]).is_empty(),
+            "{family}: a series of unknown port:\n{}",
+            e.text
+        );
+    }
+    assert_eq!(lost(&e), 0.0);
+}

@@ -117,7 +117,8 @@ pub struct HttpConfig {
     /// Size of the kernel-to-agent ring buffers together (one per CPU, up to eight): a power
     /// of two, 64 KiB ..= 256 MiB.
     pub ring_buffer_bytes: u32,
-    /// Seconds without traffic after which a connection's state is dropped.
+    /// Seconds without traffic after which a connection's unfinished exchanges are given up
+    /// and its buffers freed ([`decode::Conn::expire`]); the connection keeps its labels.
     pub connection_idle_timeout_seconds: u64,
 }
 
@@ -1011,44 +1012,47 @@ impl Decoder {
         self.out = Output::default();
     }
 
-    /// Keeps the connection table within `max_connections` by dropping the least recently
-    /// active one.
+    /// Keeps the connection table within `max_connections`: when it is full, the least
+    /// recently active 1/64 (at least one) are dropped at once, so a full table costs one
+    /// pass per that many new connections, not one per connection.
     fn make_room(&mut self) {
         if self.conns.len() < self.cfg.max_connections {
             return;
         }
-        if let Some(oldest) = self
-            .conns
-            .iter()
-            .min_by_key(|(_, t)| t.last_seen)
-            .map(|(k, _)| *k)
-            && let Some(t) = self.conns.remove(&oldest)
-        {
-            self.heap = self.heap.saturating_sub(t.heap);
+        let mut by_age: Vec<(Instant, (u32, u64))> =
+            self.conns.iter().map(|(k, t)| (t.last_seen, *k)).collect();
+        let n = (by_age.len() / 64).max(1);
+        if n < by_age.len() {
+            by_age.select_nth_unstable(n - 1);
+        }
+        for (_, k) in &by_age[..n] {
+            if let Some(t) = self.conns.remove(k) {
+                self.heap = self.heap.saturating_sub(t.heap);
+            }
         }
     }
 
-    /// Drops idle connections, forgets exited processes and, after the grace period, their
-    /// series.
+    /// Gives up what idle connections left unfinished, forgets exited processes (and their
+    /// connections) and, after the grace period, their series.
+    ///
+    /// An idle connection is kept, with its labels: a keep-alive connection may be silent for
+    /// long, and the start of a connection (its port, its peer) is seen only once. Closed
+    /// connections leave at their close, those of exited processes here, and the least
+    /// recently active when `max_connections` are followed.
     fn sweep(&mut self) {
         self.sweep_skipped();
         let now = Instant::now();
         let idle = Duration::from_secs(self.cfg.connection_idle_timeout_seconds);
         let shared = Arc::clone(&self.shared);
         let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let expired: Vec<(u32, u64)> = self
-            .conns
-            .iter()
-            .filter(|(_, t)| now.duration_since(t.last_seen) > idle)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in expired {
-            if let Some(mut t) = self.conns.remove(&k) {
-                let mut out = Output::default();
-                t.conn.close(&mut out);
-                for a in out.anomalies {
-                    *store.anomalies.entry(a).or_default() += 1;
-                }
+        let Decoder {
+            conns, router, out, ..
+        } = self;
+        for t in conns.values_mut() {
+            if now.duration_since(t.last_seen) > idle && t.conn.expire(out) {
+                let role = t.conn.role();
+                report(router, role, t, out, &mut store);
+                t.heap = t.conn.heap_bytes();
             }
         }
         // One stat per known process; its connections and listeners go with it.
@@ -1661,6 +1665,123 @@ mod tests {
         let store = shared.lock().unwrap();
         assert!(store.client.is_empty());
         assert_eq!(store.server.len(), 1);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// An idle connection gives up its unfinished exchange but keeps its labels: its next
+    /// exchange, after the idle timeout, is counted under its own port, not as a connection
+    /// of unknown port.
+    #[test]
+    fn idle_connections_keep_their_labels() {
+        let procfs = fixture_procfs("idle");
+        let cfg = HttpConfig {
+            connection_idle_timeout_seconds: 0,
+            ..HttpConfig::default()
+        };
+        let (mut d, shared) = decoder(cfg, &procfs);
+        let s = agent_common::http::ROLE_SERVER;
+        let out = agent_common::http::DIR_OUT;
+        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        feed(
+            &mut d,
+            &[
+                record(EV_ACCEPT, 100, 7, 1, 0, s, 0, 6, b""),
+                record(EV_DATA, 100, 7, 1, DIR_IN, s, 1_000, 0, req),
+                record(EV_DATA, 100, 7, 1, out, s, 2_000, 0, resp),
+                // A second request and half a head of a third; then silence.
+                record(EV_DATA, 100, 7, 1, DIR_IN, s, 3_000, 0, req),
+                record(EV_DATA, 100, 7, 1, DIR_IN, s, 4_000, 0, b"GET /a HT"),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        d.sweep();
+        {
+            let store = shared.lock().unwrap();
+            assert_eq!(
+                store.connections, 1,
+                "the idle connection is still followed"
+            );
+            assert_eq!(store.anomalies.get(&Anomaly::Unanswered), Some(&1));
+            assert_eq!(
+                store.server.get(&nginx_get(200, "/a", 8080)).unwrap().count,
+                1
+            );
+        }
+        assert_eq!(d.heap, 0, "the partial head is freed");
+        // A clean idle connection: nothing to give up, nothing counted.
+        d.sweep();
+        assert_eq!(
+            shared.lock().unwrap().anomalies.get(&Anomaly::Unanswered),
+            Some(&1)
+        );
+        // Traffic again: a new message start decodes under the connection's own labels.
+        feed(
+            &mut d,
+            &[
+                record(EV_DATA, 100, 7, 1, DIR_IN, s, 10_000, 0, req),
+                record(EV_DATA, 100, 7, 1, out, s, 11_000, 0, resp),
+            ],
+        );
+        let store = shared.lock().unwrap();
+        assert_eq!(
+            store.server.get(&nginx_get(200, "/a", 8080)).unwrap().count,
+            2
+        );
+        assert!(store.server.get(&nginx_get(200, "/a", 0)).is_none());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// A full connection table drops its least recently active 1/64 at once; the others,
+    /// and the one that was just active, keep their labels.
+    #[test]
+    fn full_table_drops_the_least_recently_active() {
+        let procfs = fixture_procfs("full");
+        let cfg = HttpConfig {
+            max_connections: 128,
+            ..HttpConfig::default()
+        };
+        let (mut d, shared) = decoder(cfg, &procfs);
+        let s = agent_common::http::ROLE_SERVER;
+        let out = agent_common::http::DIR_OUT;
+        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        // One batch per connection: each is seen at its own instant, connection 1 first.
+        for id in 1..=128u64 {
+            feed(
+                &mut d,
+                &[record(EV_ACCEPT, 100, id as u32, id, 0, s, 0, 6, b"")],
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        // Connection 1 becomes the most recently active; 2 and 3 are now the oldest.
+        feed(
+            &mut d,
+            &[record(EV_DATA, 100, 1, 1, DIR_IN, s, 1_000, 0, req)],
+        );
+        std::thread::sleep(Duration::from_micros(50));
+        feed(&mut d, &[record(EV_ACCEPT, 100, 200, 200, 0, s, 0, 6, b"")]);
+        assert_eq!(shared.lock().unwrap().connections, 127, "128 - 128/64 + 1");
+        // 1 answers under its own port; 2 was dropped, so its bytes come as a connection of
+        // unknown port (its start was not kept).
+        feed(
+            &mut d,
+            &[
+                record(EV_DATA, 100, 1, 1, out, s, 2_000, 0, resp),
+                record(EV_DATA, 100, 2, 2, DIR_IN, s, 3_000, 0, req),
+                record(EV_DATA, 100, 2, 2, out, s, 4_000, 0, resp),
+                record(EV_DATA, 100, 4, 4, DIR_IN, s, 5_000, 0, req),
+                record(EV_DATA, 100, 4, 4, out, s, 6_000, 0, resp),
+            ],
+        );
+        let store = shared.lock().unwrap();
+        assert_eq!(
+            store.server.get(&nginx_get(200, "/a", 8080)).unwrap().count,
+            2
+        );
+        assert_eq!(store.server.get(&nginx_get(200, "/a", 0)).unwrap().count, 1);
         drop(store);
         let _ = std::fs::remove_dir_all(&procfs);
     }

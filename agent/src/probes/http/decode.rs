@@ -245,6 +245,34 @@ impl Conn {
         }
     }
 
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The connection has been silent for the idle timeout: what it left unfinished is given
+    /// up as at a close (an unframed response ends, requests still waiting count as
+    /// unanswered), partial heads and bodies are dropped, and each direction decodes again
+    /// from its next message start. The connection itself stays. Returns whether there was
+    /// anything to give up.
+    pub fn expire(&mut self, out: &mut Output) -> bool {
+        let partial = |s: &Stream| matches!(s.state, State::Head(_) | State::Body(_));
+        if self.open.is_none()
+            && self.pending.is_empty()
+            && !partial(&self.requests)
+            && !partial(&self.responses)
+        {
+            return false;
+        }
+        self.close(out);
+        for st in [&mut self.requests, &mut self.responses] {
+            if partial(st) {
+                st.state = State::Lost;
+            }
+        }
+        self.pending = VecDeque::new();
+        true
+    }
+
     /// Requests waiting for their response (for tests and bounds).
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -115,7 +115,11 @@ pub struct ConnInfo {
 ///   bytes; given to `connect`, or with the socket hooks built from the socket).
 /// - `EV_SERVER`: `aux` = the socket's local port.
 /// - `EV_DATA`: `bytes` = the syscall's return value (all bytes moved, also those not copied);
-///   payload = the first `captured` bytes (none for `sendfile`).
+///   payload = the first `captured` bytes (none for `sendfile`). From the socket hooks it also
+///   names the connection's endpoint, so that a connection whose start the agent no longer
+///   holds is still labelled: `family` (`AF_INET`/`AF_INET6`; 0 from the syscall-exit hooks),
+///   `aux` = the server side's local port or the client side's peer port, and on the client
+///   side `comm` = the peer's address (4 bytes for IPv4, 16 for IPv6).
 /// - `EV_CLOSE`: the fd was closed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -132,8 +136,11 @@ pub struct EventHeader {
     pub direction: u8,
     pub role: u8,
     pub syscall: u8,
-    pub _pad: [u8; 6],
-    /// Thread name (`comm`) of the caller, NUL-padded (`EV_ACCEPT`/`EV_CONNECT` only).
+    /// Address family of the endpoint in `aux` and `comm` (`EV_DATA` from the socket hooks).
+    pub family: u16,
+    pub _pad: [u8; 4],
+    /// Thread name (`comm`) of the caller, NUL-padded (`EV_ACCEPT`/`EV_CONNECT`/`EV_SERVER`);
+    /// the client side's peer address in `EV_DATA` records with a `family`.
     pub comm: [u8; 16],
 }
 

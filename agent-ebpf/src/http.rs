@@ -247,6 +247,10 @@ struct Rec {
     role: u8,
     syscall: u8,
     bytes: u64,
+    /// The endpoint's family (`EV_DATA` from the socket hooks; `aux` holds its port).
+    family: u16,
+    /// The client side's peer address (`EV_DATA` from the socket hooks).
+    peer: [u64; 2],
 }
 
 impl Rec {
@@ -263,6 +267,8 @@ impl Rec {
             role: conn.role,
             syscall,
             bytes: moved,
+            family: 0,
+            peer: [0; 2],
         }
     }
 
@@ -280,6 +286,8 @@ impl Rec {
             role,
             syscall: 0,
             bytes: 0,
+            family: 0,
+            peer: [0; 2],
         }
     }
 
@@ -318,15 +326,23 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
         (*h).direction = r.direction;
         (*h).role = r.role;
         (*h).syscall = r.syscall;
+        (*h).family = r.family;
         // The thread name is only needed once per connection (a fallback for the process
-        // name); data records skip the helper call.
+        // name); data records skip the helper call, and a client side's carry its peer there.
         if (r.kind == EV_ACCEPT || r.kind == EV_CONNECT || r.kind == EV_SERVER)
             && let Ok(c) = bpf_get_current_comm()
         {
             (*h).comm = c;
+        } else if r.family != 0 && r.role == ROLE_CLIENT {
+            let peer = dst.add(COMM_OFFSET).cast::<u64>();
+            core::ptr::write_volatile(peer, r.peer[0]);
+            core::ptr::write_volatile(peer.add(1), r.peer[1]);
         }
     }
 }
+
+/// Offset of `comm` in [`EventHeader`] (8-byte aligned).
+const COMM_OFFSET: usize = core::mem::offset_of!(EventHeader, comm);
 
 /// Writes a record that is only a header (connection end, sendfile byte counts).
 #[inline(always)]
@@ -635,10 +651,46 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         unsafe { *c = conn };
         sock_start(sk, &conn, a.di as u32);
     }
+    let (port, peer) = endpoint(sk, conn.role, family);
     capture(
-        &Rec::data(conn.tgid, a.di as u32, &conn, direction, syscall, moved),
+        &Rec {
+            aux: u32::from(port),
+            family,
+            peer,
+            ..Rec::data(conn.tgid, a.di as u32, &conn, direction, syscall, moved)
+        },
         &bufs,
     );
+}
+
+/// The endpoint data records of socket `sk` (of address family `family`) carry: the server
+/// side's local port, or the client side's peer port and address (IPv4: the 4 bytes of the
+/// address in network order, first in memory; IPv6: its 16 bytes).
+#[inline(always)]
+fn endpoint(sk: *mut core::ffi::c_void, role: u8, family: u16) -> (u16, [u64; 2]) {
+    let base = sk.cast::<u8>();
+    // SAFETY: BTF-typed loads from `struct sock_common` (see the offsets above).
+    unsafe {
+        if role == ROLE_SERVER {
+            return (
+                core::ptr::read_volatile(base.add(SK_NUM).cast::<u16>()),
+                [0; 2],
+            );
+        }
+        let port = u16::from_be(core::ptr::read_volatile(base.add(SK_DPORT).cast::<u16>()));
+        if family == AF_INET {
+            let a = core::ptr::read_volatile(base.add(SK_DADDR).cast::<u32>());
+            (port, [u64::from(a), 0])
+        } else {
+            (
+                port,
+                [
+                    core::ptr::read_volatile(base.add(SK_V6_DADDR).cast::<u64>()),
+                    core::ptr::read_volatile(base.add(SK_V6_DADDR + 8).cast::<u64>()),
+                ],
+            )
+        }
+    }
 }
 
 /// The start record of a socket found to carry HTTP: the server side's local port

@@ -1422,3 +1422,63 @@ s.sendall(req); print(response())
     }
     assert_eq!(lost(&e), 0.0);
 }
+
+/// More connections than `http.max_connections`: the decoder drops the least recently active
+/// ones, and their later requests are still counted under their own labels, from the endpoint
+/// the socket hooks put in every data record (not as connections of unknown port).
+#[test]
+fn http_connections_beyond_the_table_keep_their_labels() {
+    if !privileged("http_connections_beyond_the_table_keep_their_labels") {
+        return;
+    }
+    let dir = temp_dir("table");
+    // Each connection is followed twice (python's client side, nginx's server side).
+    let agent = agent_with(&dir, "  max_connections: 2\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    const SCRIPT: &str = r#"
+import socket, sys
+port = int(sys.argv[1])
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+files = [c.makefile("rb") for c in conns]
+def get(i):
+    conns[i].sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+    f = files[i]; length = 0
+    status = int(f.readline().split()[1])
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        if k.strip().lower() == "content-length":
+            length = int(v)
+    f.read(length)
+    print(status)
+for i in [0, 1, 2, 0, 1, 2, 0, 1, 2]:
+    get(i)
+"#;
+    let out = run_ok(Command::new("python3").args(["-c", SCRIPT, p]));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["200"; 9]);
+    let py = python_comm();
+    let server = [("server_port", p), ("process_name", "nginx")];
+    let client = [
+        ("server_address", "127.0.0.1"),
+        ("server_port", p),
+        ("process_name", py.as_str()),
+    ];
+    let e = settle(&agent, |e| {
+        delta(e, &before, SERVER, &server) >= 9.0 && delta(e, &before, CLIENT, &client) >= 9.0
+    });
+    assert_eq!(delta(&e, &before, SERVER, &server), 9.0, "{}", e.text);
+    assert_eq!(delta(&e, &before, CLIENT, &client), 9.0, "{}", e.text);
+    for family in [SERVER, CLIENT] {
+        assert!(
+            series(&e, family, &[("server_port", "0")]).is_empty(),
+            "{family}: a series of unknown port:\n{}",
+            e.text
+        );
+    }
+    assert_eq!(lost(&e), 0.0);
+}

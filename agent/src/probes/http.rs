@@ -724,6 +724,9 @@ struct Tracked {
     /// None: filtered out by the configuration.
     labels: Option<Arc<ConnLabels>>,
     last_seen: Instant,
+    /// Kernel timestamp of its last record: the eviction order (`last_seen` is one clock read
+    /// per batch, so it ties for every connection of a batch).
+    last_ns: u64,
     /// The series of its last exchange.
     last: Option<LastSeries>,
     /// `conn.heap_bytes()` as last counted in [`Decoder::heap`].
@@ -731,11 +734,12 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(role: Role, labels: Option<Arc<ConnLabels>>, now: Instant) -> Self {
+    fn new(role: Role, labels: Option<Arc<ConnLabels>>, now: Instant, ts_ns: u64) -> Self {
         Tracked {
             conn: Conn::new(role),
             labels,
             last_seen: now,
+            last_ns: ts_ns,
             last: None,
             heap: 0,
         }
@@ -838,7 +842,7 @@ impl Decoder {
     fn batch(&mut self, source: impl FnOnce(&mut dyn FnMut(&[u8]))) {
         let shared = Arc::clone(&self.shared);
         let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-        // One clock read per batch: `last_seen` only drives idle expiry and eviction order.
+        // One clock read per batch: `last_seen` only drives idle expiry.
         self.now = Instant::now();
         source(&mut |rec: &[u8]| self.record(rec, &mut store));
         store.connections = self.conns.len();
@@ -867,7 +871,10 @@ impl Decoder {
                 if labels.is_none() {
                     self.unfollow(&h);
                 }
-                if let Some(old) = self.conns.insert(key, Tracked::new(role, labels, now)) {
+                if let Some(old) = self
+                    .conns
+                    .insert(key, Tracked::new(role, labels, now, h.ts_ns))
+                {
                     self.heap = self.heap.saturating_sub(old.heap);
                 }
             }
@@ -903,7 +910,9 @@ impl Decoder {
                     heap_budget,
                     ..
                 } = self;
-                let t = conns.entry(key).or_insert(Tracked::new(role, labels, now));
+                let t = conns
+                    .entry(key)
+                    .or_insert(Tracked::new(role, labels, now, h.ts_ns));
                 feed_data(t, router, role, dir, &h, payload, now, out, store);
                 account((heap, *heap_budget), t, router, role, out, store);
             }
@@ -953,7 +962,9 @@ impl Decoder {
                 .or_insert_with(|| listen_port(&self.procfs, h.tgid, h.aux));
             (String::new(), port.unwrap_or(0))
         } else {
-            (String::new(), 0)
+            // A data record of a connection whose start is not held (dropped from a full
+            // table, or its start record lost): the socket hooks name the endpoint in it.
+            data_endpoint(h).unwrap_or((String::new(), 0))
         };
         if (!self.cfg.include_ports.is_empty() && !self.cfg.include_ports.contains(&port))
             || self.cfg.exclude_ports.contains(&port)
@@ -1019,9 +1030,9 @@ impl Decoder {
         if self.conns.len() < self.cfg.max_connections {
             return;
         }
-        let mut by_age: Vec<(Instant, (u32, u64))> =
-            self.conns.iter().map(|(k, t)| (t.last_seen, *k)).collect();
-        let n = (by_age.len() / 64).max(1);
+        let mut by_age: Vec<(u64, (u32, u64))> =
+            self.conns.iter().map(|(k, t)| (t.last_ns, *k)).collect();
+        let n = (by_age.len() / 64).max(1).min(by_age.len());
         if n < by_age.len() {
             by_age.select_nth_unstable(n - 1);
         }
@@ -1104,6 +1115,7 @@ fn feed_data(
     store: &mut Store,
 ) {
     t.last_seen = now;
+    t.last_ns = h.ts_ns;
     if t.labels.is_none() {
         return;
     }
@@ -1230,6 +1242,28 @@ fn parse_sockaddr(b: &[u8]) -> Option<(IpAddr, u16)> {
         }
         _ => None,
     }
+}
+
+/// The endpoint a data record from the socket hooks names: the server side's local port, or
+/// the client side's peer address and port. None from the syscall-exit hooks (no family).
+fn data_endpoint(h: &EventHeader) -> Option<(String, u16)> {
+    if h.kind != EV_DATA || h.family == 0 {
+        return None;
+    }
+    let port = h.aux as u16;
+    if h.role != ROLE_CLIENT {
+        return Some((String::new(), port));
+    }
+    // As a sockaddr_in / sockaddr_in6, for the one parser of peer addresses.
+    let mut sa = [0u8; 28];
+    sa[0..2].copy_from_slice(&h.family.to_ne_bytes());
+    sa[2..4].copy_from_slice(&port.to_be_bytes());
+    if h.family == agent_common::tcp::AF_INET {
+        sa[4..8].copy_from_slice(&h.comm[..4]);
+    } else {
+        sa[8..24].copy_from_slice(&h.comm);
+    }
+    parse_sockaddr(&sa).map(|(a, p)| (a.to_string(), p))
 }
 
 /// Local port of a listening socket: `/proc/<tgid>/fd/<fd>` names its inode, found in
@@ -1509,7 +1543,8 @@ mod tests {
             direction,
             role,
             syscall: 0,
-            _pad: [0; 6],
+            family: 0,
+            _pad: [0; 4],
             comm: [0; 16],
         };
         let mut v = vec![0u8; HEADER_BYTES + payload.len()];
@@ -1734,8 +1769,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&procfs);
     }
 
-    /// A full connection table drops its least recently active 1/64 at once; the others,
-    /// and the one that was just active, keep their labels.
+    /// A full connection table drops its least recently active 1/64 at once (by the records'
+    /// kernel timestamps, also within one batch); the others, and the one that was just
+    /// active, keep their labels.
     #[test]
     fn full_table_drops_the_least_recently_active() {
         let procfs = fixture_procfs("full");
@@ -1748,32 +1784,25 @@ mod tests {
         let out = agent_common::http::DIR_OUT;
         let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        // One batch per connection: each is seen at its own instant, connection 1 first.
-        for id in 1..=128u64 {
-            feed(
-                &mut d,
-                &[record(EV_ACCEPT, 100, id as u32, id, 0, s, 0, 6, b"")],
-            );
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        // In one batch (the order is the records' kernel timestamps), connection 1 first.
+        let mut recs: Vec<Vec<u8>> = (1..=128u64)
+            .map(|id| record(EV_ACCEPT, 100, id as u32, id, 0, s, id * 10, 6, b""))
+            .collect();
         // Connection 1 becomes the most recently active; 2 and 3 are now the oldest.
-        feed(
-            &mut d,
-            &[record(EV_DATA, 100, 1, 1, DIR_IN, s, 1_000, 0, req)],
-        );
-        std::thread::sleep(Duration::from_micros(50));
-        feed(&mut d, &[record(EV_ACCEPT, 100, 200, 200, 0, s, 0, 6, b"")]);
+        recs.push(record(EV_DATA, 100, 1, 1, DIR_IN, s, 10_000, 0, req));
+        recs.push(record(EV_ACCEPT, 100, 200, 200, 0, s, 20_000, 6, b""));
+        feed(&mut d, &recs);
         assert_eq!(shared.lock().unwrap().connections, 127, "128 - 128/64 + 1");
         // 1 answers under its own port; 2 was dropped, so its bytes come as a connection of
         // unknown port (its start was not kept).
         feed(
             &mut d,
             &[
-                record(EV_DATA, 100, 1, 1, out, s, 2_000, 0, resp),
-                record(EV_DATA, 100, 2, 2, DIR_IN, s, 3_000, 0, req),
-                record(EV_DATA, 100, 2, 2, out, s, 4_000, 0, resp),
-                record(EV_DATA, 100, 4, 4, DIR_IN, s, 5_000, 0, req),
-                record(EV_DATA, 100, 4, 4, out, s, 6_000, 0, resp),
+                record(EV_DATA, 100, 1, 1, out, s, 30_000, 0, resp),
+                record(EV_DATA, 100, 2, 2, DIR_IN, s, 31_000, 0, req),
+                record(EV_DATA, 100, 2, 2, out, s, 32_000, 0, resp),
+                record(EV_DATA, 100, 4, 4, DIR_IN, s, 33_000, 0, req),
+                record(EV_DATA, 100, 4, 4, out, s, 34_000, 0, resp),
             ],
         );
         let store = shared.lock().unwrap();
@@ -1783,6 +1812,99 @@ mod tests {
         );
         assert_eq!(store.server.get(&nginx_get(200, "/a", 0)).unwrap().count, 1);
         drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// `record` as the socket hooks write a data record: with the endpoint (`family`, the
+    /// port in `aux`, a client's peer address in `comm`).
+    fn sock_record(mut rec: Vec<u8>, family: u16, port: u16, peer: &[u8]) -> Vec<u8> {
+        // SAFETY: `rec` starts with a whole header.
+        let mut h: EventHeader = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        h.family = family;
+        h.aux = u32::from(port);
+        h.comm[..peer.len()].copy_from_slice(peer);
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<EventHeader>(), h) };
+        rec
+    }
+
+    /// Data records of connections whose start the decoder does not hold are labelled from
+    /// the endpoint the socket hooks put in them (server: the local port; client: the peer).
+    #[test]
+    fn data_records_name_their_endpoint() {
+        let procfs = fixture_procfs("endpoint");
+        let (mut d, shared) = decoder(HttpConfig::default(), &procfs);
+        let (s, c) = (agent_common::http::ROLE_SERVER, ROLE_CLIENT);
+        let out = agent_common::http::DIR_OUT;
+        let v4 = agent_common::tcp::AF_INET;
+        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let peer = [10, 1, 2, 3];
+        feed(
+            &mut d,
+            &[
+                sock_record(
+                    record(EV_DATA, 100, 7, 1, DIR_IN, s, 1_000, 0, req),
+                    v4,
+                    8080,
+                    &[],
+                ),
+                sock_record(
+                    record(EV_DATA, 100, 7, 1, out, s, 2_000, 0, resp),
+                    v4,
+                    8080,
+                    &[],
+                ),
+                sock_record(
+                    record(EV_DATA, 200, 3, 2, out, c, 1_000, 0, req),
+                    v4,
+                    9090,
+                    &peer,
+                ),
+                sock_record(
+                    record(EV_DATA, 200, 3, 2, DIR_IN, c, 2_000, 0, resp),
+                    v4,
+                    9090,
+                    &peer,
+                ),
+            ],
+        );
+        let store = shared.lock().unwrap();
+        assert_eq!(
+            store.server.get(&nginx_get(200, "/a", 8080)).unwrap().count,
+            1
+        );
+        let key = ClientKey {
+            method: "GET",
+            status: 200,
+            address: "10.1.2.3".into(),
+            port: 9090,
+            process: "curl".into(),
+        };
+        assert_eq!(store.client.get(&key).unwrap().count, 1);
+        drop(store);
+        // IPv6, and an IPv4-mapped IPv6 peer shown as IPv4 (as from a sockaddr).
+        let v6 = agent_common::tcp::AF_INET6;
+        let mut h = EventHeader {
+            kind: EV_DATA,
+            role: ROLE_CLIENT,
+            family: v6,
+            aux: 443,
+            // SAFETY: plain integers and byte arrays: all zeroes is a valid header.
+            ..unsafe { std::mem::zeroed() }
+        };
+        h.comm = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets();
+        assert_eq!(data_endpoint(&h), Some(("2001:db8::1".to_string(), 443)));
+        h.comm = std::net::Ipv4Addr::new(192, 0, 2, 7)
+            .to_ipv6_mapped()
+            .octets();
+        assert_eq!(data_endpoint(&h), Some(("192.0.2.7".to_string(), 443)));
+        h.family = 0;
+        assert_eq!(
+            data_endpoint(&h),
+            None,
+            "syscall-exit hooks name no endpoint"
+        );
         let _ = std::fs::remove_dir_all(&procfs);
     }
 

@@ -1008,6 +1008,11 @@ impl Decoder {
         let name = std::fs::read_to_string(&path)
             .map(|s| s.trim_end().to_string())
             .unwrap_or_else(|_| {
+                // Only start records carry the thread name (a data record may carry a peer
+                // address in the same bytes).
+                if h.kind == EV_DATA {
+                    return String::new();
+                }
                 let end = h.comm.iter().position(|b| *b == 0).unwrap_or(h.comm.len());
                 String::from_utf8_lossy(&h.comm[..end]).into_owned()
             });
@@ -1905,6 +1910,13 @@ mod tests {
             None,
             "syscall-exit hooks name no endpoint"
         );
+        // A gone process (no /proc entry): a data record's address bytes are no name.
+        h.tgid = 999;
+        h.comm = *b"nameless\0\0\0\0\0\0\0\0";
+        assert_eq!(d.process_name(&h), "");
+        h.kind = EV_CONNECT;
+        h.tgid = 998;
+        assert_eq!(d.process_name(&h), "nameless");
         let _ = std::fs::remove_dir_all(&procfs);
     }
 

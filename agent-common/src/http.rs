@@ -98,8 +98,9 @@ pub const SC_SENDFILE: u8 = 9;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
-    /// Unique per connection: the accept/connect timestamp (ns since boot), or with the socket
-    /// hooks that of the socket's first bytes.
+    /// Unique per connection: the accept/connect time (ns since boot; with the socket hooks
+    /// that of the socket's first bytes) shifted left by 12 bits, the CPU number in the low 12
+    /// bits (the time alone repeats across CPUs).
     pub id: u64,
     /// The process that first moved bytes on it (socket hooks: the close comes from softirq).
     pub tgid: u32,

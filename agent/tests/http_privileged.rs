@@ -1482,3 +1482,62 @@ for i in [0, 1, 2, 0, 1, 2, 0, 1, 2]:
     }
     assert_eq!(lost(&e), 0.0);
 }
+
+/// Two wrk threads opening a new connection per request (`Connection: close`), thousands of
+/// new connections a second on two CPUs: every request wrk completed is counted once on the
+/// client side, under its own labels, and no response is left without its request. (Until
+/// connection ids carried the CPU number, two connections started in the same nanosecond on
+/// two CPUs shared an id, and the second replaced the first: a request lost, a response
+/// unpaired, a few times a minute at this rate.)
+#[test]
+fn http_connection_churn_from_two_threads_counts_exactly() {
+    if !privileged("http_connection_churn_from_two_threads_counts_exactly") {
+        return;
+    }
+    let dir = temp_dir("churn");
+    // Room for the bursts the (debug-built) agent drains behind.
+    let agent = agent_with(&dir, "  ring_buffer_bytes: 33554432\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let p = p.as_str();
+    let before = agent.scrape();
+    let out = run_ok(Command::new("wrk").args([
+        "-t2",
+        "-c16",
+        "-d10s",
+        "-H",
+        "Connection: close",
+        &format!("http://127.0.0.1:{p}/wrk.html"),
+    ]));
+    let done: f64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .map(|(n, _)| n.trim().parse().unwrap())
+        .expect("wrk summary");
+    assert!(done > 10_000.0, "wrk completed only {done}:\n{out}");
+    let client = [
+        ("server_address", "127.0.0.1"),
+        ("server_port", p),
+        ("process_name", "wrk"),
+    ];
+    let e = settle(&agent, |e| delta(e, &before, CLIENT, &client) >= done);
+    assert_eq!(
+        delta(&e, &before, CLIENT, &client),
+        done,
+        "wrk completed {done}:\n{}",
+        e.text
+    );
+    let unpaired = "hostlens_http_decode_errors_total{reason=\"unpaired_response\"}";
+    assert_eq!(
+        e.get(unpaired),
+        before.get(unpaired),
+        "responses without request"
+    );
+    // nginx answered each of them, and at most the 16 wrk stopped waiting for.
+    let served = delta(&e, &before, SERVER, &[("server_port", p)]);
+    assert!(
+        served >= done && served <= done + 16.0,
+        "nginx side {served}, wrk completed {done}"
+    );
+    assert_eq!(lost(&e), lost(&before), "events lost");
+}

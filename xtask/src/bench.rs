@@ -549,6 +549,30 @@ pub(crate) fn bpf_run_time<T>(
     Ok((out, per_name))
 }
 
+/// The kernel and the mitigations that make every kernel call and return dearer on this
+/// machine, as the kernel reports them: what absolute per-event figures depend on.
+pub(crate) fn machine_note() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    let vuln = |name: &str| {
+        format!(
+            "`{name}`: {}",
+            read(&format!("/sys/devices/system/cpu/vulnerabilities/{name}"))
+        )
+    };
+    format!(
+        "Machine: {} CPUs, Linux {}; {}; {}; {}.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        read("/proc/sys/kernel/osrelease"),
+        vuln("spectre_v2"),
+        vuln("retbleed"),
+        vuln("spec_rstack_overflow"),
+    )
+}
+
 /// The run's time for section headings, e.g. `2026-11-29 09:50 UTC`.
 pub(crate) fn utc_now() -> String {
     Command::new("date")

@@ -594,11 +594,12 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
          Every {CONTEXT_EVERY}th round also runs the syscall-exit fallback (on(exit): \
          `http.hook: tp_btf`, `tp_btf/sys_exit`). Default config otherwise: every process, so \
          both nginx's server side and wrk's client side are decoded. CPU is hostlens's \
-         utime+stime during the on-runs (10 ms ticks). Load average at the end: {}.\n",
+         utime+stime during the on-runs (10 ms ticks). Load average at the end: {}. {}\n",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        super::bench::machine_note()
     )?;
     writeln!(
         md,

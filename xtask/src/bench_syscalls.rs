@@ -171,7 +171,8 @@ pub fn run(bin: &Path, date: &str) -> Result<String> {
          over the cycles. *Program ns* is the programs' own time per syscall from the kernel's \
          run-time statistics (`kernel.bpf_stats_enabled`, switched on for a separate loop); the \
          rest of the added time is the kernel's syscall tracing path, which any program on \
-         these tracepoints pays.\n"
+         these tracepoints pays. {}\n",
+        super::bench::machine_note()
     )?;
     writeln!(md, "| setup | ns per getppid | added ns | program ns |")?;
     writeln!(md, "|---|---|---|---|")?;

@@ -611,7 +611,8 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         return;
     };
     let moved = ret as u64;
-    if conn.proto == PROTO_UNKNOWN {
+    let new_http = conn.proto == PROTO_UNKNOWN;
+    if new_http {
         if syscall == SC_SENDFILE {
             return;
         }
@@ -648,9 +649,11 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         };
         // SAFETY: as above.
         unsafe { *c = conn };
-        sock_start(sk, &conn, a.di as u32);
     }
     let (port, peer) = endpoint(sk, conn.role, family);
+    if new_http {
+        sock_start(&conn, a.di as u32, family, port, peer);
+    }
     capture(
         &Rec {
             aux: u32::from(port),
@@ -692,15 +695,14 @@ fn endpoint(sk: *mut core::ffi::c_void, role: u8, family: u16) -> (u16, [u64; 2]
     }
 }
 
-/// The start record of a socket found to carry HTTP: the server side's local port
-/// (`EV_SERVER`), or the client side's peer as a `sockaddr_in`/`sockaddr_in6` (`EV_CONNECT`).
+/// The start record of a socket found to carry HTTP, from its [`endpoint`]: the server
+/// side's local port (`EV_SERVER`), or the client side's peer as a `sockaddr_in`/
+/// `sockaddr_in6` (`EV_CONNECT`).
 #[inline(always)]
-fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
-    let base = sk.cast::<u8>();
+fn sock_start(conn: &ConnInfo, fd: u32, family: u16, port: u16, peer: [u64; 2]) {
     let mut rec = Rec::control(EV_SERVER, conn.tgid, fd, conn.id, conn.role);
     if conn.role == ROLE_SERVER {
-        // SAFETY: BTF-typed loads from `struct sock_common`.
-        rec.aux = u32::from(unsafe { core::ptr::read_volatile(base.add(SK_NUM).cast::<u16>()) });
+        rec.aux = u32::from(port);
         emit_header(&rec);
         return;
     }
@@ -708,30 +710,14 @@ fn sock_start(sk: *mut core::ffi::c_void, conn: &ConnInfo, fd: u32) {
     // sockaddr_in: family, port (network order), address; sockaddr_in6: family, port,
     // flowinfo, address at 8.
     let mut sa = [0u8; 32];
-    // SAFETY: BTF-typed loads from `struct sock_common`.
-    let (family, dport) = unsafe {
-        (
-            core::ptr::read_volatile(base.add(SK_FAMILY).cast::<u16>()),
-            core::ptr::read_volatile(base.add(SK_DPORT).cast::<u16>()),
-        )
-    };
     sa[0..2].copy_from_slice(&family.to_ne_bytes());
-    sa[2..4].copy_from_slice(&dport.to_ne_bytes());
+    sa[2..4].copy_from_slice(&port.to_be_bytes());
     let sa_len: u16 = if family == AF_INET {
-        // SAFETY: as above.
-        let a = unsafe { core::ptr::read_volatile(base.add(SK_DADDR).cast::<u32>()) };
-        sa[4..8].copy_from_slice(&a.to_ne_bytes());
+        sa[4..8].copy_from_slice(&(peer[0] as u32).to_ne_bytes());
         16
     } else {
-        // SAFETY: as above (two loads of the 16-byte `in6_addr`).
-        let (hi, lo) = unsafe {
-            (
-                core::ptr::read_volatile(base.add(SK_V6_DADDR).cast::<u64>()),
-                core::ptr::read_volatile(base.add(SK_V6_DADDR + 8).cast::<u64>()),
-            )
-        };
-        sa[8..16].copy_from_slice(&hi.to_ne_bytes());
-        sa[16..24].copy_from_slice(&lo.to_ne_bytes());
+        sa[8..16].copy_from_slice(&peer[0].to_ne_bytes());
+        sa[16..24].copy_from_slice(&peer[1].to_ne_bytes());
         28
     };
     emit_peer(&rec, &sa, sa_len);

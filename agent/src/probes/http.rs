@@ -1709,6 +1709,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&procfs);
     }
 
+    /// A request head and an empty 200 response (the idle, table and endpoint tests).
+    const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    const OK_EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
     /// An idle connection gives up its unfinished exchange but keeps its labels: its next
     /// exchange, after the idle timeout, is counted under its own port, not as a connection
     /// of unknown port.
@@ -1722,8 +1726,7 @@ mod tests {
         let (mut d, shared) = decoder(cfg, &procfs);
         let s = agent_common::http::ROLE_SERVER;
         let out = agent_common::http::DIR_OUT;
-        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
-        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (req, resp) = (GET_A, OK_EMPTY);
         feed(
             &mut d,
             &[
@@ -1787,8 +1790,7 @@ mod tests {
         let (mut d, shared) = decoder(cfg, &procfs);
         let s = agent_common::http::ROLE_SERVER;
         let out = agent_common::http::DIR_OUT;
-        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
-        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (req, resp) = (GET_A, OK_EMPTY);
         // In one batch (the order is the records' kernel timestamps), connection 1 first.
         let mut recs: Vec<Vec<u8>> = (1..=128u64)
             .map(|id| record(EV_ACCEPT, 100, id as u32, id, 0, s, id * 10, 6, b""))
@@ -1842,8 +1844,7 @@ mod tests {
         let (s, c) = (agent_common::http::ROLE_SERVER, ROLE_CLIENT);
         let out = agent_common::http::DIR_OUT;
         let v4 = agent_common::tcp::AF_INET;
-        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
-        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (req, resp) = (GET_A, OK_EMPTY);
         let peer = [10, 1, 2, 3];
         feed(
             &mut d,

@@ -18,7 +18,7 @@
 //! and writes of unfollowed fds cost one hash lookup. A connection whose first bytes
 //! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
 //! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
-//! drains every few ms) until a ring is 1/4 full. Syscall numbers are x86_64's; on other
+//! drains every 100 ms) until a ring is 1/4 full. Syscall numbers are x86_64's; on other
 //! architectures the program attaches but follows nothing.
 use crate::local_storage::SkStorage;
 use agent_common::http::{

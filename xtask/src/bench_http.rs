@@ -31,7 +31,7 @@ const WRK_SECONDS: u32 = 2;
 /// The throughput budget, on/off.
 const BUDGET: f64 = 0.90;
 const FIXED_RATE: u32 = 10_000;
-const FIXED_SECONDS: u64 = 5;
+const FIXED_SECONDS: u64 = 20;
 const MARKER: &str = "## HTTP probe: nginx under wrk, probe off vs on";
 
 struct Proc(Child);

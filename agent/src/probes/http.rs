@@ -580,8 +580,11 @@ fn peek_ts(ring: &mut RingBuf<MapData>) -> Option<u64> {
 /// seconds, so 100 ms of delay is not seen.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
-/// Records handled per lock of the shared store.
-const BATCH: usize = 4096;
+/// Records handled per lock of the shared store, and between two yields of the drain thread:
+/// a wake-up may find tens of thousands, and handling them in one go keeps an application
+/// thread sharing the CPU off it for milliseconds (wrk's p99 against nginx: 1.45x with 4096
+/// per batch, 1.21x with 512; 1.22x with the old 10 ms timer).
+const BATCH: usize = 512;
 
 /// Whether [`drain`] is running: scrapes report `hostlens_probe_scrape_success{probe="http"}`
 /// 0 once it has stopped (its series would no longer move).
@@ -658,7 +661,7 @@ fn drain(rings: Rings, mut decoder: Decoder) {
             return;
         }
         while drain_batch(&mut decoder, &mut rings) == BATCH {
-            // More waiting: let scrapes take the lock between batches.
+            // More waiting: let scrapes take the lock, and threads sharing the CPU run.
             std::thread::yield_now();
         }
         if Instant::now() >= next_sweep {

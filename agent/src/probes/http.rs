@@ -456,7 +456,7 @@ pub fn attach(
 /// The socket hooks, as logged and on the status page.
 const SOCK_HOOK: &str = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";
 
-/// The attached probe's ring buffer and decoder, until the runtime starts draining them.
+/// The attached probe's ring buffers and decoder, until the drain thread takes them.
 static PENDING: Mutex<Option<(Rings, Decoder)>> = Mutex::new(None);
 
 /// Starts draining the ring buffers of an attached probe, on a thread of its own; call after
@@ -648,9 +648,8 @@ fn drain_batch(decoder: &mut Decoder, rings: &mut Rings) -> usize {
 /// Reads the ring buffers until the agent stops or polling fails; sweeps idle state on a
 /// timer. Runs on its own thread: a wake-up is one return from `epoll_wait`, not a runtime's
 /// timer, task and worker hand-offs.
-fn drain(rings: Rings, mut decoder: Decoder) {
+fn drain(mut rings: Rings, mut decoder: Decoder) {
     let _running = Draining::start();
-    let mut rings = rings;
     let sweep_every = decoder.sweep_every();
     let mut next_sweep = Instant::now() + sweep_every;
     while !STOPPING.load(std::sync::atomic::Ordering::Relaxed) {

@@ -723,9 +723,8 @@ struct Tracked {
     conn: Conn,
     /// None: filtered out by the configuration.
     labels: Option<Arc<ConnLabels>>,
-    last_seen: Instant,
-    /// Kernel timestamp of its last record: the eviction order (`last_seen` is one clock read
-    /// per batch, so it ties for every connection of a batch).
+    /// Kernel timestamp (`CLOCK_MONOTONIC`) of its last record: idle expiry and the eviction
+    /// order.
     last_ns: u64,
     /// The series of its last exchange.
     last: Option<LastSeries>,
@@ -734,11 +733,10 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(role: Role, labels: Option<Arc<ConnLabels>>, now: Instant, ts_ns: u64) -> Self {
+    fn new(role: Role, labels: Option<Arc<ConnLabels>>, ts_ns: u64) -> Self {
         Tracked {
             conn: Conn::new(role),
             labels,
-            last_seen: now,
             last_ns: ts_ns,
             last: None,
             heap: 0,
@@ -776,8 +774,6 @@ struct Decoder {
     procfs: PathBuf,
     shared: Arc<Mutex<Store>>,
     conns: FastMap<(u32, u64), Tracked>,
-    /// The time the current batch of records started.
-    now: Instant,
     procs: HashMap<u32, ProcInfo>,
     listen_ports: HashMap<(u32, u32), Option<u16>>,
     /// Process name -> last time a process of that name was alive.
@@ -821,7 +817,6 @@ impl Decoder {
             procfs: settings.procfs,
             shared,
             conns: FastMap::default(),
-            now: Instant::now(),
             procs: HashMap::new(),
             listen_ports: HashMap::new(),
             names_alive: HashMap::new(),
@@ -842,8 +837,6 @@ impl Decoder {
     fn batch(&mut self, source: impl FnOnce(&mut dyn FnMut(&[u8]))) {
         let shared = Arc::clone(&self.shared);
         let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
-        // One clock read per batch: `last_seen` only drives idle expiry.
-        self.now = Instant::now();
         source(&mut |rec: &[u8]| self.record(rec, &mut store));
         store.connections = self.conns.len();
     }
@@ -857,7 +850,6 @@ impl Decoder {
         let payload = &rec[HEADER_BYTES..];
         let payload = &payload[..(h.captured as usize).min(payload.len())];
         let key = (h.tgid, h.conn_id);
-        let now = self.now;
         let role = if h.role == ROLE_CLIENT {
             Role::Client
         } else {
@@ -871,10 +863,7 @@ impl Decoder {
                 if labels.is_none() {
                     self.unfollow(&h);
                 }
-                if let Some(old) = self
-                    .conns
-                    .insert(key, Tracked::new(role, labels, now, h.ts_ns))
-                {
+                if let Some(old) = self.conns.insert(key, Tracked::new(role, labels, h.ts_ns)) {
                     self.heap = self.heap.saturating_sub(old.heap);
                 }
             }
@@ -894,7 +883,7 @@ impl Decoder {
                     ..
                 } = self;
                 if let Some(t) = conns.get_mut(&key) {
-                    feed_data(t, router, role, dir, &h, payload, now, out, store);
+                    feed_data(t, router, role, dir, &h, payload, out, store);
                     account((heap, *heap_budget), t, router, role, out, store);
                     return;
                 }
@@ -912,8 +901,8 @@ impl Decoder {
                 } = self;
                 let t = conns
                     .entry(key)
-                    .or_insert(Tracked::new(role, labels, now, h.ts_ns));
-                feed_data(t, router, role, dir, &h, payload, now, out, store);
+                    .or_insert(Tracked::new(role, labels, h.ts_ns));
+                feed_data(t, router, role, dir, &h, payload, out, store);
                 account((heap, *heap_budget), t, router, role, out, store);
             }
             EV_CLOSE => {
@@ -1058,14 +1047,19 @@ impl Decoder {
     fn sweep(&mut self) {
         self.sweep_skipped();
         let now = Instant::now();
-        let idle = Duration::from_secs(self.cfg.connection_idle_timeout_seconds);
+        // Records carry CLOCK_MONOTONIC (bpf_ktime_get_ns).
+        let now_ns = crate::clock::monotonic_ns();
+        let idle_ns = self
+            .cfg
+            .connection_idle_timeout_seconds
+            .saturating_mul(1_000_000_000);
         let shared = Arc::clone(&self.shared);
         let mut store = shared.lock().unwrap_or_else(|e| e.into_inner());
         let Decoder {
             conns, router, out, ..
         } = self;
         for t in conns.values_mut() {
-            if now.duration_since(t.last_seen) > idle && t.conn.expire(out) {
+            if now_ns.saturating_sub(t.last_ns) > idle_ns && t.conn.expire(out) {
                 let role = t.conn.role();
                 report(router, role, t, out, &mut store);
                 t.heap = t.conn.heap_bytes();
@@ -1115,11 +1109,9 @@ fn feed_data(
     dir: Dir,
     h: &EventHeader,
     payload: &[u8],
-    now: Instant,
     out: &mut Output,
     store: &mut Store,
 ) {
-    t.last_seen = now;
     t.last_ns = h.ts_ns;
     if t.labels.is_none() {
         return;

@@ -12,10 +12,13 @@
 //! Either way the read/write families copy a bounded prefix of the bytes of HTTP connections
 //! into the ring buffers [`EVENTS_MAPS`]. User side (`agent/src/probes/http.rs`) decodes.
 
-/// Ring buffers carrying [`EventHeader`] + payload records, one per CPU up to [`RINGS`]: CPU
-/// `c` writes ring `c % RINGS`, so CPUs do not share a ring's lock and positions (whose
-/// cache lines would move between them at every record). The agent merges the rings by
-/// [`EventHeader::ts_ns`].
+/// Ring buffers carrying batches of records, one per CPU up to [`RINGS`]: CPU `c` writes ring
+/// `c % RINGS`, so CPUs do not share a ring's lock and positions (whose cache lines would move
+/// between them at every record). Each ring record is one [`BatchHeader`] and the records one
+/// CPU gathered ([`EventHeader`] + payload each, [`EventHeader::len`] bytes, the next at the
+/// next multiple of 8): a ring record costs a lock and an interrupt-flag save and restore,
+/// several times the cost of the rest of a small record here. The agent merges the CPUs'
+/// records by [`EventHeader::ts_ns`].
 pub const EVENTS_MAPS: [&str; RINGS] = [
     "HTTP_EVENTS_0",
     "HTTP_EVENTS_1",
@@ -48,6 +51,26 @@ pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";
 pub const GLOBAL_WAKE_BYTES: &str = "HTTP_WAKE_BYTES";
 /// Global: bytes one CPU writes to its ring between two checks of its fill level.
 pub const GLOBAL_CHECK_BYTES: &str = "HTTP_CHECK_BYTES";
+/// Global: bytes a CPU gathers before it writes them to its ring as one batch (0: each record
+/// at once; at most [`BATCH_MAX`]). The agent writes the rest out with [`FLUSH_PROGRAM`].
+pub const GLOBAL_BATCH_BYTES: &str = "HTTP_BATCH_BYTES";
+/// Largest batch threshold (a power of two: the kernel side masks offsets with it).
+pub const BATCH_MAX: usize = 4096;
+/// Program (`raw_tp`, never attached) the agent runs on each CPU with `BPF_PROG_TEST_RUN`
+/// to write out that CPU's batch; it returns 1 when the batch is in use (run again).
+pub const FLUSH_PROGRAM: &str = "http_flush";
+
+/// Start of every ring record: the CPU that gathered the records that follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BatchHeader {
+    pub cpu: u32,
+    pub records: u32,
+}
+
+/// Size of [`BatchHeader`] in bytes.
+pub const BATCH_HEADER_BYTES: usize = core::mem::size_of::<BatchHeader>();
+
 /// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
 pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 
@@ -139,7 +162,8 @@ pub struct EventHeader {
     pub syscall: u8,
     /// Address family of the endpoint in `aux` and `comm` (`EV_DATA` from the socket hooks).
     pub family: u16,
-    pub _pad: [u8; 4],
+    /// Bytes of this record, header and payload (the next starts at the next multiple of 8).
+    pub len: u32,
     /// Thread name (`comm`) of the caller, NUL-padded (`EV_ACCEPT`/`EV_CONNECT`/`EV_SERVER`);
     /// the client side's peer address in `EV_DATA` records with a `family`.
     pub comm: [u8; 16],

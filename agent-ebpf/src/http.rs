@@ -10,22 +10,26 @@
 //!   connection id, so a reused fd is a new connection; `close` (fd = di) ends it;
 //! - `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` on a
 //!   followed fd copy a bounded prefix of the `ret` bytes moved (across up to 8 iovecs) into a
-//!   per-CPU scratch record and output exactly its used length to the current CPU's ring
-//!   buffer (`HTTP_EVENTS_<cpu % 8>`); `sendfile` sends only its byte count.
+//!   record at the end of the current CPU's batch (`HTTP_BATCH`); `sendfile` sends only its
+//!   byte count. A batch goes to the CPU's ring buffer (`HTTP_EVENTS_<cpu % 8>`) as one ring
+//!   record once it holds `HTTP_BATCH_BYTES`, or when the agent runs `http_flush` on that CPU
+//!   (before each drain): a ring record's lock and interrupt-flag save cost as much as the
+//!   rest of a small record, so a batch pays them once for tens of records.
 //!
 //! Other syscalls cost a program call, one load of `orig_ax` and a branch (`tp_btf`; the raw
 //! tracepoint needs a helper for the load; the per-syscall tracepoints never run); reads
 //! and writes of unfollowed fds cost one hash lookup. A connection whose first bytes
 //! are not an HTTP method or status line is marked `PROTO_OTHER` and never copied. Reserve
-//! failures count in `HTTP_LOST` (per CPU). Records are submitted without waking the agent (it
-//! drains every 100 ms) until a ring is 1/4 full. Syscall numbers are x86_64's; on other
-//! architectures the program attaches but follows nothing.
+//! failures count in `HTTP_LOST` (per CPU, every record of a batch that found no room).
+//! Batches are submitted without waking the agent (it drains every 100 ms) until a ring is 1/4
+//! full. Syscall numbers are x86_64's; on other architectures the program attaches but follows
+//! nothing.
 use crate::local_storage::SkStorage;
 use agent_common::http::{
-    ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader,
-    HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_SKIPPED, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN,
-    RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE,
-    SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
+    BATCH_HEADER_BYTES, BATCH_MAX, BatchHeader, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE,
+    EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_SKIPPED,
+    PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ,
+    SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
 };
 use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
 use aya_ebpf::{
@@ -47,6 +51,9 @@ use aya_ebpf::{
 static HTTP_SELF_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static HTTP_CAPTURE: Global<u32> = Global::new(1024);
+/// Bytes a batch gathers before it goes to the ring (`agent_common::http::GLOBAL_BATCH_BYTES`).
+#[unsafe(no_mangle)]
+static HTTP_BATCH_BYTES: Global<u32> = Global::new(BATCH_MAX as u32);
 /// A quarter of the ring's size (set by the agent with the size).
 #[unsafe(no_mangle)]
 static HTTP_WAKE_BYTES: Global<u32> = Global::new(RING_BYTES / 4);
@@ -111,16 +118,31 @@ fn ring() -> &'static RingBuf {
 #[map(name = "HTTP_LOST")]
 static HTTP_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Room for a batch: records start below [`BATCH_MAX`], and one record is a header and at most
+/// [`MAX_CAPTURE`] bytes copied at a payload offset below [`MAX_CAPTURE`] (bounds the verifier
+/// can follow). A power of two, so the batch's length is masked into it.
+const BATCH_BUF: usize = (BATCH_MAX + HEADER_BYTES + 2 * MAX_CAPTURE).next_power_of_two();
+
+/// One CPU's batch: a [`BatchHeader`] and records in `buf[..pos]`.
+#[repr(C)]
+struct Batch {
+    /// Set while a program appends or flushes: an interrupt's program finding it set leaves
+    /// the batch alone (programs of one CPU only nest through interrupts).
+    busy: u32,
+    records: u32,
+    pos: u32,
+    _pad: u32,
+    buf: [u8; BATCH_BUF],
+}
+
+#[map(name = "HTTP_BATCH")]
+static HTTP_BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "HTTP_CONNS")]
 static HTTP_CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Iovecs read per vectored call (a head and its body, or a few pipelined responses).
 const MAX_IOV: u64 = 8;
-/// Header plus twice the largest capture, so a bounded copy at a bounded offset always fits.
-const SCRATCH_BYTES: usize = HEADER_BYTES + 2 * MAX_CAPTURE;
-
-#[map(name = "HTTP_SCRATCH")]
-static HTTP_SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 #[cfg(bpf_target_arch = "x86_64")]
@@ -214,11 +236,108 @@ fn submit_flags(ring: &RingBuf, len: u64) -> u64 {
     }
 }
 
-fn count_lost() {
+fn count_lost(records: u32) {
     if let Some(p) = HTTP_LOST.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
-        unsafe { *p += 1 }
+        unsafe { *p += u64::from(records) }
     }
+}
+
+/// This CPU's batch, marked busy; None when a program this one interrupted holds it.
+#[inline(always)]
+fn batch_take() -> Option<*mut Batch> {
+    let b = HTTP_BATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value; only programs of this CPU touch it, and one that interrupts
+    // another sees its `busy` (same CPU: program order).
+    unsafe {
+        if core::ptr::read_volatile(&raw const (*b).busy) != 0 {
+            return None;
+        }
+        core::ptr::write_volatile(&raw mut (*b).busy, 1);
+    }
+    Some(b)
+}
+
+/// Ends the use of batch `b` taken with [`batch_take`].
+#[inline(always)]
+fn batch_release(b: *mut Batch) {
+    // SAFETY: as in batch_take.
+    unsafe { core::ptr::write_volatile(&raw mut (*b).busy, 0) }
+}
+
+/// Offset in the batch for the next record (below [`BATCH_MAX`], 8-byte aligned: `pos` is
+/// kept so; the mask shows the verifier the bound).
+#[inline(always)]
+fn batch_slot(b: *mut Batch) -> usize {
+    // SAFETY: held batch (batch_take).
+    let pos = unsafe { (*b).pos } as usize;
+    let pos = if pos < BATCH_HEADER_BYTES {
+        BATCH_HEADER_BYTES
+    } else {
+        pos
+    };
+    pos & (BATCH_MAX - 1)
+}
+
+/// The record of `len` bytes written at `at` (its header saying `len`) is complete: the next
+/// one goes 8-byte aligned after it, and the batch goes to the ring once it holds
+/// `HTTP_BATCH_BYTES`.
+#[inline(always)]
+fn batch_commit(b: *mut Batch, at: usize, len: usize) {
+    // SAFETY: held batch.
+    unsafe {
+        (*b).pos = (at + ((len + 7) & !7)) as u32;
+        (*b).records += 1;
+        let mut limit = HTTP_BATCH_BYTES.load();
+        if limit > BATCH_MAX as u32 {
+            limit = BATCH_MAX as u32;
+        }
+        if (*b).pos >= limit {
+            batch_flush(b);
+        }
+    }
+}
+
+/// Writes the records of batch `b` to this CPU's ring as one record and empties the batch
+/// (no room: its records count as lost).
+#[inline(always)]
+fn batch_flush(b: *mut Batch) {
+    // SAFETY: held batch; the length is checked against the buffer before the slice.
+    unsafe {
+        let len = (*b).pos as usize;
+        let records = (*b).records;
+        (*b).pos = BATCH_HEADER_BYTES as u32;
+        (*b).records = 0;
+        if records == 0 || len <= BATCH_HEADER_BYTES || len > BATCH_BUF {
+            return;
+        }
+        let head = (*b).buf.as_mut_ptr().cast::<BatchHeader>();
+        (*head).cpu = bpf_get_smp_processor_id();
+        (*head).records = records;
+        // The check above, as a mask the verifier follows.
+        let len = len & (BATCH_BUF - 1);
+        let data = core::slice::from_raw_parts((*b).buf.as_ptr(), len);
+        let ring = ring();
+        if ring
+            .output::<[u8]>(data, submit_flags(ring, len as u64))
+            .is_err()
+        {
+            count_lost(records);
+        }
+    }
+}
+
+/// Run by the agent on each CPU (`BPF_PROG_TEST_RUN`, never attached) before it drains the
+/// rings: writes out what the CPU's batch holds. Returns 1 when the batch is in use (the run
+/// interrupted a program appending to it): the agent runs it again.
+#[raw_tracepoint(tracepoint = "http_flush")]
+pub fn http_flush(_ctx: RawTracePointContext) -> i32 {
+    let Some(b) = batch_take() else {
+        return 1;
+    };
+    batch_flush(b);
+    batch_release(b);
+    0
 }
 
 /// # Safety
@@ -298,13 +417,14 @@ impl Rec {
     }
 }
 
-/// Writes the record header for `r` at `dst` (a ring record or the scratch value: 8-byte
-/// aligned, [`HEADER_BYTES`] long): zeroed with aligned stores, then the fields.
+/// Writes the record header for `r` at `dst` (a ring record or a batch slot: 8-byte aligned,
+/// [`HEADER_BYTES`] long): zeroed with aligned stores, then the fields (`len`: the record's
+/// size, header included).
 ///
 /// # Safety
 /// `dst` is 8-byte aligned and has room for an [`EventHeader`].
 #[inline(always)]
-unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
+unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16, len: u32) {
     let h = dst.cast::<EventHeader>();
     unsafe {
         // One store per word: the compiler would turn a bulk zeroing into a call of its
@@ -327,6 +447,7 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
         (*h).role = r.role;
         (*h).syscall = r.syscall;
         (*h).family = r.family;
+        (*h).len = len;
         // The thread name is only needed once per connection (a fallback for the process
         // name); data records skip the helper call, and a client side's carry its peer there.
         if (r.kind == EV_ACCEPT || r.kind == EV_CONNECT || r.kind == EV_SERVER)
@@ -344,35 +465,68 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16) {
 /// Offset of `comm` in [`EventHeader`] (8-byte aligned).
 const COMM_OFFSET: usize = core::mem::offset_of!(EventHeader, comm);
 
-/// Writes a record that is only a header (connection end, sendfile byte counts).
+/// Appends a record that is only a header (connection end, sendfile byte counts) to this
+/// CPU's batch.
 #[inline(always)]
 fn emit_header(r: &Rec) {
-    let ring = ring();
-    let Some(mut entry) = ring.reserve_bytes(HEADER_BYTES, 0) else {
-        count_lost();
+    let Some(b) = batch_take() else {
+        emit_alone(r, None);
         return;
     };
-    // SAFETY: the record is HEADER_BYTES long and 8-byte aligned (ring records are).
-    unsafe { write_header(entry.as_mut_ptr().cast(), r, 0) };
-    entry.submit(submit_flags(ring, HEADER_BYTES as u64));
+    let at = batch_slot(b);
+    // SAFETY: `at + HEADER_BYTES <= BATCH_BUF` (batch_slot), 8-byte aligned.
+    unsafe { write_header((*b).buf.as_mut_ptr().add(at), r, 0, HEADER_BYTES as u32) };
+    batch_commit(b, at, HEADER_BYTES);
+    batch_release(b);
 }
 
-/// Writes a client's start record: the header and the peer's `sockaddr` (`sa_len` bytes of
+/// Appends a client's start record: the header and the peer's `sockaddr` (`sa_len` bytes of
 /// `sa` used).
 #[inline(always)]
 fn emit_peer(r: &Rec, sa: &[u8; 32], sa_len: u16) {
+    let Some(b) = batch_take() else {
+        emit_alone(r, Some((sa, sa_len)));
+        return;
+    };
+    let at = batch_slot(b);
+    let len = HEADER_BYTES + 32;
+    // SAFETY: `at + len <= BATCH_BUF` (batch_slot), 8-byte aligned.
+    unsafe {
+        let p = (*b).buf.as_mut_ptr().add(at);
+        write_header(p, r, sa_len, len as u32);
+        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
+    }
+    batch_commit(b, at, len);
+    batch_release(b);
+}
+
+/// A header record (with a peer `sockaddr` when given) straight to the ring as a batch of its
+/// own, for a program that interrupted one holding the batch (a socket closed from softirq).
+#[inline(always)]
+fn emit_alone(r: &Rec, peer: Option<(&[u8; 32], u16)>) {
+    const SIZE: usize = BATCH_HEADER_BYTES + HEADER_BYTES + 32;
     let ring = ring();
-    let Some(mut entry) = ring.reserve_bytes(HEADER_BYTES + 32, 0) else {
-        count_lost();
+    let Some(mut entry) = ring.reserve_bytes(SIZE, 0) else {
+        count_lost(1);
         return;
     };
     let p: *mut u8 = entry.as_mut_ptr().cast();
-    // SAFETY: the record is HEADER_BYTES + 32 bytes long and 8-byte aligned.
+    // SAFETY: the record is SIZE bytes long and 8-byte aligned (ring records are).
     unsafe {
-        write_header(p, r, sa_len);
-        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
+        let head = p.cast::<BatchHeader>();
+        (*head).cpu = bpf_get_smp_processor_id();
+        (*head).records = 1;
+        let rec = p.add(BATCH_HEADER_BYTES);
+        match peer {
+            Some((sa, sa_len)) => {
+                write_header(rec, r, sa_len, (HEADER_BYTES + 32) as u32);
+                core::ptr::write_unaligned(rec.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
+            }
+            // The 32 bytes after a header-only record are not read (`records` says one).
+            None => write_header(rec, r, 0, HEADER_BYTES as u32),
+        }
     }
-    entry.submit(submit_flags(ring, (HEADER_BYTES + 32) as u64));
+    entry.submit(submit_flags(ring, SIZE as u64));
 }
 
 /// First four bytes of an HTTP/1.x request (method) or response (`HTTP`).
@@ -840,12 +994,14 @@ fn capture(rec: &Rec, b: &Bufs) {
     if cap > moved {
         cap = moved;
     }
-    let Some(scratch) = HTTP_SCRATCH.get_ptr_mut(0) else {
+    let Some(batch) = batch_take() else {
+        count_lost(1);
         return;
     };
-    // SAFETY: the per-CPU scratch value is only used by this CPU for this program run.
-    let scratch = unsafe { &mut *scratch };
-    let mut off = copy_into(scratch, 0, b.first, b.first_len, cap);
+    let at = batch_slot(batch);
+    // SAFETY: held batch; `at` is below BATCH_MAX.
+    let dst = unsafe { (*batch).buf.as_mut_ptr().add(at) };
+    let mut off = copy_into(dst, 0, b.first, b.first_len, cap);
     if b.iov != 0 {
         // The bytes continue in the next iovecs (a vectored call fills them in order).
         let mut i = 1u64;
@@ -854,35 +1010,25 @@ fn capture(rec: &Rec, b: &Bufs) {
                 break;
             }
             let (p, l) = iovec_at(b.iov + 16 * i);
-            off = copy_into(scratch, off, p, l, cap);
+            off = copy_into(dst, off, p, l, cap);
             i += 1;
         }
     }
     if off > MAX_CAPTURE as u64 {
         off = MAX_CAPTURE as u64;
     }
-    // SAFETY: the scratch buffer starts with room for the header and, being a map value, is
-    // 8-byte aligned.
-    unsafe { write_header(scratch.as_mut_ptr(), rec, off as u16) };
     let len = HEADER_BYTES + off as usize;
-    if len > SCRATCH_BYTES {
-        return;
-    }
-    // SAFETY: `len <= SCRATCH_BYTES`, the scratch array's size.
-    let record = unsafe { core::slice::from_raw_parts(scratch.as_ptr(), len) };
-    let ring = ring();
-    if ring
-        .output::<[u8]>(record, submit_flags(ring, len as u64))
-        .is_err()
-    {
-        count_lost();
-    }
+    // SAFETY: the slot has room for the header and is 8-byte aligned.
+    unsafe { write_header(dst, rec, off as u16, len as u32) };
+    batch_commit(batch, at, len);
+    batch_release(batch);
 }
 
 /// Copies up to `cap - off` bytes of the user buffer `src` (length `len`) to payload offset
-/// `off` of the scratch record. Returns the new offset (unchanged when the copy faults).
+/// `off` of the record at `dst` (a batch slot: `BATCH_BUF - BATCH_MAX` bytes at least).
+/// Returns the new offset (unchanged when the copy faults).
 #[inline(always)]
-fn copy_into(scratch: &mut [u8; SCRATCH_BYTES], off: u64, src: u64, len: u64, cap: u64) -> u64 {
+fn copy_into(dst: *mut u8, off: u64, src: u64, len: u64, cap: u64) -> u64 {
     if off >= cap || src == 0 {
         return off;
     }
@@ -894,17 +1040,17 @@ fn copy_into(scratch: &mut [u8; SCRATCH_BYTES], off: u64, src: u64, len: u64, ca
         return off;
     }
     // Masks the verifier can follow: offset < MAX_CAPTURE, length <= MAX_CAPTURE, so the copy
-    // ends within HEADER_BYTES + 2 * MAX_CAPTURE.
+    // ends within HEADER_BYTES + 2 * MAX_CAPTURE of the slot.
     let o = (off as usize) & (MAX_CAPTURE - 1);
     let mut m = n as usize;
     if m > MAX_CAPTURE {
         m = MAX_CAPTURE;
     }
-    // SAFETY: `HEADER_BYTES + o + m <= SCRATCH_BYTES`; the helper faults safely on a bad user
+    // SAFETY: `HEADER_BYTES + o + m` fits the slot; the helper faults safely on a bad user
     // address.
     let rc = unsafe {
         raw_read_user(
-            scratch.as_mut_ptr().add(HEADER_BYTES + o).cast(),
+            dst.add(HEADER_BYTES + o).cast(),
             m as u32,
             src as *const core::ffi::c_void,
         )

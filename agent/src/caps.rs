@@ -23,12 +23,22 @@ const CAP_BPF: (u32, &str) = (39, "CAP_BPF");
 /// (`release`, e.g. "6.1.0-18-amd64") and `unprivileged_bpf_disabled` (its file's text) not
 /// "0"; an unreadable sysctl counts as set.
 pub fn keeps_cap_bpf(release: &str, unprivileged_bpf_disabled: Option<&str>) -> bool {
+    parse_version(release) < (6, 5) && unprivileged_bpf_disabled.is_none_or(|v| v.trim() != "0")
+}
+
+/// (major, minor) of a kernel release string such as "6.1.0-18-amd64" ((0, 0) if none).
+pub fn parse_version(release: &str) -> (u32, u32) {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .filter(|p| !p.is_empty())
         .map(|p| p.parse::<u32>().unwrap_or(0));
-    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    version < (6, 5) && unprivileged_bpf_disabled.is_none_or(|v| v.trim() != "0")
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// (major, minor) of the running kernel ((0, 0) when `/proc/sys/kernel/osrelease` is
+/// unreadable).
+pub fn kernel_version() -> (u32, u32) {
+    parse_version(&std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default())
 }
 
 /// [`KEEP`], plus CAP_BPF where this kernel needs it for map reads.

@@ -33,8 +33,9 @@ use std::{
 };
 
 use agent_common::http::{
-    CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EVENTS_MAPS,
-    EventHeader, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED, RINGS, ROLE_CLIENT, SKIP_MAP,
+    BATCH_MAX, CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER,
+    EVENTS_MAPS, EventHeader, FLUSH_PROGRAM, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED,
+    RINGS, ROLE_CLIENT, SKIP_MAP,
 };
 use aya::{
     Ebpf,
@@ -47,10 +48,12 @@ use crate::emit::{Kind, Out};
 
 pub mod decode;
 pub mod procname;
+pub mod rings;
 pub mod route;
 pub mod series;
 
 use decode::{Anomaly, Conn, Dir, Output, Role, Target};
+use rings::{Flush, Rings};
 use series::{Series, Slot};
 
 /// Hash map with a fast, seeded hasher for the per-event lookups of the drain task.
@@ -306,6 +309,9 @@ pub struct LoaderGlobals {
     /// Bytes one CPU writes between two fill-level checks: a sixteenth of the wake level
     /// shared by the CPUs writing one ring (at least one page).
     pub check_bytes: u32,
+    /// Bytes a CPU gathers before writing them to its ring: [`BATCH_MAX`], or 0 (every record
+    /// at once) on kernels before 5.10, which cannot run the flush on a given CPU.
+    pub batch_bytes: u32,
 }
 
 pub fn loader_globals() -> LoaderGlobals {
@@ -320,6 +326,11 @@ pub fn loader_globals() -> LoaderGlobals {
         capture: c.capture_bytes,
         wake_bytes,
         check_bytes: (wake_bytes / 16 / sharing).max(4096),
+        batch_bytes: if crate::caps::kernel_version() >= (5, 10) {
+            BATCH_MAX as u32
+        } else {
+            0
+        },
     }
 }
 
@@ -432,11 +443,19 @@ pub fn attach(
         ring_bytes,
         "http probe: capture program attached"
     );
+    let flush = if loader_globals().batch_bytes > 0 {
+        Some(flush_program(ebpf)?)
+    } else {
+        None
+    };
     let rings = Rings::new(
         EVENTS_MAPS[..used]
             .iter()
             .map(|name| super::take_map(ebpf, name))
             .collect::<Result<Vec<RingBuf<MapData>>, ProbeError>>()?,
+        possible_cpus(),
+        used * ring_bytes as usize,
+        flush,
     )
     .map_err(|e| ProbeError::Load(format!("http probe: polling the ring buffers: {e}")))?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
@@ -451,6 +470,26 @@ pub fn attach(
     // process has one thread); the drain task starts in `start_pending`.
     *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = Some((rings, decoder));
     Ok(Box::new(HttpProbe { lost, shared }))
+}
+
+/// Loads the kernel's `http_flush` (never attached) and checks that it runs on a CPU.
+fn flush_program(ebpf: &mut Ebpf) -> Result<Flush, ProbeError> {
+    use std::os::fd::AsFd as _;
+    let program: &mut aya::programs::RawTracePoint = super::program_of(ebpf, FLUSH_PROGRAM)?;
+    program.load().map_err(super::prog_err(FLUSH_PROGRAM))?;
+    let fd = program
+        .fd()
+        .map_err(super::prog_err(FLUSH_PROGRAM))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| ProbeError::Load(format!("http probe: {FLUSH_PROGRAM}: {e}")))?;
+    let flush = Flush::new(fd);
+    flush.run_on(0).map_err(|e| {
+        ProbeError::Load(format!(
+            "http probe: running {FLUSH_PROGRAM} on CPU 0 (BPF_PROG_TEST_RUN): {e}"
+        ))
+    })?;
+    Ok(flush)
 }
 
 /// The socket hooks, as logged and on the status page.
@@ -473,106 +512,11 @@ pub fn start_pending() -> Result<(), String> {
     Ok(())
 }
 
-/// Records younger than this stay in their ring until the next drain: a record's timestamp
-/// is taken just before it is committed, so one CPU's older record may still be on its way
-/// while another CPU's newer one is read. Holding the last moments back keeps each
-/// connection's records in order across rings.
+/// Records younger than this (at the flush before a drain) wait for the next drain: a
+/// record's timestamp is taken just before it is appended, so one CPU's older record may
+/// still be on its way while another CPU's newer one is read. Holding the last moments back
+/// keeps each connection's records in order across CPUs.
 const HOLD_BACK_NS: u64 = 2_000_000;
-
-/// The per-CPU ring buffers, read in timestamp order, and one epoll instance over them (the
-/// kernel wakes it when a ring is a quarter full) for the runtime to wait on.
-struct Rings {
-    rings: Vec<RingBuf<MapData>>,
-    epoll: std::os::fd::OwnedFd,
-}
-
-impl Rings {
-    fn new(rings: Vec<RingBuf<MapData>>) -> std::io::Result<Rings> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: plain syscall; the descriptor is owned from here on.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        for r in &rings {
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                u64: 0,
-            };
-            // SAFETY: both descriptors are open; `ev` is a valid epoll_event.
-            let rc = unsafe {
-                libc::epoll_ctl(
-                    epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    r.as_raw_fd(),
-                    &raw mut ev,
-                )
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(Rings { rings, epoll })
-    }
-
-    /// Sleeps until the kernel wakes a ring (a quarter full) or `timeout` passes, and takes the
-    /// wake-ups (edge-triggered: each is reported once). A signal ends the sleep early.
-    fn wait(&self, timeout: Duration) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; RINGS];
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `evs` has room for RINGS events.
-        let rc =
-            unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), RINGS as i32, ms) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands up to `max` records older than `horizon` (kernel monotonic ns) to `f`, oldest
-    /// first across the rings (each ring is in order). Returns how many.
-    fn merge(&mut self, horizon: u64, max: usize, mut f: impl FnMut(&[u8])) -> usize {
-        let mut heads = [None::<u64>; RINGS];
-        for (h, r) in heads.iter_mut().zip(self.rings.iter_mut()) {
-            *h = peek_ts(r);
-        }
-        let mut n = 0;
-        while n < max {
-            let oldest = heads
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| h.map(|t| (t, i)))
-                .min();
-            let Some((_, i)) = oldest.filter(|(ts, _)| *ts <= horizon) else {
-                break;
-            };
-            if let Some(item) = self.rings[i].next() {
-                f(&item);
-            }
-            n += 1;
-            heads[i] = peek_ts(&mut self.rings[i]);
-        }
-        n
-    }
-}
-
-/// The timestamp of the oldest record of `ring`, which stays in the ring (a record shorter
-/// than a timestamp reads as 0, so it is taken at once and dropped by the decoder).
-fn peek_ts(ring: &mut RingBuf<MapData>) -> Option<u64> {
-    let item = ring.next()?;
-    let ts = item
-        .get(..8)
-        .map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])));
-    // Not dropped: dropping an item consumes it; forgotten, the ring returns it again.
-    std::mem::forget(item);
-    Some(ts)
-}
 
 /// Drain period when the kernel does not wake the agent (it does when a ring is a quarter
 /// full). Every wake-up has a fixed cost (two context switches, cold caches: ~100 µs here), so
@@ -585,6 +529,9 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// thread sharing the CPU off it for milliseconds (wrk's p99 against nginx: 1.45x with 4096
 /// per batch, 1.21x with 512; 1.22x with the old 10 ms timer).
 const BATCH: usize = 512;
+
+/// Records of ring batches that did not parse (added to the lost count).
+static MALFORMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether [`drain`] is running: scrapes report `hostlens_probe_scrape_success{probe="http"}`
 /// 0 once it has stopped (its series would no longer move).
@@ -621,8 +568,7 @@ pub fn stopping() {
 /// Handles up to [`BATCH`] records of the rings, oldest first; returns how many. A panic in
 /// the decoder (a bug met by some input) costs the connections' state, not the drain: it is
 /// logged, the decoder forgets every connection, and draining goes on.
-fn drain_batch(decoder: &mut Decoder, rings: &mut Rings) -> usize {
-    let horizon = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
+fn drain_batch(decoder: &mut Decoder, rings: &mut Rings, horizon: u64) -> usize {
     let mut n = 0usize;
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         decoder.batch(|handle| {
@@ -659,7 +605,11 @@ fn drain(mut rings: Rings, mut decoder: Decoder) {
             tracing::warn!(error = %e, "http probe: ring buffer poll failed; stopped");
             return;
         }
-        while drain_batch(&mut decoder, &mut rings) == BATCH {
+        // Every record older than the horizon is in a ring once the CPUs' batches are out.
+        let horizon = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
+        rings.flush();
+        MALFORMED.store(rings.malformed(), Ordering::Relaxed);
+        while drain_batch(&mut decoder, &mut rings, horizon) == BATCH {
             // More waiting: let scrapes take the lock, and threads sharing the CPU run.
             std::thread::yield_now();
         }
@@ -1322,7 +1272,8 @@ impl ProbeCollector for HttpProbe {
                 source,
             })?
             .iter()
-            .sum())
+            .sum::<u64>()
+            + MALFORMED.load(Ordering::Relaxed))
     }
 
     fn collect(&self, out: &mut Out<'_, '_>) -> Result<(), ProbeError> {
@@ -1541,7 +1492,7 @@ mod tests {
             role,
             syscall: 0,
             family: 0,
-            _pad: [0; 4],
+            len: (HEADER_BYTES + payload.len()) as u32,
             comm: [0; 16],
         };
         let mut v = vec![0u8; HEADER_BYTES + payload.len()];

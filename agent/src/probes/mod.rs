@@ -180,7 +180,7 @@ fn verifier_tail(e: &aya::programs::ProgramError) -> String {
 }
 
 /// The error of program `name`.
-fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> ProbeError {
+pub(crate) fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> ProbeError {
     move |source| ProbeError::Program {
         program: name,
         source,
@@ -188,7 +188,10 @@ fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> Probe
 }
 
 /// Program `name` of the object as the program type `P`.
-fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProbeError>
+pub(crate) fn program_of<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut P, ProbeError>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -494,6 +497,11 @@ fn object_loader<'a>(
     loader.override_global(
         agent_common::http::GLOBAL_CHECK_BYTES,
         &g.check_bytes,
+        false,
+    );
+    loader.override_global(
+        agent_common::http::GLOBAL_BATCH_BYTES,
+        &g.batch_bytes,
         false,
     );
     for (map, n) in sizes {

@@ -5,6 +5,9 @@
 //!   the fallbacks a kernel that has every hook never takes ([`attach_refused`]);
 //! - `HOSTLENS_FAIL_PANIC`: sites where the agent panics as a bug met at run time would, so
 //!   that tests can check that the panic costs only the part it hit.
+//! - `HOSTLENS_FORCE`: paths this machine would not take, taken anyway ([`forced`]):
+//!   `http_shared_rings`, the http probe's reading of rings shared by several CPUs (machines
+//!   with more CPUs than rings).
 //!
 //! Panic sites:
 //! - `collector:<name>`: every call of node collector `<name>`;
@@ -33,6 +36,12 @@ pub fn attach_refused(program: &str) -> bool {
     listed(&REFUSED, "HOSTLENS_FAIL_ATTACH")
         .iter()
         .any(|n| n == program)
+}
+
+/// Whether `HOSTLENS_FORCE` names path `name`.
+pub fn forced(name: &str) -> bool {
+    static FORCED: OnceLock<Vec<String>> = OnceLock::new();
+    listed(&FORCED, "HOSTLENS_FORCE").iter().any(|n| n == name)
 }
 
 /// The armed panic sites.

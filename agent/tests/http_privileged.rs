@@ -504,37 +504,51 @@ fn http_every_hook_counts_exactly() {
     let port = nginx.port.to_string();
     let p = port.as_str();
     let py = python_comm();
-    // The last case: `auto` on a kernel that refuses the socket tracepoints (simulated). Its
-    // fallback must follow every connection, not the one entry its table was first sized to.
-    for (hook, attached, refuse) in [
+    // `auto` on a kernel that refuses the socket tracepoints (simulated): its fallback must
+    // follow every connection, not the one entry its table was first sized to. The socket
+    // hooks without their per-CPU batches (the flush refused, simulated: the object is loaded
+    // again with every record its own ring record), and reading the rings as a machine with
+    // more CPUs than rings does (several CPUs' batches in a ring, merged by timestamp).
+    let sock = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";
+    for (hook, attached, env, reloaded) in [
+        ("sock", sock, None, None),
+        ("tp_btf", "tp_btf/sys_exit", None, None),
+        ("tracepoint", "tracepoint/syscalls/sys_exit_*", None, None),
+        ("raw_tracepoint", "raw_tracepoint/sys_exit", None, None),
+        (
+            "auto",
+            "tp_btf/sys_exit",
+            Some(("HOSTLENS_FAIL_ATTACH", "http_sock_recv")),
+            Some("socket tracepoints were refused"),
+        ),
         (
             "sock",
-            "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state",
-            "",
+            sock,
+            Some(("HOSTLENS_FAIL_ATTACH", "http_flush")),
+            Some("records go to the rings one by one"),
         ),
-        ("tp_btf", "tp_btf/sys_exit", ""),
-        ("tracepoint", "tracepoint/syscalls/sys_exit_*", ""),
-        ("raw_tracepoint", "raw_tracepoint/sys_exit", ""),
-        ("auto", "tp_btf/sys_exit", "http_sock_recv"),
+        (
+            "sock",
+            sock,
+            Some(("HOSTLENS_FORCE", "http_shared_rings")),
+            None,
+        ),
     ] {
-        let env: &[(&str, &str)] = if refuse.is_empty() {
-            &[]
-        } else {
-            &[("HOSTLENS_FAIL_ATTACH", refuse)]
-        };
-        let agent = agent_env(&dir, &format!("  hook: {hook}\n"), env);
+        let env: Vec<(&str, &str)> = env.into_iter().collect();
+        let agent = agent_env(&dir, &format!("  hook: {hook}\n"), &env);
         assert!(
             agent.log().contains(&format!("hook=\"{attached}\"")),
             "{hook}: {}",
             agent.log()
         );
-        if !refuse.is_empty() {
+        if let Some(why) = reloaded {
             assert!(
-                agent.log().contains("loading the probe again"),
+                agent.log().contains("loading the probe again") && agent.log().contains(why),
                 "{}",
                 agent.log()
             );
         }
+        let hook = format!("{hook} {env:?}");
         // Several connections open at once, from two clients, on top of the counted ones.
         let _idle: Vec<std::net::TcpStream> = (0..8)
             .map(|_| std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap())

@@ -310,7 +310,8 @@ pub struct LoaderGlobals {
     /// shared by the CPUs writing one ring (at least one page).
     pub check_bytes: u32,
     /// Bytes a CPU gathers before writing them to its ring: [`BATCH_MAX`], or 0 (every record
-    /// at once) on kernels before 5.10, which cannot run the flush on a given CPU.
+    /// at once) where the agent cannot run the flush on a given CPU (kernels before 5.10, or
+    /// the flush refused).
     pub batch_bytes: u32,
 }
 
@@ -326,7 +327,9 @@ pub fn loader_globals() -> LoaderGlobals {
         capture: c.capture_bytes,
         wake_bytes,
         check_bytes: (wake_bytes / 16 / sharing).max(4096),
-        batch_bytes: if crate::caps::kernel_version() >= (5, 10) {
+        batch_bytes: if crate::caps::kernel_version() >= (5, 10)
+            && !FLUSH_REFUSED.load(Ordering::Relaxed)
+        {
             BATCH_MAX as u32
         } else {
             0
@@ -453,7 +456,11 @@ pub fn attach(
             .iter()
             .map(|name| super::take_map(ebpf, name))
             .collect::<Result<Vec<RingBuf<MapData>>, ProbeError>>()?,
-        possible_cpus(),
+        if crate::faults::forced("http_shared_rings") {
+            usize::MAX
+        } else {
+            possible_cpus()
+        },
         used * ring_bytes as usize,
         flush,
     )
@@ -472,25 +479,40 @@ pub fn attach(
     Ok(Box::new(HttpProbe { lost, shared }))
 }
 
-/// Loads the kernel's `http_flush` (never attached) and checks that it runs on a CPU.
+/// Loads the kernel's `http_flush` (never attached) and checks that it runs on a CPU. When
+/// it cannot, the object is loaded again without batches (every record its own ring record).
 fn flush_program(ebpf: &mut Ebpf) -> Result<Flush, ProbeError> {
+    flush_program_once(ebpf).map_err(|e| {
+        FLUSH_REFUSED.store(true, Ordering::Relaxed);
+        ProbeError::Reload(format!(
+            "the per-CPU batches cannot be written out ({}); records go to the rings one by one",
+            super::error_chain(&e)
+        ))
+    })
+}
+
+fn flush_program_once(ebpf: &mut Ebpf) -> Result<Flush, ProbeError> {
     use std::os::fd::AsFd as _;
     let program: &mut aya::programs::RawTracePoint = super::program_of(ebpf, FLUSH_PROGRAM)?;
     program.load().map_err(super::prog_err(FLUSH_PROGRAM))?;
+    super::refused_for_test(FLUSH_PROGRAM)?;
     let fd = program
         .fd()
         .map_err(super::prog_err(FLUSH_PROGRAM))?
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| ProbeError::Load(format!("http probe: {FLUSH_PROGRAM}: {e}")))?;
+        .map_err(|e| ProbeError::Load(format!("{FLUSH_PROGRAM}: {e}")))?;
     let flush = Flush::new(fd);
     flush.run_on(0).map_err(|e| {
         ProbeError::Load(format!(
-            "http probe: running {FLUSH_PROGRAM} on CPU 0 (BPF_PROG_TEST_RUN): {e}"
+            "running {FLUSH_PROGRAM} on CPU 0 (BPF_PROG_TEST_RUN): {e}"
         ))
     })?;
     Ok(flush)
 }
+
+/// Set when the batch flush could not run: the object is then loaded with batches off.
+static FLUSH_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// The socket hooks, as logged and on the status page.
 const SOCK_HOOK: &str = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";

@@ -270,7 +270,7 @@ fn unload_programs_since(
 /// Test hook for the fallbacks, which a kernel that has every hook never takes: the programs
 /// named in `HOSTLENS_FAIL_ATTACH` (see [`crate::faults`]) fail to attach as if the kernel
 /// refused them (`EOPNOTSUPP`).
-fn refused_for_test(name: &'static str) -> Result<(), ProbeError> {
+pub(crate) fn refused_for_test(name: &'static str) -> Result<(), ProbeError> {
     if !crate::faults::attach_refused(name) {
         return Ok(());
     }
@@ -400,7 +400,7 @@ impl Probes {
                             // Only a probe alone in its object may have it loaded again (the
                             // new load replaces the old one).
                             tracing::warn!(probe = p.name, reason = %why, "loading the probe again");
-                            attached = reload(&mut obj, object, &level, &globals, &ctx)
+                            attached = reload(&mut obj, object, &level, &ctx)
                                 .and_then(|()| (p.attach)(&mut obj, &ctx));
                         }
                         match attached {
@@ -516,7 +516,6 @@ fn reload(
     obj: &mut Ebpf,
     object: Object,
     level: &u8,
-    globals: &http::LoaderGlobals,
     ctx: &ProbeContext,
 ) -> Result<(), ProbeError> {
     if PROBES.iter().filter(|p| p.object == object).count() != 1 {
@@ -526,7 +525,9 @@ fn reload(
         )));
     }
     let sizes = max_entries(ctx);
-    let mut loader = object_loader(level, globals, &sizes);
+    // The globals as they are now (a probe asking for the reload may have changed them).
+    let globals = http::loader_globals();
+    let mut loader = object_loader(level, &globals, &sizes);
     *obj = load_object(&mut loader, object).map_err(ProbeError::Load)?;
     Ok(())
 }

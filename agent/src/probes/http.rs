@@ -635,6 +635,7 @@ fn drain(mut rings: Rings, mut decoder: Decoder) {
             // More waiting: let scrapes take the lock, and threads sharing the CPU run.
             std::thread::yield_now();
         }
+        decoder.caught_up_ns = rings.reached();
         if Instant::now() >= next_sweep {
             decoder.sweep();
             next_sweep = Instant::now() + sweep_every;
@@ -738,6 +739,10 @@ struct ConnLabels {
 #[derive(Debug)]
 struct ProcInfo {
     name: String,
+    /// When a sweep first found the process gone (kernel monotonic ns): it is forgotten, with
+    /// its connections, only once every record older than that has been handled, so records
+    /// still queued behind its exit are decoded under its connections and name.
+    gone_at: Option<u64>,
 }
 
 /// Decoder state owned by the drain task.
@@ -764,6 +769,8 @@ struct Decoder {
     heap: usize,
     /// [`DECODER_HEAP_BUDGET`] (smaller in tests).
     heap_budget: usize,
+    /// Every record older than this (kernel monotonic ns) has been handled (set by the drain).
+    caught_up_ns: u64,
 }
 
 /// What the decoder can tell the kernel about connections the configuration filters out.
@@ -797,6 +804,7 @@ impl Decoder {
             out: Output::default(),
             heap: 0,
             heap_budget: DECODER_HEAP_BUDGET,
+            caught_up_ns: 0,
             cfg,
         }
     }
@@ -977,7 +985,13 @@ impl Decoder {
                 let end = h.comm.iter().position(|b| *b == 0).unwrap_or(h.comm.len());
                 String::from_utf8_lossy(&h.comm[..end]).into_owned()
             });
-        self.procs.insert(h.tgid, ProcInfo { name: name.clone() });
+        self.procs.insert(
+            h.tgid,
+            ProcInfo {
+                name: name.clone(),
+                gone_at: None,
+            },
+        );
         name
     }
 
@@ -1037,10 +1051,18 @@ impl Decoder {
                 t.heap = t.conn.heap_bytes();
             }
         }
-        // One stat per known process; its connections and listeners go with it.
+        // One stat per known process; its connections and listeners go with it once the
+        // records from before its exit are handled (the drain may be behind).
         let procfs = self.procfs.clone();
-        self.procs
-            .retain(|tgid, _| procfs.join(tgid.to_string()).exists());
+        let caught_up = self.caught_up_ns;
+        self.procs.retain(|tgid, p| {
+            if procfs.join(tgid.to_string()).exists() {
+                p.gone_at = None;
+                return true;
+            }
+            let gone_at = *p.gone_at.get_or_insert(now_ns);
+            caught_up < gone_at
+        });
         let procs = &self.procs;
         self.listen_ports
             .retain(|(tgid, _), _| procs.contains_key(tgid));
@@ -1560,10 +1582,10 @@ mod tests {
             http: cfg,
             procfs: procfs.to_path_buf(),
         };
-        (
-            Decoder::new(settings, Arc::clone(&shared), Kernel::None),
-            shared,
-        )
+        let mut d = Decoder::new(settings, Arc::clone(&shared), Kernel::None);
+        // Every record is handled as it is fed.
+        d.caught_up_ns = u64::MAX;
+        (d, shared)
     }
 
     fn feed(d: &mut Decoder, recs: &[Vec<u8>]) {
@@ -1671,6 +1693,70 @@ mod tests {
         assert!(store.client.is_empty());
         assert_eq!(store.server.len(), 1);
         drop(store);
+        let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    /// A process that exited while its last records were still queued (the drain behind):
+    /// they are decoded under its connection and name; it is forgotten once the drain has
+    /// caught up past the sweep that found it gone.
+    #[test]
+    fn records_queued_behind_a_process_exit_keep_its_connection() {
+        let procfs = fixture_procfs("exitlag");
+        let (mut d, shared) = decoder(HttpConfig::default(), &procfs);
+        d.caught_up_ns = 0;
+        let mut sa = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        sa.resize(28, 0);
+        let c = ROLE_CLIENT;
+        let out = agent_common::http::DIR_OUT;
+        // Recent kernel times (older ones would be expired as idle by the sweep).
+        let t0 = crate::clock::monotonic_ns();
+        feed(
+            &mut d,
+            &[
+                record(EV_CONNECT, 200, 3, 2, 0, c, t0, 0, &sa),
+                record(EV_DATA, 200, 3, 2, out, c, t0 + 1_000, 0, GET_A),
+            ],
+        );
+        std::fs::remove_dir_all(procfs.join("200")).unwrap();
+        d.sweep();
+        assert!(
+            d.conns.contains_key(&(200, 2)),
+            "dropped while records were queued"
+        );
+        feed(
+            &mut d,
+            &[record(
+                EV_DATA,
+                200,
+                3,
+                2,
+                DIR_IN,
+                c,
+                t0 + 2_000,
+                0,
+                OK_EMPTY,
+            )],
+        );
+        let key = ClientKey {
+            method: "GET",
+            status: 200,
+            address: "127.0.0.1".into(),
+            port: 8080,
+            process: "curl".into(),
+        };
+        let store = shared.lock().unwrap();
+        let keys: Vec<_> = store
+            .client
+            .iter()
+            .map(|(k, h)| (k.clone(), h.count))
+            .collect();
+        assert_eq!(store.client.get(&key).map(|h| h.count), Some(1), "{keys:?}");
+        drop(store);
+        // The drain is past the moment the process was found gone.
+        d.caught_up_ns = crate::clock::monotonic_ns();
+        d.sweep();
+        assert!(!d.conns.contains_key(&(200, 2)));
+        assert!(!d.procs.contains_key(&200));
         let _ = std::fs::remove_dir_all(&procfs);
     }
 

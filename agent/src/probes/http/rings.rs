@@ -204,6 +204,9 @@ pub struct Rings {
     epoll: OwnedFd,
     streams: Streams,
     flush: Option<Flush>,
+    /// The horizon of the last [`Rings::merge`] (lowered there when records were left in full
+    /// rings).
+    reached: u64,
 }
 
 impl Rings {
@@ -248,6 +251,7 @@ impl Rings {
             epoll,
             streams: Streams::new(limit),
             flush,
+            reached: 0,
         })
     }
 
@@ -284,6 +288,7 @@ impl Rings {
     /// Hands up to `max` records no younger than `horizon` (kernel monotonic ns) to `f`,
     /// oldest first across the CPUs. Returns how many.
     pub fn merge(&mut self, horizon: u64, max: usize, f: impl FnMut(&[u8])) -> usize {
+        self.reached = horizon;
         if self.own_rings {
             for (cpu, r) in self.rings.iter_mut().enumerate() {
                 if self.streams.is_empty(cpu) {
@@ -313,7 +318,14 @@ impl Rings {
                 }
             }
         }
+        self.reached = horizon;
         self.streams.take(horizon, max, f, |_, _| {})
+    }
+
+    /// The horizon of the last merge: once a merge hands out fewer records than it may, every
+    /// record older than this has been handed out.
+    pub fn reached(&self) -> u64 {
+        self.reached
     }
 }
 

@@ -1575,6 +1575,17 @@ mod tests {
         }
     }
 
+    /// The client series of curl's `GET`s answered with 200 by `address`:`port`.
+    fn curl_get(address: &str, port: u16) -> ClientKey {
+        ClientKey {
+            method: "GET",
+            status: 200,
+            address: address.into(),
+            port,
+            process: "curl".into(),
+        }
+    }
+
     /// A decoder with `cfg` over the fixture /proc `procfs`, and the store it reports to.
     fn decoder(cfg: HttpConfig, procfs: &Path) -> (Decoder, Arc<Mutex<Store>>) {
         let shared = Arc::new(Mutex::new(Store::new(&cfg)));
@@ -1673,13 +1684,7 @@ mod tests {
                 .expect("server series");
             assert_eq!(h.count, 1);
             assert!((h.sum - 0.005).abs() < 1e-12);
-            let key = ClientKey {
-                method: "GET",
-                status: 200,
-                address: "127.0.0.1".into(),
-                port: 8080,
-                process: "curl".into(),
-            };
+            let key = curl_get("127.0.0.1", 8080);
             let h = store.client.get(&key).expect("client series");
             assert!((h.sum - 0.006).abs() < 1e-12);
             assert_eq!(store.connections, 0, "closed connections are dropped");
@@ -1737,13 +1742,7 @@ mod tests {
                 OK_EMPTY,
             )],
         );
-        let key = ClientKey {
-            method: "GET",
-            status: 200,
-            address: "127.0.0.1".into(),
-            port: 8080,
-            process: "curl".into(),
-        };
+        let key = curl_get("127.0.0.1", 8080);
         let store = shared.lock().unwrap();
         let keys: Vec<_> = store
             .client
@@ -1931,13 +1930,7 @@ mod tests {
             store.server.get(&nginx_get(200, "/a", 8080)).unwrap().count,
             1
         );
-        let key = ClientKey {
-            method: "GET",
-            status: 200,
-            address: "10.1.2.3".into(),
-            port: 9090,
-            process: "curl".into(),
-        };
+        let key = curl_get("10.1.2.3", 9090);
         assert_eq!(store.client.get(&key).unwrap().count, 1);
         drop(store);
         // IPv6, and an IPv4-mapped IPv6 peer shown as IPv4 (as from a sockaddr).

@@ -465,45 +465,58 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16, len: u32) {
 /// Offset of `comm` in [`EventHeader`] (8-byte aligned).
 const COMM_OFFSET: usize = core::mem::offset_of!(EventHeader, comm);
 
+/// A client's peer as a `sockaddr` (`.1` bytes of `.0` used).
+type Peer<'a> = (&'a [u8; 32], u16);
+
 /// Appends a record that is only a header (connection end, sendfile byte counts) to this
 /// CPU's batch.
 #[inline(always)]
 fn emit_header(r: &Rec) {
-    let Some(b) = batch_take() else {
-        emit_alone(r, None);
-        return;
-    };
-    let at = batch_slot(b);
-    // SAFETY: `at + HEADER_BYTES <= BATCH_BUF` (batch_slot), 8-byte aligned.
-    unsafe { write_header((*b).buf.as_mut_ptr().add(at), r, 0, HEADER_BYTES as u32) };
-    batch_commit(b, at, HEADER_BYTES);
-    batch_release(b);
+    emit_control(r, None);
 }
 
-/// Appends a client's start record: the header and the peer's `sockaddr` (`sa_len` bytes of
-/// `sa` used).
+/// Appends a record without bytes moved to this CPU's batch: a header, and for a client's
+/// start the peer's `sockaddr` after it.
 #[inline(always)]
-fn emit_peer(r: &Rec, sa: &[u8; 32], sa_len: u16) {
+fn emit_control(r: &Rec, peer: Option<Peer<'_>>) {
     let Some(b) = batch_take() else {
-        emit_alone(r, Some((sa, sa_len)));
+        emit_alone(r, peer);
         return;
     };
     let at = batch_slot(b);
-    let len = HEADER_BYTES + 32;
-    // SAFETY: `at + len <= BATCH_BUF` (batch_slot), 8-byte aligned.
-    unsafe {
-        let p = (*b).buf.as_mut_ptr().add(at);
-        write_header(p, r, sa_len, len as u32);
-        core::ptr::write_unaligned(p.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
-    }
+    // SAFETY: `at + HEADER_BYTES + 32 <= BATCH_BUF` (batch_slot), 8-byte aligned.
+    let len = unsafe { write_control((*b).buf.as_mut_ptr().add(at), r, peer) };
     batch_commit(b, at, len);
     batch_release(b);
 }
 
+/// Writes the header of `r` at `dst`, and the peer's `sockaddr` after it when given. Returns
+/// the record's length.
+///
+/// # Safety
+/// `dst` is 8-byte aligned and has room for a header and 32 bytes.
+#[inline(always)]
+unsafe fn write_control(dst: *mut u8, r: &Rec, peer: Option<Peer<'_>>) -> usize {
+    unsafe {
+        match peer {
+            Some((sa, sa_len)) => {
+                write_header(dst, r, sa_len, (HEADER_BYTES + 32) as u32);
+                core::ptr::write_unaligned(dst.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
+                HEADER_BYTES + 32
+            }
+            None => {
+                write_header(dst, r, 0, HEADER_BYTES as u32);
+                HEADER_BYTES
+            }
+        }
+    }
+}
+
 /// A header record (with a peer `sockaddr` when given) straight to the ring as a batch of its
 /// own, for a program that interrupted one holding the batch (a socket closed from softirq).
+/// The 32 bytes after a header-only record are not read (`records` says one).
 #[inline(always)]
-fn emit_alone(r: &Rec, peer: Option<(&[u8; 32], u16)>) {
+fn emit_alone(r: &Rec, peer: Option<Peer<'_>>) {
     const SIZE: usize = BATCH_HEADER_BYTES + HEADER_BYTES + 32;
     let ring = ring();
     let Some(mut entry) = ring.reserve_bytes(SIZE, 0) else {
@@ -516,15 +529,7 @@ fn emit_alone(r: &Rec, peer: Option<(&[u8; 32], u16)>) {
         let head = p.cast::<BatchHeader>();
         (*head).cpu = bpf_get_smp_processor_id();
         (*head).records = 1;
-        let rec = p.add(BATCH_HEADER_BYTES);
-        match peer {
-            Some((sa, sa_len)) => {
-                write_header(rec, r, sa_len, (HEADER_BYTES + 32) as u32);
-                core::ptr::write_unaligned(rec.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
-            }
-            // The 32 bytes after a header-only record are not read (`records` says one).
-            None => write_header(rec, r, 0, HEADER_BYTES as u32),
-        }
+        write_control(p.add(BATCH_HEADER_BYTES), r, peer);
     }
     entry.submit(submit_flags(ring, SIZE as u64));
 }
@@ -874,7 +879,7 @@ fn sock_start(conn: &ConnInfo, fd: u32, family: u16, port: u16, peer: [u64; 2]) 
         sa[16..24].copy_from_slice(&peer[1].to_ne_bytes());
         28
     };
-    emit_peer(&rec, &sa, sa_len);
+    emit_control(&rec, Some((&sa, sa_len)));
 }
 
 /// The caller's tgid, or None for the agent itself.
@@ -1136,7 +1141,7 @@ fn on_connect(a: Args, ret: i64) {
     }
     let conn_id = follow(tgid, fd, ROLE_CLIENT);
     let rec = Rec::control(EV_CONNECT, tgid, fd, conn_id, ROLE_CLIENT);
-    emit_peer(&rec, &sa, sa_len);
+    emit_control(&rec, Some((&sa, sa_len)));
 }
 
 /// `close(fd)`: the end of a followed connection.

@@ -327,13 +327,7 @@ pub fn loader_globals() -> LoaderGlobals {
         capture: c.capture_bytes,
         wake_bytes,
         check_bytes: (wake_bytes / 16 / sharing).max(4096),
-        batch_bytes: if crate::caps::kernel_version() >= (5, 10)
-            && !FLUSH_REFUSED.load(Ordering::Relaxed)
-        {
-            BATCH_MAX as u32
-        } else {
-            0
-        },
+        batch_bytes: if batches() { BATCH_MAX as u32 } else { 0 },
     }
 }
 
@@ -446,7 +440,7 @@ pub fn attach(
         ring_bytes,
         "http probe: capture program attached"
     );
-    let flush = if loader_globals().batch_bytes > 0 {
+    let flush = if batches() {
         Some(flush_program(ebpf)?)
     } else {
         None
@@ -513,6 +507,12 @@ fn flush_program_once(ebpf: &mut Ebpf) -> Result<Flush, ProbeError> {
 
 /// Set when the batch flush could not run: the object is then loaded with batches off.
 static FLUSH_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether CPUs gather records in batches: the agent can run the flush on a given CPU
+/// (Linux 5.10+) and it was not refused.
+fn batches() -> bool {
+    crate::caps::kernel_version() >= (5, 10) && !FLUSH_REFUSED.load(Ordering::Relaxed)
+}
 
 /// The socket hooks, as logged and on the status page.
 const SOCK_HOOK: &str = "tp_btf/sock_send_length, sock_recv_length, inet_sock_set_state";
@@ -630,12 +630,12 @@ fn drain(mut rings: Rings, mut decoder: Decoder) {
         // Every record older than the horizon is in a ring once the CPUs' batches are out.
         let horizon = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
         rings.flush();
-        MALFORMED.store(rings.malformed(), Ordering::Relaxed);
         while drain_batch(&mut decoder, &mut rings, horizon) == BATCH {
             // More waiting: let scrapes take the lock, and threads sharing the CPU run.
             std::thread::yield_now();
         }
         decoder.caught_up_ns = rings.reached();
+        MALFORMED.store(rings.malformed(), Ordering::Relaxed);
         if Instant::now() >= next_sweep {
             decoder.sweep();
             next_sweep = Instant::now() + sweep_every;

@@ -65,8 +65,16 @@ pub const FLUSH_PROGRAM: &str = "http_flush";
 #[derive(Clone, Copy, Debug)]
 pub struct BatchHeader {
     pub cpu: u32,
-    pub records: u32,
+    pub records: u16,
+    /// [`BATCH_ALONE`] or 0.
+    pub flags: u16,
 }
+
+/// [`BatchHeader::flags`]: one record written straight to the ring by a program that
+/// interrupted another holding its CPU's batch (a socket closed from softirq). It precedes, in
+/// the ring, that batch's records, some of which may be older: the agent orders it by its
+/// time, not by its place in the ring.
+pub const BATCH_ALONE: u16 = 1;
 
 /// Size of [`BatchHeader`] in bytes.
 pub const BATCH_HEADER_BYTES: usize = core::mem::size_of::<BatchHeader>();

@@ -26,10 +26,11 @@
 //! nothing.
 use crate::local_storage::SkStorage;
 use agent_common::http::{
-    BATCH_HEADER_BYTES, BATCH_MAX, BatchHeader, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT, EV_CLOSE,
-    EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_SKIPPED,
-    PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ,
-    SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
+    BATCH_ALONE, BATCH_HEADER_BYTES, BATCH_MAX, BatchHeader, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT,
+    EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS,
+    MAX_SKIPPED, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER,
+    SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE,
+    SC_WRITEV,
 };
 use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
 use aya_ebpf::{
@@ -313,7 +314,8 @@ fn batch_flush(b: *mut Batch) {
         }
         let head = (*b).buf.as_mut_ptr().cast::<BatchHeader>();
         (*head).cpu = bpf_get_smp_processor_id();
-        (*head).records = records;
+        (*head).records = records as u16;
+        (*head).flags = 0;
         // The check above, as a mask the verifier follows.
         let len = len & (BATCH_BUF - 1);
         let data = core::slice::from_raw_parts((*b).buf.as_ptr(), len);
@@ -513,8 +515,9 @@ unsafe fn write_control(dst: *mut u8, r: &Rec, peer: Option<Peer<'_>>) -> usize 
 }
 
 /// A header record (with a peer `sockaddr` when given) straight to the ring as a batch of its
-/// own, for a program that interrupted one holding the batch (a socket closed from softirq).
-/// The 32 bytes after a header-only record are not read (`records` says one).
+/// own ([`BATCH_ALONE`]), for a program that interrupted one holding the batch (a socket
+/// closed from softirq). The 32 bytes after a header-only record are not read (`records`
+/// says one).
 #[inline(always)]
 fn emit_alone(r: &Rec, peer: Option<Peer<'_>>) {
     const SIZE: usize = BATCH_HEADER_BYTES + HEADER_BYTES + 32;
@@ -529,6 +532,7 @@ fn emit_alone(r: &Rec, peer: Option<Peer<'_>>) {
         let head = p.cast::<BatchHeader>();
         (*head).cpu = bpf_get_smp_processor_id();
         (*head).records = 1;
+        (*head).flags = BATCH_ALONE;
         write_control(p.add(BATCH_HEADER_BYTES), r, peer);
     }
     entry.submit(submit_flags(ring, SIZE as u64));

@@ -613,6 +613,40 @@ fn drain_batch(decoder: &mut Decoder, rings: &mut Rings, horizon: u64) -> usize 
     n
 }
 
+/// Drains in a row that keep the horizon back while a CPU's batch stays in use (about a
+/// second at one drain per [`DRAIN_EVERY`]); then it moves on, and that CPU's older records
+/// come after younger ones of other CPUs.
+const STUCK_DRAINS: u32 = 10;
+
+/// How far a drain hands records out.
+#[derive(Debug, Default)]
+struct Horizon {
+    /// The horizon of the last drain that found every CPU's batch written out.
+    last: u64,
+    /// Drains since then.
+    stuck: u32,
+}
+
+impl Horizon {
+    /// The horizon for a drain at `now` (hold-back applied): `now` when every CPU's batch was
+    /// written out (`flushed`); otherwise the last such horizon, since the batch still in use
+    /// may hold any record younger than that, for up to [`STUCK_DRAINS`] drains in a row.
+    fn next(&mut self, now: u64, flushed: bool) -> u64 {
+        if flushed || self.stuck >= STUCK_DRAINS {
+            if !flushed {
+                tracing::debug!(
+                    "http probe: a CPU's batch stayed in use; records may be reordered"
+                );
+            }
+            self.last = now;
+            self.stuck = 0;
+        } else {
+            self.stuck += 1;
+        }
+        self.last
+    }
+}
+
 /// Reads the ring buffers until the agent stops or polling fails; sweeps idle state on a
 /// timer. Runs on its own thread: a wake-up is one return from `epoll_wait`, not a runtime's
 /// timer, task and worker hand-offs.
@@ -620,6 +654,7 @@ fn drain(mut rings: Rings, mut decoder: Decoder) {
     let _running = Draining::start();
     let sweep_every = decoder.sweep_every();
     let mut next_sweep = Instant::now() + sweep_every;
+    let mut horizon = Horizon::default();
     while !STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
         let wait = DRAIN_EVERY.min(next_sweep.saturating_duration_since(Instant::now()));
         // Wake-ups are taken before the rings are read: one coming later is seen.
@@ -628,8 +663,8 @@ fn drain(mut rings: Rings, mut decoder: Decoder) {
             return;
         }
         // Every record older than the horizon is in a ring once the CPUs' batches are out.
-        let horizon = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
-        rings.flush();
+        let now = crate::clock::monotonic_ns().saturating_sub(HOLD_BACK_NS);
+        let horizon = horizon.next(now, rings.flush());
         while drain_batch(&mut decoder, &mut rings, horizon) == BATCH {
             // More waiting: let scrapes take the lock, and threads sharing the CPU run.
             std::thread::yield_now();
@@ -1424,6 +1459,22 @@ fn encode_family<K: SeriesKey>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_horizon_waits_for_a_cpu_whose_batch_stayed_in_use_then_moves_on() {
+        let mut h = Horizon::default();
+        assert_eq!(h.next(100, true), 100);
+        // Not flushed: records younger than 100 may still sit in a CPU's batch.
+        for now in 1..=STUCK_DRAINS as u64 {
+            assert_eq!(h.next(100 + now, false), 100, "drain {now}");
+        }
+        // Stuck too long: it moves on.
+        assert_eq!(h.next(200, false), 200);
+        assert_eq!(h.next(210, false), 200);
+        // A flush that completes brings it up to date at once.
+        assert_eq!(h.next(300, true), 300);
+        assert_eq!(h.stuck, 0);
+    }
 
     #[test]
     fn ring_sizes_share_the_total_between_the_cpus_rings() {

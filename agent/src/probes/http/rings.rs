@@ -11,10 +11,12 @@ use std::{
     cmp::Reverse,
     collections::BinaryHeap,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use agent_common::http::{BATCH_HEADER_BYTES, BatchHeader, EventHeader, HEADER_BYTES, RINGS};
+use agent_common::http::{
+    BATCH_ALONE, BATCH_HEADER_BYTES, BatchHeader, EventHeader, HEADER_BYTES, RINGS,
+};
 use aya::maps::{MapData, RingBuf};
 
 /// CPU numbers above this in a batch header are taken for corruption.
@@ -62,6 +64,11 @@ pub struct Streams {
     cpus: Vec<Stream>,
     /// `(timestamp of the CPU's next record, CPU)` for every CPU holding records.
     heads: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Stand-alone records ([`BATCH_ALONE`]) by `(timestamp, arrival)`: each is handed out
+    /// at its time among the CPUs' records, not at its place in the ring (ahead of older
+    /// records of the batch its program interrupted).
+    loose: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
+    arrivals: u64,
     /// Bytes held; no more batches are taken beyond `limit`.
     held: usize,
     limit: usize,
@@ -75,6 +82,8 @@ impl Streams {
         Streams {
             cpus: Vec::new(),
             heads: BinaryHeap::new(),
+            loose: BinaryHeap::new(),
+            arrivals: 0,
             held: 0,
             limit,
             malformed: 0,
@@ -92,19 +101,33 @@ impl Streams {
     }
 
     /// Adds the records of one batch (a ring record). A batch that does not parse keeps the
-    /// records before the fault; the rest count in [`Streams::malformed`].
-    pub fn add(&mut self, batch: &[u8]) {
+    /// records before the fault; the rest count in [`Streams::malformed`]. Returns true for a
+    /// stand-alone record ([`BATCH_ALONE`]): the CPU's older records may be in the ring's
+    /// next batch.
+    pub fn add(&mut self, batch: &[u8]) -> bool {
         let Some(head) = batch.get(..BATCH_HEADER_BYTES) else {
             self.malformed += 1;
-            return;
+            return false;
         };
         // SAFETY: BATCH_HEADER_BYTES bytes; BatchHeader is plain integers.
         let h: BatchHeader = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
         if h.cpu >= MAX_CPU {
             self.malformed += u64::from(h.records.max(1));
-            return;
+            return false;
         }
         let body = &batch[BATCH_HEADER_BYTES..];
+        if h.flags & BATCH_ALONE != 0 {
+            match record_len(body) {
+                Some(len) if h.records == 1 => {
+                    let rec = body[..len].to_vec();
+                    self.held += rec.len();
+                    self.loose.push(Reverse((ts_of(&rec), self.arrivals, rec)));
+                    self.arrivals += 1;
+                }
+                _ => self.malformed += u64::from(h.records.max(1)),
+            }
+            return true;
+        }
         let cpu = h.cpu as usize;
         if self.cpus.len() <= cpu {
             self.cpus.resize_with(cpu + 1, Stream::default);
@@ -119,7 +142,7 @@ impl Streams {
         let start = s.data.len();
         s.data.extend_from_slice(body);
         let mut end = 0;
-        let mut good = 0u32;
+        let mut good = 0u16;
         while good < h.records {
             let Some(len) = s.data[start..].get(end..).and_then(record_len) else {
                 break;
@@ -134,6 +157,16 @@ impl Streams {
         self.held += end;
         if was_empty && let Some(rec) = s.head() {
             self.heads.push(Reverse((ts_of(rec), h.cpu)));
+        }
+        false
+    }
+
+    /// Hands the oldest stand-alone record to `f` (after taking it out: a panic in `f` costs
+    /// only it).
+    fn hand_out_loose(&mut self, f: &mut impl FnMut(&[u8])) {
+        if let Some(Reverse((_, _, rec))) = self.loose.pop() {
+            self.held = self.held.saturating_sub(rec.len());
+            f(&rec);
         }
     }
 
@@ -153,9 +186,22 @@ impl Streams {
     ) -> usize {
         let mut n = 0;
         while n < max {
+            let loose = self.loose.peek().map(|Reverse((ts, _, _))| *ts);
             let Some(&Reverse((ts, cpu))) = self.heads.peek() else {
-                break;
+                // Only stand-alone records, if any.
+                if loose.is_none_or(|l| l > horizon) {
+                    break;
+                }
+                self.hand_out_loose(&mut f);
+                n += 1;
+                continue;
             };
+            // A stand-alone record goes before the CPUs' records strictly younger than it.
+            if loose.is_some_and(|l| l < ts && l <= horizon) {
+                self.hand_out_loose(&mut f);
+                n += 1;
+                continue;
+            }
             if ts > horizon {
                 break;
             }
@@ -273,11 +319,10 @@ impl Rings {
     }
 
     /// Has every CPU write out its partial batch: afterwards every record older than the
-    /// call is in a ring.
-    pub fn flush(&mut self) {
-        if let Some(f) = &mut self.flush {
-            f.run();
-        }
+    /// call is in a ring. False when a CPU's batch stayed in use through every try (its
+    /// records may be older than others already in the rings).
+    pub fn flush(&mut self) -> bool {
+        self.flush.as_mut().is_none_or(Flush::run)
     }
 
     /// Records lost to batches that did not parse.
@@ -329,10 +374,13 @@ impl Rings {
     }
 }
 
-/// Moves the oldest batch of `ring` (if any) to `streams`.
+/// Moves the oldest batch of `ring` (if any) to `streams`, and after a stand-alone record
+/// the next one too (it may hold older records).
 fn take_batch(ring: &mut RingBuf<MapData>, streams: &mut Streams) {
-    if let Some(item) = ring.next() {
-        streams.add(&item);
+    while let Some(item) = ring.next() {
+        if !streams.add(&item) {
+            break;
+        }
     }
 }
 
@@ -349,7 +397,15 @@ fn peek_ts(ring: &mut RingBuf<MapData>) -> Option<u64> {
 pub struct Flush {
     prog: OwnedFd,
     warned: bool,
+    /// The online CPUs, and when they were read: reading the list costs as much as a
+    /// flush, so it is read again only after [`CPUS_EVERY`].
+    cpus: Vec<u32>,
+    cpus_at: Option<Instant>,
 }
+
+/// How long the list of online CPUs is reused. A CPU brought online since is flushed from the
+/// next read on: until then its records wait for its batch to fill (ordering, not loss).
+const CPUS_EVERY: Duration = Duration::from_secs(1);
 
 /// `union bpf_attr` for `BPF_PROG_TEST_RUN` (include/uapi/linux/bpf.h).
 #[repr(C)]
@@ -386,6 +442,8 @@ impl Flush {
         Flush {
             prog,
             warned: false,
+            cpus: Vec::new(),
+            cpus_at: None,
         }
     }
 
@@ -412,15 +470,25 @@ impl Flush {
         Ok(attr.retval)
     }
 
-    fn run(&mut self) {
-        let cpus = match aya::util::online_cpus() {
-            Ok(c) => c,
-            Err((path, e)) => {
-                self.warn(&format!("reading {path}: {e}"));
-                return;
+    /// Returns false when a CPU's batch was in use through [`FLUSH_TRIES`] runs. A CPU gone
+    /// offline keeps its batch until it is back, and a flush that fails is logged once: both
+    /// count as done (waiting would not bring their records).
+    fn run(&mut self) -> bool {
+        if self.cpus_at.is_none_or(|at| at.elapsed() >= CPUS_EVERY) {
+            match aya::util::online_cpus() {
+                Ok(c) => {
+                    self.cpus = c;
+                    self.cpus_at = Some(Instant::now());
+                }
+                Err((path, e)) => {
+                    self.warn(&format!("reading {path}: {e}"));
+                    return true;
+                }
             }
-        };
-        for cpu in cpus {
+        }
+        let mut done = true;
+        for i in 0..self.cpus.len() {
+            let cpu = self.cpus[i];
             let mut tries = 0;
             loop {
                 match self.run_on(cpu) {
@@ -428,16 +496,21 @@ impl Flush {
                         tries += 1;
                         std::hint::spin_loop();
                     }
+                    Ok(1) => {
+                        done = false;
+                        break;
+                    }
                     Ok(_) => break,
                     // Gone offline since the list was read: its batch waits for its return.
                     Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
                     Err(e) => {
                         self.warn(&format!("running http_flush on CPU {cpu}: {e}"));
-                        return;
+                        return true;
                     }
                 }
             }
         }
+        done
     }
 
     fn warn(&mut self, what: &str) {
@@ -469,9 +542,20 @@ mod tests {
 
     /// A batch of CPU `cpu` holding `recs`, each padded to 8 bytes as the kernel does.
     fn batch(cpu: u32, recs: &[Vec<u8>]) -> Vec<u8> {
+        batch_with(cpu, 0, recs)
+    }
+
+    /// A stand-alone record of CPU `cpu`, as a program interrupting the batch's holder writes
+    /// it.
+    fn alone(cpu: u32, r: Vec<u8>) -> Vec<u8> {
+        batch_with(cpu, BATCH_ALONE, &[r])
+    }
+
+    fn batch_with(cpu: u32, flags: u16, recs: &[Vec<u8>]) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&cpu.to_ne_bytes());
-        v.extend_from_slice(&(recs.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&(recs.len() as u16).to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
         for r in recs {
             v.extend_from_slice(r);
             v.resize(align8(v.len()), 0);
@@ -516,6 +600,37 @@ mod tests {
         assert_eq!(order, [10, 15, 20, 30]);
         assert_eq!(refills, [0, 0, 1]);
         assert!(s.is_empty(0) && s.is_empty(1) && s.is_empty(7));
+    }
+
+    #[test]
+    fn a_stand_alone_record_comes_out_at_its_time_not_ahead_of_older_batched_records() {
+        // CPU 0's program holding the batch (records 10, 20, later 40) was interrupted by one
+        // that wrote record 30 straight to the ring, ahead of the batch.
+        let mut s = Streams::new(1 << 20);
+        assert!(s.add(&alone(0, rec(30, b"close"))));
+        assert!(!s.add(&batch(0, &[rec(10, b"a"), rec(20, b"b"), rec(40, b"d")])));
+        assert!(!s.add(&batch(1, &[rec(25, b"c")])));
+        // Not past the horizon.
+        let got = taken(&mut s, 28, 100);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [10, 20, 25]);
+        let got = taken(&mut s, 100, 100);
+        assert_eq!(
+            got,
+            [(30, b"close".to_vec()), (40, b"d".to_vec())],
+            "the stand-alone record at its time"
+        );
+        assert_eq!(s.held, 0);
+        // Alone with nothing else held, and counted by `max`.
+        assert!(s.add(&alone(1, rec(50, b"x"))));
+        assert!(s.add(&alone(0, rec(45, b"w"))));
+        assert_eq!(taken(&mut s, 100, 1), [(45, b"w".to_vec())]);
+        assert_eq!(taken(&mut s, 100, 5), [(50, b"x".to_vec())]);
+        // A stand-alone batch that does not hold one whole record is counted, not kept.
+        let mut bad = alone(0, rec(60, b"y"));
+        bad.truncate(BATCH_HEADER_BYTES + 8);
+        assert!(s.add(&bad));
+        assert_eq!(s.malformed(), 1);
+        assert!(taken(&mut s, 100, 5).is_empty());
     }
 
     #[test]

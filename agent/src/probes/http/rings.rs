@@ -186,22 +186,19 @@ impl Streams {
     ) -> usize {
         let mut n = 0;
         while n < max {
-            let loose = self.loose.peek().map(|Reverse((ts, _, _))| *ts);
-            let Some(&Reverse((ts, cpu))) = self.heads.peek() else {
-                // Only stand-alone records, if any.
-                if loose.is_none_or(|l| l > horizon) {
-                    break;
-                }
-                self.hand_out_loose(&mut f);
-                n += 1;
-                continue;
-            };
+            let next = self.heads.peek().map(|Reverse(h)| *h);
             // A stand-alone record goes before the CPUs' records strictly younger than it.
-            if loose.is_some_and(|l| l < ts && l <= horizon) {
+            if let Some(Reverse((l, _, _))) = self.loose.peek()
+                && *l <= horizon
+                && next.is_none_or(|(ts, _)| *l < ts)
+            {
                 self.hand_out_loose(&mut f);
                 n += 1;
                 continue;
             }
+            let Some((ts, cpu)) = next else {
+                break;
+            };
             if ts > horizon {
                 break;
             }

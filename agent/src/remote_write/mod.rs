@@ -7,7 +7,8 @@
 //! rejects with another 4xx. Remote-Write 1.0 or 2.0 per endpoint (`protobuf_message`), 2.0
 //! falling back to 1.0 for good on 415.
 //!
-//! Families: `hostlens_remote_write_samples_total{endpoint,outcome}`,
+//! Families: `hostlens_remote_write_samples_in_total{endpoint}`,
+//! `hostlens_remote_write_samples_total{endpoint,outcome}`,
 //! `hostlens_remote_write_requests_total{endpoint,code}`,
 //! `hostlens_remote_write_queue_samples{endpoint}`, `hostlens_remote_write_queue_bytes{endpoint}`,
 //! `hostlens_remote_write_queue_max_bytes{endpoint}`,
@@ -71,14 +72,24 @@ pub enum RemoteWriteError {
     DuplicateName(String),
 }
 
+/// Where the samples handed to one endpoint went. Changed in one step together with the
+/// queue (under its lock) and read in one step at scrape time, so every scrape shows
+/// `input = sent + dropped + queued` (plus what the queue held at start).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Flow {
+    input: u64,
+    sent: u64,
+    dropped: u64,
+    /// [`DiskQueue::held_samples`].
+    queued: u64,
+}
+
 /// Counters and gauges of one endpoint, read at scrape time.
 #[derive(Default)]
 struct Stats {
-    sent: AtomicU64,
+    flow: Mutex<Flow>,
     retried: AtomicU64,
-    dropped: AtomicU64,
     requests: Mutex<BTreeMap<String, u64>>,
-    queue_samples: AtomicU64,
     queue_bytes: AtomicU64,
     queue_max: AtomicU64,
     last_send_ms: AtomicU64,
@@ -136,16 +147,26 @@ impl Endpoint {
         }
     }
 
-    fn update_queue_gauges(&self, q: &DiskQueue) {
-        self.stats
-            .queue_samples
-            .store(q.pending_samples(), Ordering::Relaxed);
+    /// Counts samples handed in (`input`), acknowledged (`sent`) and lost (`dropped`) by a
+    /// change of `q` just made, and takes the queue's gauges; the caller holds `q`'s lock, so
+    /// the counts and the queue move in one step.
+    fn account(&self, q: &DiskQueue, input: u64, sent: u64, dropped: u64) {
+        let mut f = self.stats.flow.lock().unwrap_or_else(|p| p.into_inner());
+        f.input += input;
+        f.sent += sent;
+        f.dropped += dropped;
+        f.queued = q.held_samples();
+        drop(f);
         self.stats.queue_bytes.store(q.bytes(), Ordering::Relaxed);
         self.stats.queue_max.store(q.max_bytes(), Ordering::Relaxed);
     }
 
-    fn count_dropped(&self, n: u64) {
-        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    fn update_queue_gauges(&self, q: &DiskQueue) {
+        self.account(q, 0, 0, 0);
+    }
+
+    fn flow(&self) -> Flow {
+        *self.stats.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues one gather for this endpoint: each series' final labels encoded once, its
@@ -226,19 +247,17 @@ impl Endpoint {
         drop(prev);
         if invalid > 0 {
             tracing::warn!(endpoint = %self.name, series = invalid, "series with invalid or duplicate labels not sent");
-            self.count_dropped(invalid);
         }
         let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // Series never queued count as handed in and dropped at once.
+        self.account(&q, invalid, 0, invalid);
         let segment = q.sync_handle();
         if done.dropped_full > 0 {
             tracing::warn!(endpoint = %self.name, samples = done.dropped_full, max_bytes = q.max_bytes(), "remote write queue full: oldest samples dropped");
-            self.count_dropped(done.dropped_full);
         }
         if let Some(e) = done.error {
             tracing::error!(endpoint = %self.name, error = %e, samples = done.failed, "cannot append to the remote write queue: samples dropped");
-            self.count_dropped(done.failed);
         }
-        self.update_queue_gauges(&q);
         drop(q);
         self.notify.notify_one();
         // The gather's records go to disk (fsync) while the sender may already send them.
@@ -251,13 +270,18 @@ impl Endpoint {
     fn append(&self, w: &mut RecordWriter<'_>, done: &mut Appended) {
         let (raw, samples) = w.take();
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match q.append_raw(&raw, samples) {
-            Ok(n) => done.dropped_full += n,
+        let dropped = match q.append_raw(&raw, samples) {
+            Ok(n) => {
+                done.dropped_full += n;
+                n
+            }
             Err(e) => {
                 done.failed += samples;
                 done.error = Some(e);
+                samples
             }
-        }
+        };
+        self.account(&q, samples, 0, dropped);
     }
 }
 
@@ -538,19 +562,15 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
             tokio::task::spawn_blocking(move || {
                 let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
                 let r = q.peek(max);
-                ep.update_queue_gauges(&q);
+                let lost = r.as_ref().map_or(0, |(_, lost)| *lost);
+                ep.account(&q, 0, 0, lost);
                 r
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(format!("queue read task: {e}"))))
         };
         let peeked = match peeked {
-            Ok((p, corrupt)) => {
-                if corrupt > 0 {
-                    ep.count_dropped(corrupt);
-                }
-                p
-            }
+            Ok((p, _)) => p,
             Err(e) => {
                 tracing::error!(endpoint = %ep.name, error = %e, "remote write queue unreadable");
                 None
@@ -596,10 +616,15 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
                     send_batch(&ep, &sender, &b, &mut backoff, &mut stop, flush_until).await
                 });
             }
-            let mut all = Outcome::Done;
+            let mut all = Outcome::Done(Resolved::default());
             while let Some(r) = set.join_next().await {
                 match r {
-                    Ok(Outcome::Done) => {}
+                    Ok(Outcome::Done(r)) => {
+                        if let Outcome::Done(a) = &mut all {
+                            a.sent += r.sent;
+                            a.dropped += r.dropped;
+                        }
+                    }
                     // A shard's panic is the sender's: `supervise` starts it again (the
                     // window is still queued), rather than it passing for a shutdown.
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -608,11 +633,11 @@ async fn send_loop(ep: Arc<Endpoint>, sender: Arc<Sender>, mut stop: watch::Rece
             }
             all
         };
-        if outcome == Outcome::Stopped {
+        let Outcome::Done(resolved) = outcome else {
             break;
-        }
+        };
         let (ep2, end) = (Arc::clone(&ep), p.end);
-        let _ = tokio::task::spawn_blocking(move || commit(&ep2, end)).await;
+        let _ = tokio::task::spawn_blocking(move || commit(&ep2, end, resolved)).await;
     }
     let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
     if q.pending_samples() > 0 {
@@ -657,13 +682,15 @@ async fn send_batch(
         }
         let (retry_after, message, refused) = match answer {
             Answer::Accepted(_) => {
-                ep.stats.sent.fetch_add(n, Ordering::Relaxed);
                 ep.stats
                     .last_send_ms
                     .store(now_ms() as u64, Ordering::Relaxed);
                 ep.stats.backoff_ms.store(0, Ordering::Relaxed);
                 backoff.reset();
-                return Outcome::Done;
+                return Outcome::Done(Resolved {
+                    sent: n,
+                    dropped: 0,
+                });
             }
             Answer::Unsupported { message } if proto == Protocol::V2 => {
                 ep.fell_back.store(true, Ordering::Relaxed);
@@ -671,12 +698,10 @@ async fn send_batch(
                 continue;
             }
             Answer::Unsupported { message } => {
-                reject(ep, n, 415, &message);
-                return Outcome::Done;
+                return reject(ep, n, 415, &message);
             }
             Answer::Rejected { code, message } => {
-                reject(ep, n, code, &message);
-                return Outcome::Done;
+                return reject(ep, n, code, &message);
             }
             Answer::RetryableStatus {
                 code,
@@ -684,8 +709,7 @@ async fn send_batch(
                 retry_after,
             } => {
                 if code == 429 && !ep.cfg.queue_config.retry_on_http_429 {
-                    reject(ep, n, code, &message);
-                    return Outcome::Done;
+                    return reject(ep, n, code, &message);
                 }
                 (retry_after, format!("HTTP {code}: {message}"), true)
             }
@@ -695,8 +719,10 @@ async fn send_batch(
             let since = *first_refusal.get_or_insert_with(Instant::now);
             if !age_limit.is_zero() && since.elapsed() >= age_limit {
                 tracing::error!(endpoint = %ep.name, samples = n, %message, limit = ?age_limit, "receiver kept refusing a batch for longer than sample_age_limit: dropped");
-                ep.count_dropped(n);
-                return Outcome::Done;
+                return Outcome::Done(Resolved {
+                    sent: 0,
+                    dropped: n,
+                });
             }
         }
         ep.stats.retried.fetch_add(n, Ordering::Relaxed);
@@ -731,24 +757,35 @@ fn encode(batch: &Batch, proto: Protocol) -> Bytes {
     })
 }
 
-fn commit(ep: &Endpoint, end: queue::Cursor) {
+/// Acknowledges a batch in the queue and counts how it ended, in one step.
+fn commit(ep: &Endpoint, end: queue::Cursor, resolved: Resolved) {
     let mut q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = q.commit(end) {
         tracing::error!(endpoint = %ep.name, error = %e, "cannot record progress in the remote write queue; the batch may be sent again after a restart");
     }
-    ep.update_queue_gauges(&q);
+    ep.account(&q, 0, resolved.sent, resolved.dropped);
 }
 
-fn reject(ep: &Endpoint, samples: u64, code: u16, message: &str) {
+fn reject(ep: &Endpoint, samples: u64, code: u16, message: &str) -> Outcome {
     tracing::error!(endpoint = %ep.name, code, samples, %message, "receiver rejected a batch: dropped, not retried");
-    ep.count_dropped(samples);
+    Outcome::Done(Resolved {
+        sent: 0,
+        dropped: samples,
+    })
+}
+
+/// The samples of a finished batch: acknowledged, or dropped for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Resolved {
+    sent: u64,
+    dropped: u64,
 }
 
 /// How sending one batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// Accepted, or dropped for good (rejected, too old): acknowledge it in the queue.
-    Done,
+    Done(Resolved),
     /// Shutdown while retrying: leave it queued.
     Stopped,
 }
@@ -766,7 +803,7 @@ fn split_shards(batch: Batch, shards: usize) -> Vec<Batch> {
     out
 }
 
-type Getter = fn(&Endpoint) -> f64;
+type Getter = fn(&Endpoint, &Flow) -> f64;
 
 /// `hostlens_remote_write_*` families, read at scrape time.
 #[derive(Clone)]
@@ -784,22 +821,32 @@ impl Collector for RemoteWriteMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let mut out = Out::new(&mut encoder);
         let eps = &self.0;
+        // One snapshot per endpoint for every family below, so that one scrape shows
+        // input = sent + dropped + queued.
+        let flows: Vec<Flow> = eps.iter().map(|e| e.flow()).collect();
+        {
+            let mut f = out.family(
+                "hostlens_remote_write_samples_in_total",
+                "Samples this process handed to the endpoint's queue (each series' sample and stale marker of every gather; series with invalid labels too, counted dropped at once). Every one is sent, dropped or still queued: in = sent + dropped + queue_samples, plus the samples queued before the start.",
+                Kind::Counter,
+            )?;
+            for (e, fl) in eps.iter().zip(&flows) {
+                f.sample(&[("endpoint", e.name.as_str())], fl.input as f64)?;
+            }
+        }
         {
             let mut f = out.family(
                 "hostlens_remote_write_samples_total",
                 "Samples by outcome: sent (acknowledged by the receiver), retried (in a failed attempt that is retried), dropped (rejected by the receiver, refused for longer than sample_age_limit, invalid, or pushed out of a full queue).",
                 Kind::Counter,
             )?;
-            for e in eps {
+            for (e, fl) in eps.iter().zip(&flows) {
                 for (o, v) in [
-                    ("sent", &e.stats.sent),
-                    ("retried", &e.stats.retried),
-                    ("dropped", &e.stats.dropped),
+                    ("sent", fl.sent),
+                    ("retried", e.stats.retried.load(Ordering::Relaxed)),
+                    ("dropped", fl.dropped),
                 ] {
-                    f.sample(
-                        &[("endpoint", e.name.as_str()), ("outcome", o)],
-                        v.load(Ordering::Relaxed) as f64,
-                    )?;
+                    f.sample(&[("endpoint", e.name.as_str()), ("outcome", o)], v as f64)?;
                 }
             }
         }
@@ -827,35 +874,34 @@ impl Collector for RemoteWriteMetrics {
         let gauges: [(&str, &str, Getter); 5] = [
             (
                 "hostlens_remote_write_queue_samples",
-                "Samples in the disk queue not yet acknowledged by the receiver.",
-                |e| e.stats.queue_samples.load(Ordering::Relaxed) as f64,
+                "Samples in the disk queue (or in the batch being sent) not yet acknowledged by the receiver nor dropped.",
+                |_, f| f.queued as f64,
             ),
             (
                 "hostlens_remote_write_queue_bytes",
                 "Bytes of the disk queue's segment files.",
-                |e| e.stats.queue_bytes.load(Ordering::Relaxed) as f64,
+                |e, _| e.stats.queue_bytes.load(Ordering::Relaxed) as f64,
             ),
             (
                 "hostlens_remote_write_queue_max_bytes",
                 "Configured bound of the disk queue (remote_write_options.queue_max_size).",
-                |e| e.stats.queue_max.load(Ordering::Relaxed) as f64,
+                |e, _| e.stats.queue_max.load(Ordering::Relaxed) as f64,
             ),
             (
                 "hostlens_remote_write_last_send_timestamp_seconds",
                 "When the receiver last acknowledged a batch (0: never since start).",
-                |e| e.stats.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                |e, _| e.stats.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             ),
             (
                 "hostlens_remote_write_backoff_seconds",
                 "Current wait before the next retry (0 when the last send succeeded).",
-                |e| e.stats.backoff_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                |e, _| e.stats.backoff_ms.load(Ordering::Relaxed) as f64 / 1000.0,
             ),
         ];
         for (name, help, get) in gauges {
             let mut f = out.family(name, help, Kind::Gauge)?;
-            for e in eps {
-                let v = get(e);
-                f.sample(&[("endpoint", e.name.as_str())], v)?;
+            for (e, fl) in eps.iter().zip(&flows) {
+                f.sample(&[("endpoint", e.name.as_str())], get(e, fl))?;
             }
         }
         Ok(())

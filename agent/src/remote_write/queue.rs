@@ -87,6 +87,13 @@ pub struct DiskQueue {
     /// The batch handed out by the last `peek` and not yet committed: (start, end). Its
     /// samples are with the sender, so pushing their segment out does not lose them.
     inflight: Option<(Cursor, Cursor)>,
+    /// Samples of the batch in flight whose segment was pushed out for room: no longer on
+    /// disk, not dropped either (the sender holds them) until `commit` resolves them, or a
+    /// new `peek` abandons them (then they are lost and counted so).
+    orphaned: u64,
+    /// Samples lost by `peek` (damaged records, abandoned batches) not yet reported: kept
+    /// across an error return, so the next successful `peek` counts them.
+    lost: u64,
     /// Holds an exclusive flock on `<dir>/lock`: two agents must not share a queue.
     _lock: File,
 }
@@ -157,6 +164,8 @@ impl DiskQueue {
             cursor_synced: None,
             compressed: Vec::new(),
             inflight: None,
+            orphaned: 0,
+            lost: 0,
             _lock: lock,
         };
         q.cursor = q.read_cursor().unwrap_or_else(|| q.start_cursor());
@@ -247,6 +256,14 @@ impl DiskQueue {
             .find(|s| s.id == self.cursor.seg)
             .map_or(0, |_| self.cursor.consumed);
         total.saturating_sub(consumed)
+    }
+
+    /// Samples neither acknowledged nor reported lost: those queued, those of the batch in
+    /// flight whose segment was pushed out for room, and those a failed `peek` lost and has
+    /// not reported yet. Every sample appended is, at any time, counted here, or was reported
+    /// dropped by `append` or `peek`, or was acknowledged by a `commit` of its batch.
+    pub fn held_samples(&self) -> u64 {
+        self.pending_samples() + self.orphaned + self.lost
     }
 
     /// Bytes of the segment files.
@@ -384,7 +401,9 @@ impl DiskQueue {
             }
             _ => 0,
         };
-        let unsent = unsent.saturating_sub(inflight);
+        let held = inflight.min(unsent);
+        self.orphaned += held;
+        let unsent = unsent - held;
         if self.cursor.seg <= seg.id {
             self.cursor = self.start_cursor();
             self.write_cursor()?;
@@ -429,13 +448,15 @@ impl DiskQueue {
 
     /// The next batch of at most `max_samples` samples from the cursor, without consuming it.
     /// A record that cannot be read (disk corruption) is skipped with its segment's rest,
-    /// counted in the returned `corrupt` samples.
+    /// counted in the returned `lost` samples, as are the pushed-out samples of a batch handed
+    /// out before and never committed (a new peek abandons it).
     pub fn peek(&mut self, max_samples: usize) -> io::Result<(Option<Peeked>, u64)> {
         let mut c = self.cursor;
         let mut batch = Batch::default();
         let mut samples = 0usize;
         let mut oldest = None;
-        let mut corrupt = 0;
+        self.lost += std::mem::take(&mut self.orphaned);
+        self.inflight = None;
         while samples < max_samples {
             let Some(idx) = self.segments.iter().position(|s| s.id == c.seg) else {
                 break;
@@ -475,7 +496,7 @@ impl DiskQueue {
                             (seg.bytes, left)
                         }
                     };
-                    corrupt += lost;
+                    self.lost += lost;
                     c.consumed += lost;
                     c.off = to;
                     c.skip = 0;
@@ -528,12 +549,12 @@ impl DiskQueue {
             }
         }
         if batch.series.is_empty() && c == self.cursor {
-            return Ok((None, corrupt));
+            return Ok((None, std::mem::take(&mut self.lost)));
         }
         if batch.series.is_empty() {
             // Only empty records or segment ends were passed: acknowledge them.
             self.commit(c)?;
-            return Ok((None, corrupt));
+            return Ok((None, std::mem::take(&mut self.lost)));
         }
         self.inflight = Some((self.cursor, c));
         Ok((
@@ -543,13 +564,14 @@ impl DiskQueue {
                 samples,
                 oldest_queued_ms: oldest.unwrap_or(0),
             }),
-            corrupt,
+            std::mem::take(&mut self.lost),
         ))
     }
 
     /// Acknowledges everything before `end`: fully sent segments are deleted.
     pub fn commit(&mut self, end: Cursor) -> io::Result<()> {
         self.inflight = None;
+        self.orphaned = 0;
         if self.segments.front().is_some_and(|f| end.seg < f.id) {
             // The batch's segment was dropped for room meanwhile; the cursor moved already.
             return Ok(());
@@ -966,6 +988,52 @@ mod tests {
         // Appending goes on after the good segment.
         q.append(&record(2, 1)).unwrap();
         assert_eq!(drain(&mut q, 100), vec![(2, "m0".into())]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn every_appended_sample_is_held_dropped_or_acknowledged_at_every_step() {
+        // A small queue kept full: batches handed out get pushed out while in flight, some are
+        // committed, some abandoned by a new peek. After every call the samples appended equal
+        // those acknowledged + reported dropped + held.
+        let d = tmp("identity");
+        let mut q = DiskQueue::open(&d, 16 << 10).unwrap();
+        let (mut appended, mut acked, mut dropped) = (0u64, 0u64, 0u64);
+        let mut in_hand: Option<Peeked> = None;
+        let (mut orphaned_seen, mut abandoned) = (false, 0);
+        fastrand::seed(7);
+        for step in 0..3000 {
+            match fastrand::u8(0..10) {
+                0..=5 => {
+                    let n = fastrand::usize(1..60);
+                    dropped += q.append(&record(step, n)).unwrap();
+                    appended += n as u64;
+                }
+                6..=8 => {
+                    if in_hand.is_some() {
+                        abandoned += 1;
+                    }
+                    let (p, lost) = q.peek(fastrand::usize(1..200)).unwrap();
+                    dropped += lost;
+                    in_hand = p;
+                }
+                _ => {
+                    if let Some(p) = in_hand.take() {
+                        q.commit(p.end).unwrap();
+                        acked += p.samples as u64;
+                    }
+                }
+            }
+            orphaned_seen |= q.orphaned > 0;
+            assert_eq!(
+                appended,
+                acked + dropped + q.held_samples(),
+                "step {step}: appended {appended}, acknowledged {acked}, dropped {dropped}, held {}",
+                q.held_samples()
+            );
+        }
+        assert!(orphaned_seen, "no batch was pushed out while in flight");
+        assert!(abandoned > 0 && dropped > 0 && acked > 0);
         fs::remove_dir_all(&d).unwrap();
     }
 

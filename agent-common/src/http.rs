@@ -156,7 +156,8 @@ pub struct ConnInfo {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
-    /// `bpf_ktime_get_ns` when the syscall returned.
+    /// `bpf_ktime_get_ns` when the record was written: as the syscall returns (a data
+    /// record's is read before its bytes are copied).
     pub ts_ns: u64,
     pub conn_id: u64,
     pub bytes: u64,

@@ -426,7 +426,7 @@ impl Rec {
 /// # Safety
 /// `dst` is 8-byte aligned and has room for an [`EventHeader`].
 #[inline(always)]
-unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16, len: u32) {
+unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16, len: u32, ts_ns: u64) {
     let h = dst.cast::<EventHeader>();
     unsafe {
         // One store per word: the compiler would turn a bulk zeroing into a call of its
@@ -437,7 +437,7 @@ unsafe fn write_header(dst: *mut u8, r: &Rec, captured: u16, len: u32) {
             core::ptr::write_volatile(words.add(i), 0);
             i += 1;
         }
-        (*h).ts_ns = bpf_ktime_get_ns();
+        (*h).ts_ns = ts_ns;
         (*h).conn_id = r.conn_id;
         (*h).bytes = r.bytes;
         (*h).tgid = r.tgid;
@@ -502,12 +502,18 @@ unsafe fn write_control(dst: *mut u8, r: &Rec, peer: Option<Peer<'_>>) -> usize 
     unsafe {
         match peer {
             Some((sa, sa_len)) => {
-                write_header(dst, r, sa_len, (HEADER_BYTES + 32) as u32);
+                write_header(
+                    dst,
+                    r,
+                    sa_len,
+                    (HEADER_BYTES + 32) as u32,
+                    bpf_ktime_get_ns(),
+                );
                 core::ptr::write_unaligned(dst.add(HEADER_BYTES).cast::<[u8; 32]>(), *sa);
                 HEADER_BYTES + 32
             }
             None => {
-                write_header(dst, r, 0, HEADER_BYTES as u32);
+                write_header(dst, r, 0, HEADER_BYTES as u32, bpf_ktime_get_ns());
                 HEADER_BYTES
             }
         }
@@ -1007,6 +1013,13 @@ fn capture(rec: &Rec, b: &Bufs) {
         count_lost(1);
         return;
     };
+    // The time is read as soon as the batch is held, before the copy: a program that
+    // interrupts this one from here on (a socket closed from softirq) finds the batch in use,
+    // sends its record alone with a later time, and the agent, handing records out by time,
+    // puts it after this one. (Read before taking the batch, a flush landing in between
+    // would leave this older record out of what it wrote.)
+    // SAFETY: no preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let at = batch_slot(batch);
     // SAFETY: held batch; `at` is below BATCH_MAX.
     let dst = unsafe { (*batch).buf.as_mut_ptr().add(at) };
@@ -1028,7 +1041,7 @@ fn capture(rec: &Rec, b: &Bufs) {
     }
     let len = HEADER_BYTES + off as usize;
     // SAFETY: the slot has room for the header and is 8-byte aligned.
-    unsafe { write_header(dst, rec, off as u16, len as u32) };
+    unsafe { write_header(dst, rec, off as u16, len as u32, ts_ns) };
     batch_commit(batch, at, len);
     batch_release(batch);
 }

@@ -11,9 +11,10 @@
 //! - `read`, `readv`, `recvfrom`, `recvmsg`, `write`, `writev`, `sendto`, `sendmsg` on a
 //!   followed fd copy a bounded prefix of the `ret` bytes moved (across up to 8 iovecs) into a
 //!   record at the end of the current CPU's batch (`HTTP_BATCH`); `sendfile` sends only its
-//!   byte count. A batch goes to the CPU's ring buffer (`HTTP_EVENTS_<cpu % 8>`) as one ring
-//!   record once it holds `HTTP_BATCH_BYTES`, or when the agent runs `http_flush` on that CPU
-//!   (before each drain): a ring record's lock and interrupt-flag save cost as much as the
+//!   byte count, added to the server's write before it when that is the batch's last
+//!   record. A batch goes to the CPU's ring buffer (`HTTP_EVENTS_<cpu % 8>`) as one ring
+//!   record when it holds `HTTP_BATCH_BYTES` and another record comes, or when the agent runs
+//!   `http_flush` on that CPU (before each drain): a ring record's lock and interrupt-flag save cost as much as the
 //!   rest of a small record, so a batch pays them once for tens of records.
 //!
 //! Other syscalls cost a program call, one load of `orig_ax` and a branch (`tp_btf`; the raw
@@ -132,7 +133,8 @@ struct Batch {
     busy: u32,
     records: u32,
     pos: u32,
-    _pad: u32,
+    /// Offset of the last record (valid while `records` > 0).
+    last: u32,
     buf: [u8; BATCH_BUF],
 }
 
@@ -267,10 +269,22 @@ fn batch_release(b: *mut Batch) {
 }
 
 /// Offset in the batch for the next record (below [`BATCH_MAX`], 8-byte aligned: `pos` is
-/// kept so; the mask shows the verifier the bound).
+/// kept so; the mask shows the verifier the bound). A batch holding `HTTP_BATCH_BYTES` goes
+/// to the ring first: only when a record needs the room, so the last record stays in the
+/// batch until then (a `sendfile` may still join it, [`extend_response`]).
 #[inline(always)]
 fn batch_slot(b: *mut Batch) -> usize {
     // SAFETY: held batch (batch_take).
+    unsafe {
+        let mut limit = HTTP_BATCH_BYTES.load();
+        if limit > BATCH_MAX as u32 {
+            limit = BATCH_MAX as u32;
+        }
+        if (*b).pos >= limit {
+            batch_flush(b);
+        }
+    }
+    // SAFETY: as above.
     let pos = unsafe { (*b).pos } as usize;
     let pos = if pos < BATCH_HEADER_BYTES {
         BATCH_HEADER_BYTES
@@ -281,19 +295,16 @@ fn batch_slot(b: *mut Batch) -> usize {
 }
 
 /// The record of `len` bytes written at `at` (its header saying `len`) is complete: the next
-/// one goes 8-byte aligned after it, and the batch goes to the ring once it holds
-/// `HTTP_BATCH_BYTES`.
+/// one goes 8-byte aligned after it. Without batches (`HTTP_BATCH_BYTES` 0: the agent cannot
+/// run `http_flush`) it goes to the ring at once.
 #[inline(always)]
 fn batch_commit(b: *mut Batch, at: usize, len: usize) {
     // SAFETY: held batch.
     unsafe {
         (*b).pos = (at + ((len + 7) & !7)) as u32;
+        (*b).last = at as u32;
         (*b).records += 1;
-        let mut limit = HTTP_BATCH_BYTES.load();
-        if limit > BATCH_MAX as u32 {
-            limit = BATCH_MAX as u32;
-        }
-        if (*b).pos >= limit {
+        if HTTP_BATCH_BYTES.load() == 0 {
             batch_flush(b);
         }
     }
@@ -998,7 +1009,9 @@ fn first_word(b: &Bufs, moved: u64) -> Option<[u8; 4]> {
 #[inline(always)]
 fn capture(rec: &Rec, b: &Bufs) {
     if rec.syscall == SC_SENDFILE {
-        emit_header(rec);
+        if !extend_response(rec) {
+            emit_header(rec);
+        }
         return;
     }
     let moved = rec.bytes;
@@ -1044,6 +1057,42 @@ fn capture(rec: &Rec, b: &Bufs) {
     unsafe { write_header(dst, rec, off as u16, len as u32, ts_ns) };
     batch_commit(batch, at, len);
     batch_release(batch);
+}
+
+/// A server's `sendfile` right after its write on the same connection (a static file: the
+/// head written, the body sent from the file) adds its bytes and time to that write's record
+/// when it is still the last of this CPU's batch, instead of a record of its own. The decoder
+/// sees the same bytes (the head's, then the body's, uncopied either way) ending at the same
+/// time; a response's record times matter only as its end. Not for a client: its request's
+/// first record's time is the request's start. True when the record was extended.
+#[inline(always)]
+fn extend_response(rec: &Rec) -> bool {
+    if rec.role != ROLE_SERVER {
+        return false;
+    }
+    let Some(b) = batch_take() else {
+        return false;
+    };
+    // SAFETY: held batch; `last` is masked below BATCH_MAX and a header fits after it.
+    let done = unsafe {
+        let h = (*b)
+            .buf
+            .as_mut_ptr()
+            .add((*b).last as usize & (BATCH_MAX - 1))
+            .cast::<EventHeader>();
+        let same = (*b).records > 0
+            && (*h).conn_id == rec.conn_id
+            && (*h).tgid == rec.tgid
+            && (*h).kind == EV_DATA
+            && (*h).direction == DIR_OUT;
+        if same {
+            (*h).bytes += rec.bytes;
+            (*h).ts_ns = bpf_ktime_get_ns();
+        }
+        same
+    };
+    batch_release(b);
+    done
 }
 
 /// Copies up to `cap - off` bytes of the user buffer `src` (length `len`) to payload offset

@@ -257,7 +257,8 @@ impl Nginx {
 
 /// A python3 client over raw sockets: argv = port, then a JSON list of [method, path, body]
 /// requests sent one after another on one keep-alive connection; prints each response's
-/// status and the seconds from sending to the last byte read.
+/// status and the seconds from sending to the last byte read. ["PAUSE", seconds, ""] closes
+/// the connection, sleeps, and goes on on a new one.
 const PY_CLIENT: &str = r#"
 import json, socket, sys, time
 port = int(sys.argv[1]); reqs = json.loads(sys.argv[2])
@@ -266,6 +267,9 @@ def connect():
     return s, s.makefile("rb")
 s, f = connect()
 for method, path, body in reqs:
+    if method == "PAUSE":
+        s.close(); time.sleep(float(path)); s, f = connect()
+        continue
     data = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
     t0 = time.monotonic()
     s.sendall(data)
@@ -763,6 +767,55 @@ fn http_latency_matches_the_clients() {
     assert_eq!(delta(&after, &before, CLIENT, &cwant), 1.0);
     let cd = sum_of(&after, CLIENT, "sum", &cwant) - sum_of(&before, CLIENT, "sum", &cwant);
     assert!(cd <= total, "client duration {cd} s > curl total {total} s");
+}
+
+/// A static file's body, sent with `sendfile` right after its head was written, joins the
+/// head's record: nginx's side of a GET of a file costs as many records as a GET it answers
+/// from memory with one write (one read, one write each). Without the join the file's body
+/// would add a record per request. Only nginx is followed (the python client and this test's
+/// scrapes are filtered out), so the records are nginx's.
+#[test]
+fn http_static_file_body_joins_its_head_record() {
+    if !privileged("http_static_file_body_joins_its_head_record") {
+        return;
+    }
+    let dir = temp_dir("joins");
+    let agent = agent_with(&dir, "  include_processes: [nginx]\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    const N: usize = 1000;
+    let records = |e: &Exposition| {
+        e.get("hostlens_http_records_total")
+            .expect("hostlens_http_records_total")
+    };
+    let mut per_path = Vec::new();
+    for path in ["/index.html", "/post"] {
+        let before = quiet(&agent);
+        // A first connection makes the agent see the client process; its later sockets are
+        // then filtered out from their first bytes.
+        let mut reqs = vec![("GET", path.to_string(), ""), ("PAUSE", "1.0".into(), "")];
+        reqs.extend((0..N).map(|_| ("GET", path.to_string(), "")));
+        let got = py_client(nginx.port, &reqs);
+        assert!(got.len() == N + 1 && got.iter().all(|(s, _)| *s == 200));
+        let want = [("server_port", p.as_str()), ("http_route", path)];
+        let after = settle(&agent, |e| {
+            delta(e, &before, SERVER, &want) >= (N + 1) as f64
+        });
+        assert_eq!(delta(&after, &before, SERVER, &want), (N + 1) as f64);
+        assert_eq!(lost(&after), lost(&before), "ring buffer events lost");
+        per_path.push(records(&after) - records(&before));
+    }
+    let (file, memory) = (per_path[0], per_path[1]);
+    eprintln!("records for {N} GETs: static file {file}, answered from memory {memory}");
+    let n = N as f64;
+    assert!(
+        (2.0 * n..=2.0 * n + n / 20.0).contains(&memory),
+        "{memory} records for {N} GETs answered from memory (one read, one write each)"
+    );
+    assert!(
+        (file - memory).abs() <= n / 20.0,
+        "{file} records for {N} GETs of a static file, {memory} answered from memory"
+    );
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //!   server_address,server_port,process_name}`: first request byte written → last response
 //!   byte read;
 //! - `hostlens_probe_events_lost_total{probe="http"}`, `hostlens_series_dropped_total{family}`,
-//!   `hostlens_http_decode_errors_total{reason}`, `hostlens_http_connections`.
+//!   `hostlens_http_decode_errors_total{reason}`, `hostlens_http_records_total`,
+//!   `hostlens_http_connections`.
 //!
 //! With the syscall-exit hooks only connections accepted or connected while the probe runs
 //! are seen (the socket hooks also pick up older ones at their next request); a response whose
@@ -552,6 +553,9 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// per batch, 1.21x with 512; 1.22x with the old 10 ms timer).
 const BATCH: usize = 512;
 
+/// Records taken from the rings and handed to the decoder (`hostlens_http_records_total`).
+static RECORDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Records of ring batches that did not parse (added to the lost count).
 static MALFORMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -610,6 +614,7 @@ fn drain_batch(decoder: &mut Decoder, rings: &mut Rings, horizon: u64) -> usize 
         );
         decoder.forget_connections();
     }
+    RECORDS.fetch_add(n as u64, Ordering::Relaxed);
     n
 }
 
@@ -1375,6 +1380,11 @@ impl ProbeCollector for HttpProbe {
             fam.sample(&[("reason", a.as_str())], n as f64)?;
         }
         drop(fam);
+        out.counter(
+            "hostlens_http_records_total",
+            "Records the HTTP probe took from the kernel: a syscall's bytes on a followed connection (a static file's body joins its head's), a connection's start or end.",
+            RECORDS.load(Ordering::Relaxed) as f64,
+        )?;
         out.gauge(
             "hostlens_http_connections",
             "Connections the HTTP decoder holds state for.",

@@ -14,8 +14,9 @@
 //!   byte count, added to the server's write before it when that is the batch's last
 //!   record. A batch goes to the CPU's ring buffer (`HTTP_EVENTS_<cpu % 8>`) as one ring
 //!   record when it holds `HTTP_BATCH_BYTES` and another record comes, or when the agent runs
-//!   `http_flush` on that CPU (before each drain): a ring record's lock and interrupt-flag save cost as much as the
-//!   rest of a small record, so a batch pays them once for tens of records.
+//!   `http_flush` on that CPU (before each drain): a ring record's lock and interrupt-flag
+//!   save cost as much as the rest of a small record, so a batch pays them once for tens of
+//!   records.
 //!
 //! Other syscalls cost a program call, one load of `orig_ax` and a branch (`tp_btf`; the raw
 //! tracepoint needs a helper for the load; the per-syscall tracepoints never run); reads

@@ -44,6 +44,23 @@ pub const SKIP_MAP: &str = "HTTP_SKIP";
 /// Entries of [`SKIP_MAP`]; further filtered-out processes are only dropped by the agent.
 pub const MAX_SKIPPED: u32 = 1024;
 
+/// Hash `port -> PORT_INCLUDE | PORT_EXCLUDE` of the ports named by `http.include_ports` and
+/// `http.exclude_ports` (socket hooks): a connection whose port (the server side's local
+/// port, the client side's peer port) the configuration filters out is marked not-HTTP at
+/// its first bytes, as [`GLOBAL_PORT_FILTER`] says. Written by the agent before it attaches.
+pub const PORTS_MAP: &str = "HTTP_PORTS";
+/// Entries of [`PORTS_MAP`]; longer port lists are filtered by the agent alone.
+pub const MAX_PORTS: u32 = 1024;
+pub const PORT_INCLUDE: u8 = 1;
+pub const PORT_EXCLUDE: u8 = 2;
+/// Global: how the kernel filters by [`PORTS_MAP`]: [`FILTER_NONE`], [`FILTER_EXCLUDE`] (ports
+/// marked [`PORT_EXCLUDE`] are filtered out) or [`FILTER_INCLUDE`] (also every port not marked
+/// [`PORT_INCLUDE`]).
+pub const GLOBAL_PORT_FILTER: &str = "HTTP_PORT_FILTER";
+pub const FILTER_NONE: u32 = 0;
+pub const FILTER_EXCLUDE: u32 = 1;
+pub const FILTER_INCLUDE: u32 = 2;
+
 /// Global (`EbpfLoader::override_global`): the agent's own tgid, never traced (its scrapes
 /// would otherwise feed the probe).
 pub const GLOBAL_SELF_TGID: &str = "HTTP_SELF_TGID";

@@ -29,10 +29,10 @@
 use crate::local_storage::SkStorage;
 use agent_common::http::{
     BATCH_ALONE, BATCH_HEADER_BYTES, BATCH_MAX, BatchHeader, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT,
-    EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, HEADER_BYTES, MAX_CAPTURE, MAX_CONNS,
-    MAX_SKIPPED, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER,
-    SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE,
-    SC_WRITEV,
+    EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, FILTER_INCLUDE, FILTER_NONE,
+    HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_PORTS, MAX_SKIPPED, PORT_EXCLUDE, PORT_INCLUDE,
+    PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ,
+    SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
 };
 use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
 use aya_ebpf::{
@@ -668,6 +668,27 @@ static HTTP_SOCKS: SkStorage<ConnInfo> = SkStorage::new();
 #[map(name = "HTTP_SKIP")]
 static HTTP_SKIP: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SKIPPED, 0);
 
+/// Ports the agent's configuration names (`PORT_INCLUDE` / `PORT_EXCLUDE`), filtering as
+/// `HTTP_PORT_FILTER` says (socket hooks).
+#[map(name = "HTTP_PORTS")]
+static HTTP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+#[unsafe(no_mangle)]
+static HTTP_PORT_FILTER: Global<u32> = Global::new(FILTER_NONE);
+
+/// Whether the configuration's port lists keep a connection of port `port` (the server
+/// side's local port, the client side's peer port): as the agent's own filter.
+#[inline(always)]
+fn port_wanted(port: u16) -> bool {
+    let filter = HTTP_PORT_FILTER.load();
+    if filter == FILTER_NONE {
+        return true;
+    }
+    // SAFETY: read-only lookup.
+    let mark = unsafe { HTTP_PORTS.get(port) }.copied().unwrap_or(0);
+    mark != PORT_EXCLUDE && (filter != FILTER_INCLUDE || mark == PORT_INCLUDE)
+}
+
 /// Offsets in `struct sock_common` (include/net/sock.h; stable since Linux 4.x, checked
 /// against the kernel's BTF by the verifier): `skc_daddr` (IPv4 peer) at 0, `skc_dport`
 /// (network order) at 12, `skc_num` (local port) at 14, `skc_family` at 16, `skc_v6_daddr`
@@ -816,7 +837,8 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         };
         // SAFETY: read-only lookup.
         let skipped = unsafe { HTTP_SKIP.get(tgid) }.is_some();
-        let Some(role) = role.filter(|_| !skipped) else {
+        let Some(role) = role.filter(|r| !skipped && port_wanted(endpoint(sk, *r, family).0))
+        else {
             // SAFETY: as above.
             unsafe { (*c).proto = PROTO_OTHER };
             return;

@@ -818,6 +818,48 @@ fn http_static_file_body_joins_its_head_record() {
     );
 }
 
+/// With `include_ports`, the kernel marks a connection of any other port not-HTTP at its
+/// first bytes: traffic to a port left out costs no record at all (not even this test's
+/// scrapes), and the named port's is counted.
+#[test]
+fn http_ports_filtered_out_send_no_records() {
+    if !privileged("http_ports_filtered_out_send_no_records") {
+        return;
+    }
+    let dir = temp_dir("ports");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    let agent = agent_with(&dir, &format!("  include_ports: [{p}]\n"));
+    let other = own_server(false);
+    const N: usize = 300;
+    let records = |e: &Exposition| {
+        e.get("hostlens_http_records_total")
+            .expect("hostlens_http_records_total")
+    };
+    let gets = |path: &str| vec![("GET", path.to_string(), ""); N];
+    let before = quiet(&agent);
+    let got = py_client(other, &gets("/left-out"));
+    assert!(got.len() == N && got.iter().all(|(s, _)| *s == 200));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = quiet(&agent);
+    assert_eq!(
+        records(&after) - records(&before),
+        0.0,
+        "records of connections to port {other}, which include_ports leaves out"
+    );
+    assert!(series(&after, SERVER, &[("server_port", &other.to_string())]).is_empty());
+    let before = after;
+    let got = py_client(nginx.port, &gets("/index.html"));
+    assert!(got.len() == N && got.iter().all(|(s, _)| *s == 200));
+    let want = [("server_port", p.as_str()), ("http_route", "/index.html")];
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= N as f64);
+    assert_eq!(delta(&after, &before, SERVER, &want), N as f64);
+    let client = [("server_port", p.as_str()), ("server_address", "127.0.0.1")];
+    assert_eq!(delta(&after, &before, CLIENT, &client), N as f64);
+    // Both ends of each exchange: at least a read and a write each.
+    assert!(records(&after) - records(&before) >= 4.0 * N as f64);
+}
+
 #[test]
 fn http_client_side_from_curl() {
     if !privileged("http_client_side_from_curl") {

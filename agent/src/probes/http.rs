@@ -23,7 +23,7 @@
 //! end is not framed (no Content-Length, not chunked, or framing lost in uncopied bytes) ends at
 //! its last byte seen before the next request or the close.
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{
@@ -35,8 +35,9 @@ use std::{
 
 use agent_common::http::{
     BATCH_MAX, CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER,
-    EVENTS_MAPS, EventHeader, FLUSH_PROGRAM, HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_SKIPPED,
-    RINGS, ROLE_CLIENT, SKIP_MAP,
+    EVENTS_MAPS, EventHeader, FILTER_EXCLUDE, FILTER_INCLUDE, FILTER_NONE, FLUSH_PROGRAM,
+    HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_PORTS, MAX_SKIPPED, PORT_EXCLUDE, PORT_INCLUDE,
+    PORTS_MAP, RINGS, ROLE_CLIENT, SKIP_MAP,
 };
 use aya::{
     Ebpf,
@@ -314,6 +315,8 @@ pub struct LoaderGlobals {
     /// at once) where the agent cannot run the flush on a given CPU (kernels before 5.10, or
     /// the flush refused).
     pub batch_bytes: u32,
+    /// How the kernel filters by port (`agent_common::http::FILTER_*`, [`port_marks`]).
+    pub port_filter: u32,
 }
 
 pub fn loader_globals() -> LoaderGlobals {
@@ -329,7 +332,56 @@ pub fn loader_globals() -> LoaderGlobals {
         wake_bytes,
         check_bytes: (wake_bytes / 16 / sharing).max(4096),
         batch_bytes: if batches() { BATCH_MAX as u32 } else { 0 },
+        port_filter: port_marks(&c).map_or(FILTER_NONE, |(f, _)| f),
     }
+}
+
+/// The kernel's port filter for `cfg` (socket hooks): the filter mode and each named port's
+/// mark (an excluded port stays excluded when also included, as in the decoder's filter).
+/// None when there is nothing to filter or the lists do not fit [`MAX_PORTS`] (the decoder
+/// then filters alone).
+fn port_marks(cfg: &HttpConfig) -> Option<(u32, BTreeMap<u16, u8>)> {
+    let mut marks = BTreeMap::new();
+    for p in &cfg.include_ports {
+        marks.insert(*p, PORT_INCLUDE);
+    }
+    for p in &cfg.exclude_ports {
+        marks.insert(*p, PORT_EXCLUDE);
+    }
+    if marks.is_empty() || marks.len() > MAX_PORTS as usize {
+        return None;
+    }
+    let filter = if cfg.include_ports.is_empty() {
+        FILTER_EXCLUDE
+    } else {
+        FILTER_INCLUDE
+    };
+    Some((filter, marks))
+}
+
+/// Writes the port lists to the kernel's table before the programs attach: connections the
+/// configuration filters out by port are then never copied.
+fn write_port_marks(ebpf: &mut Ebpf, cfg: &HttpConfig) -> Result<(), ProbeError> {
+    let Some((_, marks)) = port_marks(cfg) else {
+        return Ok(());
+    };
+    let map = ebpf
+        .map_mut(PORTS_MAP)
+        .ok_or(ProbeError::MissingMap(PORTS_MAP))?;
+    let mut ports: BpfHashMap<&mut MapData, u16, u8> =
+        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+            map: PORTS_MAP,
+            source,
+        })?;
+    for (port, mark) in marks {
+        ports
+            .insert(port, mark, 0)
+            .map_err(|source| ProbeError::Map {
+                map: PORTS_MAP,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// The programs, best first: the socket tracepoints (three programs), `tp_btf/sys_exit`, the
@@ -433,6 +485,7 @@ pub fn attach(
     ctx: &super::ProbeContext,
 ) -> Result<Box<dyn ProbeCollector>, ProbeError> {
     let settings = settings();
+    write_port_marks(ebpf, &settings.http)?;
     let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
     let (used, ring_bytes) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
     tracing::info!(
@@ -2209,6 +2262,36 @@ mod tests {
             assert_eq!(store.connections, 1);
         }
         let _ = std::fs::remove_dir_all(&procfs);
+    }
+
+    #[test]
+    fn the_kernel_port_filter_marks_ports_as_the_decoder_filters() {
+        let cfg = |include: Vec<u16>, exclude: Vec<u16>| HttpConfig {
+            include_ports: include,
+            exclude_ports: exclude,
+            ..HttpConfig::default()
+        };
+        assert_eq!(port_marks(&cfg(vec![], vec![])), None);
+        assert_eq!(
+            port_marks(&cfg(vec![], vec![9100, 9100])),
+            Some((FILTER_EXCLUDE, BTreeMap::from([(9100, PORT_EXCLUDE)])))
+        );
+        // Excluded wins over included, as in `labels_for`.
+        assert_eq!(
+            port_marks(&cfg(vec![80, 8080], vec![8080])),
+            Some((
+                FILTER_INCLUDE,
+                BTreeMap::from([(80, PORT_INCLUDE), (8080, PORT_EXCLUDE)])
+            ))
+        );
+        // Lists the kernel's table cannot hold are left to the decoder.
+        let many: Vec<u16> = (1..=MAX_PORTS as u16 + 1).collect();
+        assert_eq!(port_marks(&cfg(many, vec![])), None);
+        let fits: Vec<u16> = (1..=MAX_PORTS as u16).collect();
+        assert_eq!(
+            port_marks(&cfg(fits, vec![])).map(|(f, m)| (f, m.len())),
+            Some((FILTER_INCLUDE, MAX_PORTS as usize))
+        );
     }
 
     #[test]

@@ -504,6 +504,11 @@ fn object_loader<'a>(
         &g.batch_bytes,
         false,
     );
+    loader.override_global(
+        agent_common::http::GLOBAL_PORT_FILTER,
+        &g.port_filter,
+        false,
+    );
     for (map, n) in sizes {
         loader.map_max_entries(map, *n);
     }

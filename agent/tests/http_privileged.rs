@@ -88,6 +88,12 @@ fn lost(e: &Exposition) -> f64 {
         .expect("hostlens_probe_events_lost_total{probe=\"http\"}")
 }
 
+/// Records the probe took from the kernel so far.
+fn records(e: &Exposition) -> f64 {
+    e.get("hostlens_http_records_total")
+        .expect("hostlens_http_records_total")
+}
+
 /// Scrapes until `done` holds (the agent drains its ring buffers every 100 ms), then once more
 /// after a pause so that late extra counts would show.
 fn settle(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
@@ -784,10 +790,6 @@ fn http_static_file_body_joins_its_head_record() {
     let nginx = Nginx::start(&dir.join("nginx"));
     let p = nginx.port.to_string();
     const N: usize = 1000;
-    let records = |e: &Exposition| {
-        e.get("hostlens_http_records_total")
-            .expect("hostlens_http_records_total")
-    };
     let mut per_path = Vec::new();
     for path in ["/index.html", "/post"] {
         let before = quiet(&agent);
@@ -832,10 +834,6 @@ fn http_ports_filtered_out_send_no_records() {
     let agent = agent_with(&dir, &format!("  include_ports: [{p}]\n"));
     let other = own_server(false);
     const N: usize = 300;
-    let records = |e: &Exposition| {
-        e.get("hostlens_http_records_total")
-            .expect("hostlens_http_records_total")
-    };
     let gets = |path: &str| vec![("GET", path.to_string(), ""); N];
     let before = quiet(&agent);
     let got = py_client(other, &gets("/left-out"));

@@ -369,17 +369,11 @@ fn write_port_marks(ebpf: &mut Ebpf, cfg: &HttpConfig) -> Result<(), ProbeError>
         .map_mut(PORTS_MAP)
         .ok_or(ProbeError::MissingMap(PORTS_MAP))?;
     let mut ports: BpfHashMap<&mut MapData, u16, u8> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            map: PORTS_MAP,
-            source,
-        })?;
+        BpfHashMap::try_from(map).map_err(super::map_err(PORTS_MAP))?;
     for (port, mark) in marks {
         ports
             .insert(port, mark, 0)
-            .map_err(|source| ProbeError::Map {
-                map: PORTS_MAP,
-                source,
-            })?;
+            .map_err(super::map_err(PORTS_MAP))?;
     }
     Ok(())
 }
@@ -1404,10 +1398,7 @@ impl ProbeCollector for HttpProbe {
         Ok(self
             .lost
             .get(&0, 0)
-            .map_err(|source| ProbeError::Map {
-                map: LOST_MAP,
-                source,
-            })?
+            .map_err(super::map_err(LOST_MAP))?
             .iter()
             .sum::<u64>()
             + MALFORMED.load(Ordering::Relaxed))

@@ -161,10 +161,6 @@ impl Endpoint {
         self.stats.queue_max.store(q.max_bytes(), Ordering::Relaxed);
     }
 
-    fn update_queue_gauges(&self, q: &DiskQueue) {
-        self.account(q, 0, 0, 0);
-    }
-
     fn flow(&self) -> Flow {
         *self.stats.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -361,7 +357,8 @@ impl RemoteWrite {
             };
             {
                 let q = ep.queue.lock().unwrap_or_else(|p| p.into_inner());
-                ep.update_queue_gauges(&q);
+                // What the queue held at start: gauges only, nothing handed in yet.
+                ep.account(&q, 0, 0, 0);
                 if q.pending_samples() > 0 {
                     tracing::info!(endpoint = %name, samples = q.pending_samples(), bytes = q.bytes(), "remote write: samples queued before the restart will be sent");
                 }

@@ -43,6 +43,11 @@ pub const SOCKS_MAP: &str = "HTTP_SOCKS";
 pub const SKIP_MAP: &str = "HTTP_SKIP";
 /// Entries of [`SKIP_MAP`]; further filtered-out processes are only dropped by the agent.
 pub const MAX_SKIPPED: u32 = 1024;
+/// Array of one `u32`, the generation of [`SKIP_MAP`] (socket hooks): the agent adds one after
+/// each process it puts in the table. An HTTP connection whose [`ConnInfo::skip_gen`] differs
+/// looks its process up in the table at its next bytes, so connections a process opened
+/// before the agent learnt its name stop being copied too.
+pub const SKIP_GEN_MAP: &str = "HTTP_SKIP_GEN";
 
 /// Hash `port -> PORT_INCLUDE | PORT_EXCLUDE` of the ports named by `http.include_ports` and
 /// `http.exclude_ports` (socket hooks): a connection whose port (the server side's local
@@ -154,7 +159,9 @@ pub struct ConnInfo {
     pub tgid: u32,
     pub role: u8,
     pub proto: u8,
-    pub _pad: [u8; 2],
+    /// The low 16 bits of [`SKIP_GEN_MAP`] when the process was last found not skipped
+    /// (socket hooks).
+    pub skip_gen: u16,
 }
 
 /// Header of every ring-buffer record; `captured` payload bytes follow it.

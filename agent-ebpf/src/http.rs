@@ -46,7 +46,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_map, btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
@@ -668,6 +668,24 @@ static HTTP_SOCKS: SkStorage<ConnInfo> = SkStorage::new();
 #[map(name = "HTTP_SKIP")]
 static HTTP_SKIP: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SKIPPED, 0);
 
+/// The generation of `HTTP_SKIP` (`agent_common::http::SKIP_GEN_MAP`): the agent adds one
+/// after each process it puts there.
+#[map(name = "HTTP_SKIP_GEN")]
+static HTTP_SKIP_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The low 16 bits of the skip table's generation (an array lookup the verifier inlines).
+#[inline(always)]
+fn skip_gen() -> u16 {
+    HTTP_SKIP_GEN.get(0).copied().unwrap_or(0) as u16
+}
+
+/// Whether process `tgid` is in the skip table.
+#[inline(always)]
+fn skipped(tgid: u32) -> bool {
+    // SAFETY: read-only lookup.
+    unsafe { HTTP_SKIP.get(tgid) }.is_some()
+}
+
 /// Ports the agent's configuration names (`PORT_INCLUDE` / `PORT_EXCLUDE`), filtering as
 /// `HTTP_PORT_FILTER` says (socket hooks).
 #[map(name = "HTTP_PORTS")]
@@ -787,6 +805,24 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     if conn.proto == PROTO_OTHER {
         return;
     }
+    // The agent learns a process's name from its first connection's first record, so it may
+    // put the process in the skip table after some of its connections became HTTP: those
+    // look it up again once the table changed (the generation is read before the table, and
+    // the agent writes it after).
+    if conn.proto == PROTO_HTTP {
+        let generation = skip_gen();
+        if conn.skip_gen != generation {
+            if skipped(conn.tgid) {
+                // SAFETY: as above.
+                unsafe { (*c).proto = PROTO_OTHER };
+                // The agent drops what it holds of the connection.
+                emit_header(&Rec::close(conn.tgid, 0, &conn));
+                return;
+            }
+            // SAFETY: as above.
+            unsafe { (*c).skip_gen = generation };
+        }
+    }
     // The syscall and its arguments, from the task's saved user registers (kernel-internal
     // socket I/O — no user frame — and io_uring are skipped).
     // SAFETY: the helpers take the current task; the result is its user pt_regs (BTF-typed).
@@ -835,10 +871,9 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
             (true, false, DIR_IN) | (true, true, DIR_OUT) => Some(ROLE_SERVER),
             _ => Some(ROLE_CLIENT),
         };
-        // SAFETY: read-only lookup.
-        let skipped = unsafe { HTTP_SKIP.get(tgid) }.is_some();
-        let Some(role) = role.filter(|r| !skipped && port_wanted(endpoint(sk, *r, family).0))
-        else {
+        let generation = skip_gen();
+        let skip = skipped(tgid);
+        let Some(role) = role.filter(|r| !skip && port_wanted(endpoint(sk, *r, family).0)) else {
             // SAFETY: as above.
             unsafe { (*c).proto = PROTO_OTHER };
             return;
@@ -848,7 +883,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
             tgid,
             role,
             proto: PROTO_HTTP,
-            _pad: [0; 2],
+            skip_gen: generation,
         };
         // SAFETY: as above.
         unsafe { *c = conn };
@@ -1177,7 +1212,7 @@ fn follow(tgid: u32, fd: u32, role: u8) -> u64 {
         tgid,
         role,
         proto: PROTO_UNKNOWN,
-        _pad: [0; 2],
+        skip_gen: 0,
     };
     let _ = HTTP_CONNS.insert(conn_key(tgid, fd), info, 0);
     id

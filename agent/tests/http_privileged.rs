@@ -264,7 +264,8 @@ impl Nginx {
 /// A python3 client over raw sockets: argv = port, then a JSON list of [method, path, body]
 /// requests sent one after another on one keep-alive connection; prints each response's
 /// status and the seconds from sending to the last byte read. ["PAUSE", seconds, ""] closes
-/// the connection, sleeps, and goes on on a new one.
+/// the connection, sleeps, and goes on on a new one; ["SLEEP", seconds, ""] sleeps and goes on
+/// on the same one.
 const PY_CLIENT: &str = r#"
 import json, socket, sys, time
 port = int(sys.argv[1]); reqs = json.loads(sys.argv[2])
@@ -275,6 +276,9 @@ s, f = connect()
 for method, path, body in reqs:
     if method == "PAUSE":
         s.close(); time.sleep(float(path)); s, f = connect()
+        continue
+    if method == "SLEEP":
+        time.sleep(float(path))
         continue
     data = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
     t0 = time.monotonic()
@@ -817,6 +821,53 @@ fn http_static_file_body_joins_its_head_record() {
     assert!(
         (file - memory).abs() <= n / 20.0,
         "{file} records for {N} GETs of a static file, {memory} answered from memory"
+    );
+}
+
+/// The agent learns that a process is filtered out from its first connection's first record;
+/// by then that connection is already copied. The kernel stops copying it at its next bytes
+/// (and sends its close), not only the process's later connections.
+#[test]
+fn http_filtered_process_open_connection_stops_sending_records() {
+    if !privileged("http_filtered_process_open_connection_stops_sending_records") {
+        return;
+    }
+    let dir = temp_dir("skipopen");
+    // Only nginx is traced: the python client is filtered out (and so are the scrapes).
+    let agent = agent_with(&dir, "  include_processes: [nginx]\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let p = nginx.port.to_string();
+    const N: usize = 1000;
+    let before = quiet(&agent);
+    // One connection: a first GET, a pause (the agent drains every 100 ms and puts the client
+    // in the skip table), then N more GETs on the same connection.
+    let mut reqs = vec![
+        ("GET", "/index.html".to_string(), ""),
+        ("SLEEP", "1.0".into(), ""),
+    ];
+    reqs.extend((0..N).map(|_| ("GET", "/index.html".to_string(), "")));
+    let got = py_client(nginx.port, &reqs);
+    assert!(got.len() == N + 1 && got.iter().all(|(s, _)| *s == 200));
+    let want = [("server_port", p.as_str()), ("http_route", "/index.html")];
+    let after = settle(&agent, |e| {
+        delta(e, &before, SERVER, &want) >= (N + 1) as f64
+    });
+    assert_eq!(delta(&after, &before, SERVER, &want), (N + 1) as f64);
+    assert!(series(&after, CLIENT, &[("server_port", p.as_str())]).is_empty());
+    assert_eq!(lost(&after), lost(&before), "ring buffer events lost");
+    // nginx: a read and a write per request (the file's sendfile joins the write). The
+    // client's connection adds its first exchange and its close, not a read and a write per
+    // request (which would make about 4 * N).
+    let n = N as f64;
+    let got = records(&after) - records(&before);
+    eprintln!(
+        "records for {} GETs from a filtered-out client: {got}",
+        N + 1
+    );
+    assert!(
+        (2.0 * n..=2.0 * n + n / 20.0).contains(&got),
+        "{got} records for {} GETs on one connection of a filtered-out client",
+        N + 1
     );
 }
 

@@ -37,11 +37,11 @@ use agent_common::http::{
     BATCH_MAX, CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER,
     EVENTS_MAPS, EventHeader, FILTER_EXCLUDE, FILTER_INCLUDE, FILTER_NONE, FLUSH_PROGRAM,
     HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_PORTS, MAX_SKIPPED, PORT_EXCLUDE, PORT_INCLUDE,
-    PORTS_MAP, RINGS, ROLE_CLIENT, SKIP_MAP,
+    PORTS_MAP, RINGS, ROLE_CLIENT, SKIP_GEN_MAP, SKIP_MAP,
 };
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
 };
 use serde::Deserialize;
 
@@ -509,7 +509,11 @@ pub fn attach(
     .map_err(|e| ProbeError::Load(format!("http probe: polling the ring buffers: {e}")))?;
     let lost = super::take_map(ebpf, LOST_MAP)?;
     let kernel = if hook == SOCK_HOOK {
-        Kernel::Skip(super::take_map(ebpf, SKIP_MAP)?)
+        Kernel::Skip(SkipTable {
+            table: super::take_map(ebpf, SKIP_MAP)?,
+            gen_map: super::take_map(ebpf, SKIP_GEN_MAP)?,
+            generation: 0,
+        })
     } else {
         Kernel::Conns(super::take_map(ebpf, CONNS_MAP)?)
     };
@@ -868,10 +872,37 @@ enum Kernel {
     /// Syscall-exit hooks: the table of followed `(tgid, fd)`; a filtered-out connection is
     /// removed from it.
     Conns(BpfHashMap<MapData, u64, ConnInfo>),
-    /// Socket hooks: the processes whose new connections the kernel marks as not HTTP (the
-    /// agent cannot address socket storage; a filtered-out process's connection that is
-    /// already open is dropped here).
-    Skip(BpfHashMap<MapData, u32, u8>),
+    /// Socket hooks: the processes whose connections the kernel marks as not HTTP (the agent
+    /// cannot address socket storage).
+    Skip(SkipTable),
+}
+
+/// The kernel's table of filtered-out processes (socket hooks) and its generation.
+struct SkipTable {
+    table: BpfHashMap<MapData, u32, u8>,
+    gen_map: Array<MapData, u32>,
+    generation: u32,
+}
+
+impl SkipTable {
+    /// Puts process `tgid` in the table, then moves the generation on: the kernel looks the
+    /// process of each HTTP connection up again at its next bytes, so a connection it opened
+    /// before its first record reached the agent stops being copied (and ends with a close
+    /// record). False when the table refused it (full).
+    fn insert(&mut self, tgid: u32) -> bool {
+        if self.table.insert(tgid, 1, 0).is_err() {
+            return false;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if let Err(e) = self.gen_map.set(0, self.generation, 0) {
+            tracing::debug!(error = %e, "http probe: writing the skip table's generation");
+        }
+        true
+    }
+
+    fn remove(&mut self, tgid: &u32) {
+        let _ = self.table.remove(tgid);
+    }
 }
 
 impl Decoder {
@@ -1001,7 +1032,7 @@ impl Decoder {
             if let Kernel::Skip(skip) = &mut self.kernel
                 && !self.skipped.contains_key(&h.tgid)
                 && self.skipped.len() < MAX_SKIPPED as usize
-                && skip.insert(h.tgid, 1, 0).is_ok()
+                && skip.insert(h.tgid)
             {
                 self.skipped.insert(h.tgid, name);
             }
@@ -1048,7 +1079,7 @@ impl Decoder {
                 .map(|s| s.trim_end().to_string());
             let keep = now.is_ok_and(|n| &n == name || !process_wanted(cfg, &n));
             if !keep {
-                let _ = skip.remove(tgid);
+                skip.remove(tgid);
             }
             keep
         });

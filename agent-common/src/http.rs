@@ -162,6 +162,10 @@ pub struct ConnInfo {
     /// The low 16 bits of [`SKIP_GEN_MAP`] when the process was last found not skipped
     /// (socket hooks).
     pub skip_gen: u16,
+    /// The time of the connection's last record of bytes sent (a server's `sendfile` joins
+    /// only that record: the thread may have moved to another CPU since, whose batch may end
+    /// with an older one of the same connection).
+    pub last_out_ns: u64,
 }
 
 /// Header of every ring-buffer record; `captured` payload bytes follow it.

@@ -384,6 +384,8 @@ struct Rec {
     family: u16,
     /// The client side's peer address (`EV_DATA` from the socket hooks).
     peer: [u64; 2],
+    /// The connection's [`ConnInfo::last_out_ns`] (a `sendfile` joins only that record).
+    last_out_ns: u64,
 }
 
 impl Rec {
@@ -402,6 +404,7 @@ impl Rec {
             bytes: moved,
             family: 0,
             peer: [0; 2],
+            last_out_ns: conn.last_out_ns,
         }
     }
 
@@ -421,6 +424,7 @@ impl Rec {
             bytes: 0,
             family: 0,
             peer: [0; 2],
+            last_out_ns: 0,
         }
     }
 
@@ -884,6 +888,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
             role,
             proto: PROTO_HTTP,
             skip_gen: generation,
+            last_out_ns: 0,
         };
         // SAFETY: as above.
         unsafe { *c = conn };
@@ -892,7 +897,7 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     if new_http {
         sock_start(&conn, a.di as u32, family, port, peer);
     }
-    capture(
+    let out = capture(
         &Rec {
             aux: u32::from(port),
             family,
@@ -901,6 +906,10 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
         },
         &bufs,
     );
+    if let Some(ts) = out {
+        // SAFETY: as above.
+        unsafe { (*c).last_out_ns = ts };
+    }
 }
 
 /// The endpoint data records of socket `sk` (of address family `family`) carry: the server
@@ -1003,10 +1012,20 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
             return;
         }
     }
-    capture(
+    let out = capture(
         &Rec::data(tgid, fd, &conn, direction, syscall, moved),
         &bufs,
     );
+    if let Some(ts) = out
+        && let Some(c) = HTTP_CONNS.get_ptr_mut(key)
+    {
+        // SAFETY: a plain store into the map value; races only with the same fd's close.
+        unsafe {
+            if (*c).id == conn.id {
+                (*c).last_out_ns = ts;
+            }
+        }
+    }
 }
 
 /// Where a read or write's bytes are in user memory: one buffer, or an iovec array.
@@ -1064,13 +1083,16 @@ fn first_word(b: &Bufs, moved: u64) -> Option<[u8; 4]> {
 }
 
 /// Outputs the record `rec` with a bounded prefix of the bytes moved (none for `sendfile`).
+/// Returns the time of the record that now ends the bytes sent, when `rec` sends (its own, or
+/// the one a `sendfile` joined); the caller keeps it as the connection's `last_out_ns`.
 #[inline(always)]
-fn capture(rec: &Rec, b: &Bufs) {
+fn capture(rec: &Rec, b: &Bufs) -> Option<u64> {
     if rec.syscall == SC_SENDFILE {
-        if !extend_response(rec) {
-            emit_header(rec);
+        if let Some(ts) = extend_response(rec) {
+            return Some(ts);
         }
-        return;
+        emit_header(rec);
+        return None;
     }
     let moved = rec.bytes;
     let mut cap = HTTP_CAPTURE.load() as u64;
@@ -1082,7 +1104,7 @@ fn capture(rec: &Rec, b: &Bufs) {
     }
     let Some(batch) = batch_take() else {
         count_lost(1);
-        return;
+        return None;
     };
     // The time is read as soon as the batch is held, before the copy: a program that
     // interrupts this one from here on (a socket closed from softirq) finds the batch in use,
@@ -1115,6 +1137,7 @@ fn capture(rec: &Rec, b: &Bufs) {
     unsafe { write_header(dst, rec, off as u16, len as u32, ts_ns) };
     batch_commit(batch, at, len);
     batch_release(batch);
+    (rec.direction == DIR_OUT).then_some(ts_ns)
 }
 
 /// A server's `sendfile` right after its write on the same connection (a static file: the
@@ -1122,15 +1145,16 @@ fn capture(rec: &Rec, b: &Bufs) {
 /// when it is still the last of this CPU's batch, instead of a record of its own. The decoder
 /// sees the same bytes (the head's, then the body's, uncopied either way) ending at the same
 /// time; a response's record times matter only as its end. Not for a client: its request's
-/// first record's time is the request's start. True when the record was extended.
+/// first record's time is the request's start. Only the connection's last record of bytes
+/// sent is joined (its time is `rec.last_out_ns`): a thread moved to another CPU between the
+/// write and the `sendfile` finds there an older record of the same connection, which must
+/// not take the body. Returns the extended record's new time.
 #[inline(always)]
-fn extend_response(rec: &Rec) -> bool {
-    if rec.role != ROLE_SERVER {
-        return false;
+fn extend_response(rec: &Rec) -> Option<u64> {
+    if rec.role != ROLE_SERVER || rec.last_out_ns == 0 {
+        return None;
     }
-    let Some(b) = batch_take() else {
-        return false;
-    };
+    let b = batch_take()?;
     // SAFETY: held batch; `last` is masked below BATCH_MAX and a header fits after it.
     let done = unsafe {
         let h = (*b)
@@ -1142,12 +1166,16 @@ fn extend_response(rec: &Rec) -> bool {
             && (*h).conn_id == rec.conn_id
             && (*h).tgid == rec.tgid
             && (*h).kind == EV_DATA
-            && (*h).direction == DIR_OUT;
+            && (*h).direction == DIR_OUT
+            && (*h).ts_ns == rec.last_out_ns;
         if same {
+            let ts = bpf_ktime_get_ns();
             (*h).bytes += rec.bytes;
-            (*h).ts_ns = bpf_ktime_get_ns();
+            (*h).ts_ns = ts;
+            Some(ts)
+        } else {
+            None
         }
-        same
     };
     batch_release(b);
     done
@@ -1213,6 +1241,7 @@ fn follow(tgid: u32, fd: u32, role: u8) -> u64 {
         role,
         proto: PROTO_UNKNOWN,
         skip_gen: 0,
+        last_out_ns: 0,
     };
     let _ = HTTP_CONNS.insert(conn_key(tgid, fd), info, 0);
     id

@@ -871,6 +871,75 @@ fn http_filtered_process_open_connection_stops_sending_records() {
     );
 }
 
+/// nginx's worker moved between the two CPUs all the time (its affinity flipped every
+/// 100 µs): a static file's `sendfile` may then run on another CPU than the head's write,
+/// whose batch may end with an older response of the same connection. The body joins only
+/// its own head's record: every GET is counted, with no decode error.
+#[test]
+fn http_sendfile_after_a_cpu_move_joins_only_its_own_head() {
+    if !privileged("http_sendfile_after_a_cpu_move_joins_only_its_own_head") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test moves nginx between two CPUs; {cpus} here"
+    );
+    let dir = temp_dir("cpumove");
+    let agent = agent_with(&dir, "  include_processes: [nginx]\n");
+    let nginx = Nginx::start(&dir.join("nginx"));
+    let master = nginx._proc.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .expect("nginx master's children");
+    let worker: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("an nginx worker");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let set = |cpus: &[usize]| {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+                let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                for c in cpus {
+                    unsafe { libc::CPU_SET(*c, &mut mask) };
+                }
+                // SAFETY: `mask` is a valid cpu_set_t of the size passed.
+                unsafe {
+                    libc::sched_setaffinity(worker, std::mem::size_of::<libc::cpu_set_t>(), &mask)
+                }
+            };
+            let mut moves = 0u64;
+            let mut cpu = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if set(&[cpu]) == 0 {
+                    moves += 1;
+                }
+                cpu ^= 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            set(&[0, 1]);
+            moves
+        })
+    };
+    const N: usize = 3000;
+    let before = quiet(&agent);
+    let got = py_client(nginx.port, &vec![("GET", "/index.html".to_string(), ""); N]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let moves = flipper.join().expect("affinity thread");
+    assert!(got.len() == N && got.iter().all(|(s, _)| *s == 200));
+    assert!(moves > 100, "nginx's worker moved only {moves} times");
+    let p = nginx.port.to_string();
+    let want = [("server_port", p.as_str()), ("http_route", "/index.html")];
+    let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= N as f64);
+    let errors = |e: &Exposition| e.sum("hostlens_http_decode_errors_total", &[]);
+    assert_eq!(errors(&after), errors(&before), "{}", after.text);
+    assert_eq!(delta(&after, &before, SERVER, &want), N as f64);
+    assert_eq!(lost(&after), lost(&before), "events lost");
+}
+
 /// With `include_ports`, the kernel marks a connection of any other port not-HTTP at its
 /// first bytes: traffic to a port left out costs no record at all (not even this test's
 /// scrapes), and the named port's is counted.

@@ -203,7 +203,7 @@ impl HttpConfig {
 /// single 2 MiB ring lost events in one of ten rounds of the wrk benchmark on this (shared,
 /// 2-core) machine.
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
-/// Largest kernel connection table accepted (about 90 bytes per entry).
+/// Largest kernel connection table accepted (about 100 bytes per entry).
 const MAX_KERNEL_CONNS: usize = 1 << 20;
 /// Heap bytes the decoder's connections may buffer together (partial heads, long targets of
 /// waiting requests): 64 MiB, whatever `max_connections` is.

@@ -984,10 +984,14 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
     };
     let fd = a.di as u32;
     let key = conn_key(tgid, fd);
-    // SAFETY: read-only copy of a map value; a concurrent delete only makes it stale.
-    let Some(conn) = (unsafe { HTTP_CONNS.get(key) }).copied() else {
+    // One lookup: the value is copied, and stored into through the same pointer below (the
+    // element stays valid while the program runs; a concurrent close may delete it and a new
+    // connection take its place, so each store checks the id first).
+    let Some(c) = HTTP_CONNS.get_ptr_mut(key) else {
         return;
     };
+    // SAFETY: a map value of the lookup above; a copy of plain integers.
+    let conn = unsafe { *c };
     if conn.proto == PROTO_OTHER {
         return;
     }
@@ -1000,12 +1004,10 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
             Some(_) => PROTO_OTHER,
             None => PROTO_UNKNOWN,
         };
-        if let Some(c) = HTTP_CONNS.get_ptr_mut(key) {
-            // SAFETY: a plain store into the map value; races only with the same fd's close.
-            unsafe {
-                if (*c).id == conn.id {
-                    (*c).proto = proto;
-                }
+        // SAFETY: a plain store into the map value; races only with the same fd's close.
+        unsafe {
+            if (*c).id == conn.id {
+                (*c).proto = proto;
             }
         }
         if proto == PROTO_OTHER {
@@ -1016,10 +1018,8 @@ fn on_data(a: Args, moved: u64, syscall: u8, direction: u8) {
         &Rec::data(tgid, fd, &conn, direction, syscall, moved),
         &bufs,
     );
-    if let Some(ts) = out
-        && let Some(c) = HTTP_CONNS.get_ptr_mut(key)
-    {
-        // SAFETY: a plain store into the map value; races only with the same fd's close.
+    if let Some(ts) = out {
+        // SAFETY: as above.
         unsafe {
             if (*c).id == conn.id {
                 (*c).last_out_ns = ts;

@@ -94,6 +94,11 @@ fn records(e: &Exposition) -> f64 {
         .expect("hostlens_http_records_total")
 }
 
+/// Decode errors of every reason so far.
+fn decode_errors(e: &Exposition) -> f64 {
+    e.sum("hostlens_http_decode_errors_total", &[])
+}
+
 /// Scrapes until `done` holds (the agent drains its ring buffers every 100 ms), then once more
 /// after a pause so that late extra counts would show.
 fn settle(agent: &Agent, done: impl Fn(&Exposition) -> bool) -> Exposition {
@@ -934,8 +939,12 @@ fn http_sendfile_after_a_cpu_move_joins_only_its_own_head() {
     let p = nginx.port.to_string();
     let want = [("server_port", p.as_str()), ("http_route", "/index.html")];
     let after = settle(&agent, |e| delta(e, &before, SERVER, &want) >= N as f64);
-    let errors = |e: &Exposition| e.sum("hostlens_http_decode_errors_total", &[]);
-    assert_eq!(errors(&after), errors(&before), "{}", after.text);
+    assert_eq!(
+        decode_errors(&after),
+        decode_errors(&before),
+        "{}",
+        after.text
+    );
     assert_eq!(delta(&after, &before, SERVER, &want), N as f64);
     assert_eq!(lost(&after), lost(&before), "events lost");
 }
@@ -1293,8 +1302,12 @@ fn http_records_from_several_cpus_stay_in_order() {
         delta(&after, &before, CLIENT, &[("server_port", p)]),
         n as f64
     );
-    let errors = |e: &Exposition| e.sum("hostlens_http_decode_errors_total", &[]);
-    assert_eq!(errors(&after), errors(&before), "{}", after.text);
+    assert_eq!(
+        decode_errors(&after),
+        decode_errors(&before),
+        "{}",
+        after.text
+    );
     assert_eq!(lost(&after), lost(&before), "events lost");
 }
 

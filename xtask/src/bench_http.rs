@@ -688,6 +688,101 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     Ok(())
 }
 
+/// Heading of the paired section (`--pairs N`).
+const PAIRS_MARKER: &str = "## HTTP probe: throughput budget, paired runs";
+
+/// The throughput budget alone, with more statistical power per minute than [`run`]: `pairs`
+/// pairs of wrk runs, hostlens with no probe (off) and with the `http` probe on its default
+/// hooks (on), back to back in alternating order, and nothing else (no reference, no context
+/// hook, no fixed rate): off and on of a pair are seconds apart, so a drift of the shared
+/// machine's speed moves both, and a pair takes about a third of a full round. The verdict is
+/// the one [`run`] gives, on the median of the per-pair ratios.
+pub fn run_pairs(root: &Path, bin: &Path, pairs: usize, write: bool) -> Result<()> {
+    if pairs < 10 {
+        bail!("--pairs {pairs}: at least 10 pairs are needed for an interval");
+    }
+    let nginx = start_nginx()?;
+    let started = Instant::now();
+    let mut done: Vec<(Wrk, On)> = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let run_off = || -> Result<Wrk> {
+            let (_hl, _) = start_hostlens(bin, None)?;
+            wrk(&nginx)
+        };
+        let (off, on) = if i % 2 == 0 {
+            let off = run_off()?;
+            (off, measure_on(bin, &nginx, "auto")?)
+        } else {
+            let on = measure_on(bin, &nginx, "auto")?;
+            (run_off()?, on)
+        };
+        eprintln!(
+            "http pair {}/{pairs}: req/s off {:.0}, on {:.0}, on/off {:.3}",
+            i + 1,
+            off.rps,
+            on.wrk.rps,
+            on.wrk.rps / off.rps
+        );
+        done.push((off, on));
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let ratios: Vec<f64> = done.iter().map(|(off, on)| on.wrk.rps / off.rps).collect();
+    let (ratio, lo, hi) = median_and_interval(&ratios);
+    let verdict = if lo >= BUDGET {
+        "met: the whole interval is above it"
+    } else if hi < BUDGET {
+        "not met: the whole interval is below it"
+    } else {
+        "not settled by this run: the interval spans it"
+    };
+    let sum = |f: &dyn Fn(&(Wrk, On)) -> f64| done.iter().map(f).sum::<f64>();
+    let of_means = sum(&|(_, on)| on.wrk.rps) / sum(&|(off, _)| off.rps);
+    let lost = sum(&|(_, on)| on.lost);
+    let counted = sum(&|(_, on)| on.counted);
+    let completed = sum(&|(_, on)| on.wrk.requests);
+    let hostlens_ms = sum(&|(_, on)| on.cpu_s) * 1e3 / (completed / 1e3);
+    let mut sorted = ratios;
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let date = super::bench::utc_now();
+    let mut md = String::new();
+    writeln!(md, "{PAIRS_MARKER} ({date})\n")?;
+    writeln!(
+        md,
+        "`cargo xtask bench --only-http --pairs {pairs}`: the setup of the section above \
+         (nginx, `wrk -t1 -c32 -d{WRK_SECONDS}s`, hostlens with no probe as off, with the \
+         `http` probe on `http.hook: auto` as on), but only off and on, back to back in each \
+         pair, every other pair in reverse order: {pairs} pairs in {minutes:.0} minutes. {}\n",
+        super::bench::machine_note()
+    )?;
+    writeln!(
+        md,
+        "Throughput on/off: median of the {pairs} pairs' ratios **{ratio:.3}×** (90 % \
+         bootstrap interval of the median **{lo:.3}–{hi:.3}×**; budget ≥ {BUDGET:.2}×, \
+         {verdict}; quartiles {:.2} / {:.2}, range {:.2}–{:.2}), ratio of means {of_means:.3}×. \
+         hostlens CPU {hostlens_ms:.2} ms per 1,000 requests; events lost {lost:.0} (budget 0); \
+         requests counted on nginx's port {counted:.0} of {completed:.0} wrk completed.\n",
+        at(0.25),
+        at(0.75),
+        at(0.0),
+        at(1.0),
+    )?;
+    writeln!(
+        md,
+        "On/off per pair, sorted: {}.\n",
+        sorted
+            .iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )?;
+    print!("{md}");
+    if write {
+        super::bench::write_section(root, PAIRS_MARKER, &md)?;
+    }
+    Ok(())
+}
+
 /// A request head and a response, each sent in one write. The "other" pair has the same
 /// lengths but starts with bytes that are no HTTP method or status line.
 const LOOP_REQUEST: &[u8] =

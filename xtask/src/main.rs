@@ -52,6 +52,9 @@ enum Task {
         /// Only the HTTP probe section (nginx under wrk, probe off vs on).
         #[arg(long)]
         only_http: bool,
+        /// With --only-http: only the throughput budget, as N back-to-back off/on pairs.
+        #[arg(long, value_name = "N", requires = "only_http")]
+        pairs: Option<usize>,
         /// Only the TCP probe section (connection rate off vs on, CPU at 10k/s, memory).
         #[arg(long)]
         only_tcp: bool,
@@ -85,6 +88,7 @@ fn main() -> Result<()> {
         Task::Bench {
             no_write,
             only_http,
+            pairs,
             only_tcp,
             only_syscalls,
             only_scrape,
@@ -97,7 +101,11 @@ fn main() -> Result<()> {
             }
             if only_http {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;
-                return bench_http::run(&root, &root.join("target/release/hostlens"), !no_write);
+                let bin = root.join("target/release/hostlens");
+                if let Some(n) = pairs {
+                    return bench_http::run_pairs(&root, &bin, n, !no_write);
+                }
+                return bench_http::run(&root, &bin, !no_write);
             }
             if only_syscalls {
                 sh(&root, &env, "cargo", &["build", "--release", "-p", "agent"])?;

@@ -445,6 +445,27 @@ fn median_and_interval(v: &[f64]) -> (f64, f64, f64) {
     (median(v.to_vec()), lo, hi)
 }
 
+/// The budget's verdict from the 90 % interval of the on/off median: only an interval wholly
+/// on one side of the budget settles it.
+fn verdict(lo: f64, hi: f64) -> &'static str {
+    if lo >= BUDGET {
+        "met: the whole interval is above it"
+    } else if hi < BUDGET {
+        "not met: the whole interval is below it"
+    } else {
+        "not settled by this run: the interval spans it"
+    }
+}
+
+/// Ratios sorted: (min, first quartile, third quartile, max), and all of them listed with two
+/// decimals.
+fn spread(mut v: Vec<f64>) -> ((f64, f64, f64, f64), String) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let listed = v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>();
+    ((at(0.0), at(0.25), at(0.75), at(1.0)), listed.join(" "))
+}
+
 pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let nginx = start_nginx()?;
     let mut rounds = Vec::with_capacity(ROUNDS);
@@ -533,20 +554,10 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
     let ref_off = ratios(&|r| r.reference.rps / r.off.rps);
     let on_ref = ratios(&|r| r.on.wrk.rps / r.reference.rps);
     let (rps_ratio, ci_lo, ci_hi) = median_and_interval(&on_off);
-    // Only an interval wholly on one side of the budget settles it.
-    let verdict = if ci_lo >= BUDGET {
-        "met: the whole interval is above it"
-    } else if ci_hi < BUDGET {
-        "not met: the whole interval is below it"
-    } else {
-        "not settled by this run: the interval spans it"
-    };
+    let verdict = verdict(ci_lo, ci_hi);
     let (ref_ratio, ref_lo, ref_hi) = median_and_interval(&ref_off);
     let (on_ref_ratio, on_ref_lo, on_ref_hi) = median_and_interval(&on_ref);
-    let mut sorted = on_off;
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    let quartiles = (at(0.0), at(0.25), at(0.75), at(1.0));
+    let (quartiles, listed) = spread(on_off);
     let ctx: Vec<(&Round, &On)> = rounds
         .iter()
         .filter_map(|r| r.on_exit.as_ref().map(|o| (r, o)))
@@ -601,15 +612,7 @@ pub fn run(root: &Path, bin: &Path, write: bool) -> Result<()> {
             .join(" "),
         super::bench::machine_note()
     )?;
-    writeln!(
-        md,
-        "On/off per round, sorted: {}.\n",
-        sorted
-            .iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    )?;
+    writeln!(md, "On/off per round, sorted: {listed}.\n")?;
     writeln!(
         md,
         "| context round | off req/s | ref req/s | on req/s | on(exit) req/s | off p99 ms | on p99 ms | nginx CPU µs/req off | ref | on | on(exit) | on: hostlens CPU s | on: events lost | on: requests counted / wrk completed |"
@@ -728,22 +731,14 @@ pub fn run_pairs(root: &Path, bin: &Path, pairs: usize, write: bool) -> Result<(
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let ratios: Vec<f64> = done.iter().map(|(off, on)| on.wrk.rps / off.rps).collect();
     let (ratio, lo, hi) = median_and_interval(&ratios);
-    let verdict = if lo >= BUDGET {
-        "met: the whole interval is above it"
-    } else if hi < BUDGET {
-        "not met: the whole interval is below it"
-    } else {
-        "not settled by this run: the interval spans it"
-    };
+    let verdict = verdict(lo, hi);
     let sum = |f: &dyn Fn(&(Wrk, On)) -> f64| done.iter().map(f).sum::<f64>();
     let of_means = sum(&|(_, on)| on.wrk.rps) / sum(&|(off, _)| off.rps);
     let lost = sum(&|(_, on)| on.lost);
     let counted = sum(&|(_, on)| on.counted);
     let completed = sum(&|(_, on)| on.wrk.requests);
     let hostlens_ms = sum(&|(_, on)| on.cpu_s) * 1e3 / (completed / 1e3);
-    let mut sorted = ratios;
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let ((min, q1, q3, max), listed) = spread(ratios);
     let date = super::bench::utc_now();
     let mut md = String::new();
     writeln!(md, "{PAIRS_MARKER} ({date})\n")?;
@@ -759,23 +754,12 @@ pub fn run_pairs(root: &Path, bin: &Path, pairs: usize, write: bool) -> Result<(
         md,
         "Throughput on/off: median of the {pairs} pairs' ratios **{ratio:.3}×** (90 % \
          bootstrap interval of the median **{lo:.3}–{hi:.3}×**; budget ≥ {BUDGET:.2}×, \
-         {verdict}; quartiles {:.2} / {:.2}, range {:.2}–{:.2}), ratio of means {of_means:.3}×. \
-         hostlens CPU {hostlens_ms:.2} ms per 1,000 requests; events lost {lost:.0} (budget 0); \
-         requests counted on nginx's port {counted:.0} of {completed:.0} wrk completed.\n",
-        at(0.25),
-        at(0.75),
-        at(0.0),
-        at(1.0),
+         {verdict}; quartiles {q1:.2} / {q3:.2}, range {min:.2}–{max:.2}), ratio of means \
+         {of_means:.3}×. hostlens CPU {hostlens_ms:.2} ms per 1,000 requests; events lost \
+         {lost:.0} (budget 0); requests counted on nginx's port {counted:.0} of {completed:.0} \
+         wrk completed.\n"
     )?;
-    writeln!(
-        md,
-        "On/off per pair, sorted: {}.\n",
-        sorted
-            .iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    )?;
+    writeln!(md, "On/off per pair, sorted: {listed}.\n")?;
     print!("{md}");
     if write {
         super::bench::write_section(root, PAIRS_MARKER, &md)?;

@@ -707,11 +707,11 @@ pub fn run_pairs(root: &Path, bin: &Path, pairs: usize, write: bool) -> Result<(
     let nginx = start_nginx()?;
     let started = Instant::now();
     let mut done: Vec<(Wrk, On)> = Vec::with_capacity(pairs);
+    let run_off = || -> Result<Wrk> {
+        let (_hl, _) = start_hostlens(bin, None)?;
+        wrk(&nginx)
+    };
     for i in 0..pairs {
-        let run_off = || -> Result<Wrk> {
-            let (_hl, _) = start_hostlens(bin, None)?;
-            wrk(&nginx)
-        };
         let (off, on) = if i % 2 == 0 {
             let off = run_off()?;
             (off, measure_on(bin, &nginx, "auto")?)

@@ -101,6 +101,16 @@ pub const BATCH_ALONE: u16 = 1;
 /// Size of [`BatchHeader`] in bytes.
 pub const BATCH_HEADER_BYTES: usize = core::mem::size_of::<BatchHeader>();
 
+/// Globals set from the kernel's BTF for the socket hooks' read of the caller's user registers
+/// without a helper call: the byte offset of `stack` in `struct task_struct`, and the type id
+/// of `struct pt_regs` (0 and 0: every read goes through `bpf_task_pt_regs`).
+pub const GLOBAL_TASK_STACK: &str = "HTTP_TASK_STACK";
+pub const GLOBAL_PT_REGS_TYPE: &str = "HTTP_PT_REGS_TYPE";
+/// Placeholder helper number of the kfunc `bpf_rdonly_cast` in the compiled object: the agent
+/// rewrites each `call` with it into a kfunc call (`BPF_PSEUDO_KFUNC_CALL`, the function's
+/// id in the kernel's BTF) before the object is loaded. No helper has this number.
+pub const RDONLY_CAST_PLACEHOLDER: u32 = 0x0b7f_ca57;
+
 /// Global: bytes of each read/write copied into the event (clamped to [`MAX_CAPTURE`]).
 pub const GLOBAL_CAPTURE: &str = "HTTP_CAPTURE";
 

@@ -31,8 +31,9 @@ use agent_common::http::{
     BATCH_ALONE, BATCH_HEADER_BYTES, BATCH_MAX, BatchHeader, ConnInfo, DIR_IN, DIR_OUT, EV_ACCEPT,
     EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER, EventHeader, FILTER_INCLUDE, FILTER_NONE,
     HEADER_BYTES, MAX_CAPTURE, MAX_CONNS, MAX_PORTS, MAX_SKIPPED, PORT_EXCLUDE, PORT_INCLUDE,
-    PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RING_BYTES, ROLE_CLIENT, ROLE_SERVER, SC_READ,
-    SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO, SC_WRITE, SC_WRITEV,
+    PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, RDONLY_CAST_PLACEHOLDER, RING_BYTES, ROLE_CLIENT,
+    ROLE_SERVER, SC_READ, SC_READV, SC_RECVFROM, SC_RECVMSG, SC_SENDFILE, SC_SENDMSG, SC_SENDTO,
+    SC_WRITE, SC_WRITEV,
 };
 use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
 use aya_ebpf::{
@@ -54,6 +55,20 @@ use aya_ebpf::{
 static HTTP_SELF_TGID: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static HTTP_CAPTURE: Global<u32> = Global::new(1024);
+/// The offset of `stack` in `struct task_struct` and the BTF id of `struct pt_regs`, from the
+/// kernel's BTF (`agent_common::http::GLOBAL_TASK_STACK`); 0 when the agent could not find
+/// them or the kernel refused the kfunc. Read-only: the verifier takes them as constants.
+#[unsafe(no_mangle)]
+static HTTP_TASK_STACK: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static HTTP_PT_REGS_TYPE: Global<u32> = Global::new(0);
+
+/// Where a task's user registers are, as bytes past the start of its kernel stack: the same
+/// for every task of the running kernel (`THREAD_SIZE` less the padding and the size of
+/// `pt_regs`), learned from `bpf_task_pt_regs` the first time (0 until then).
+#[map(name = "HTTP_REGS_AT")]
+static HTTP_REGS_AT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Bytes a batch gathers before it goes to the ring (`agent_common::http::GLOBAL_BATCH_BYTES`).
 #[unsafe(no_mangle)]
 static HTTP_BATCH_BYTES: Global<u32> = Global::new(BATCH_MAX as u32);
@@ -829,9 +844,9 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     }
     // The syscall and its arguments, from the task's saved user registers (kernel-internal
     // socket I/O — no user frame — and io_uring are skipped).
-    // SAFETY: the helpers take the current task; the result is its user pt_regs (BTF-typed).
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
-    // SAFETY: BTF-typed `struct pt_regs *`, plain loads.
+    let regs = user_regs();
+    // SAFETY: a `struct pt_regs *` the verifier knows by type; plain loads (faulting safely
+    // through the untrusted cast).
     let (cs, nr) = unsafe {
         (
             core::ptr::read_volatile(regs.add(REG_CS / 8)),
@@ -909,6 +924,59 @@ fn on_sock(sk: *mut core::ffi::c_void, ret: i32, direction: u8) {
     if let Some(ts) = out {
         // SAFETY: as above.
         unsafe { (*c).last_out_ns = ts };
+    }
+}
+
+/// The current task's saved user registers (a BTF-typed `struct pt_regs *`). With the kernel
+/// globals set, one helper call instead of two: the task's kernel stack plus the learned
+/// offset, cast to `pt_regs` with the kfunc `bpf_rdonly_cast` (the verifier turns the call into
+/// a register move; loads through the result cannot fault the kernel). Otherwise, and the
+/// first time (to learn the offset), `bpf_task_pt_regs`.
+#[inline(always)]
+fn user_regs() -> *const u64 {
+    // SAFETY: no preconditions; the current task, BTF-typed.
+    let task = unsafe { bpf_get_current_task_btf() };
+    let field = HTTP_TASK_STACK.load();
+    if field != 0
+        && let Some(at) = HTTP_REGS_AT.get_ptr_mut(0)
+    {
+        // SAFETY: `field` is a read-only constant: the offset of `task_struct.stack` (a
+        // pointer), checked by the verifier against the kernel's BTF.
+        let stack = unsafe {
+            core::ptr::read_volatile(task.cast::<u8>().add(field as usize).cast::<u64>())
+        };
+        // SAFETY: the array's own value.
+        let off = unsafe { *at };
+        if off != 0 {
+            // SAFETY: the kfunc only retypes the address (see above).
+            return unsafe { rdonly_cast(stack.wrapping_add(off), HTTP_PT_REGS_TYPE.load()) };
+        }
+        // SAFETY: as below.
+        let regs = unsafe { bpf_task_pt_regs(task) } as u64;
+        let d = regs.wrapping_sub(stack);
+        if stack != 0 && d > 0 && d < 1 << 20 {
+            // SAFETY: the array's own value; every CPU writes the same.
+            unsafe { *at = d };
+        }
+        return regs as *const u64;
+    }
+    // SAFETY: the current task; the result is its user pt_regs (BTF-typed).
+    unsafe { bpf_task_pt_regs(task) as *const u64 }
+}
+
+/// The kfunc `void *bpf_rdonly_cast(const void *obj, u32 btf_id)`: compiled as a helper call
+/// with a number no helper has, rewritten by the agent before loading (see
+/// `agent_common::http::RDONLY_CAST_PLACEHOLDER`).
+///
+/// # Safety
+/// Only on a path the verifier sees only when the agent rewrote the call.
+#[inline(always)]
+unsafe fn rdonly_cast(addr: u64, type_id: u32) -> *const u64 {
+    // SAFETY: a call by number, as aya-ebpf's helpers are made.
+    unsafe {
+        let f: unsafe extern "C" fn(u64, u32) -> *const u64 =
+            core::mem::transmute(RDONLY_CAST_PLACEHOLDER as usize);
+        f(addr, type_id)
     }
 }
 

@@ -552,11 +552,32 @@ fn http_every_hook_counts_exactly() {
             Some(("HOSTLENS_FORCE", "http_shared_rings")),
             None,
         ),
+        // The user registers read with bpf_task_pt_regs alone, as where the kernel refuses
+        // the kfunc bpf_rdonly_cast (simulated: the call linked to a type that is no function).
+        (
+            "sock",
+            sock,
+            Some(("HOSTLENS_FORCE", "http_kfunc_refused")),
+            Some("refused with the kfunc bpf_rdonly_cast"),
+        ),
     ] {
+        let kfunc_refused = env.is_some_and(|(_, v)| v == "http_kfunc_refused");
         let env: Vec<(&str, &str)> = env.into_iter().collect();
         let agent = agent_env(&dir, &format!("  hook: {hook}\n"), &env);
         assert!(
             agent.log().contains(&format!("hook=\"{attached}\"")),
+            "{hook}: {}",
+            agent.log()
+        );
+        // The socket hooks read the user registers through the kfunc (this kernel has it:
+        // 6.2 and later) unless it was refused; the syscall-exit hooks never use it.
+        let regs = if attached == sock && !kfunc_refused {
+            "bpf_rdonly_cast"
+        } else {
+            "bpf_task_pt_regs"
+        };
+        assert!(
+            agent.log().contains(&format!("user_regs=\"{regs}\"")),
             "{hook}: {}",
             agent.log()
         );
@@ -619,7 +640,39 @@ fn http_every_hook_counts_exactly() {
             "{hook}"
         );
         assert_eq!(lost(&after), lost(&before), "{hook}: events lost");
+        if regs == "bpf_rdonly_cast" {
+            // Where the user registers sit on a task's kernel stack, learned by the kernel
+            // program at its first record: past the frame's 168 bytes, inside the stack.
+            let at = regs_offset();
+            assert!(
+                at > 168 && at < 1 << 20 && at.is_multiple_of(8),
+                "{hook}: HTTP_REGS_AT {at}"
+            );
+        }
     }
+}
+
+/// The value of the http object's one-entry array `HTTP_REGS_AT`, read with bpftool.
+fn regs_offset() -> u64 {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", "HTTP_REGS_AT"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = text
+        .split("value:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("bpftool map dump: {text}"));
+    let bytes: Vec<u8> = value
+        .split_whitespace()
+        .take(8)
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("bpftool: {text}")))
+        .collect();
+    u64::from_le_bytes(
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("bpftool: {text}")),
+    )
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -37,7 +37,7 @@ use agent_common::http::{
     BATCH_MAX, CONNS_MAP, ConnInfo, DIR_IN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_DATA, EV_SERVER,
     EVENTS_MAPS, EventHeader, FILTER_EXCLUDE, FILTER_INCLUDE, FILTER_NONE, FLUSH_PROGRAM,
     HEADER_BYTES, LOST_MAP, MAX_CAPTURE, MAX_PORTS, MAX_SKIPPED, PORT_EXCLUDE, PORT_INCLUDE,
-    PORTS_MAP, RINGS, ROLE_CLIENT, SKIP_GEN_MAP, SKIP_MAP,
+    PORTS_MAP, RDONLY_CAST_PLACEHOLDER, RINGS, ROLE_CLIENT, SKIP_GEN_MAP, SKIP_MAP,
 };
 use aya::{
     Ebpf,
@@ -45,7 +45,7 @@ use aya::{
 };
 use serde::Deserialize;
 
-use super::{ProbeCollector, ProbeError};
+use super::{ProbeCollector, ProbeError, kbtf};
 use crate::emit::{Kind, Out};
 
 pub mod decode;
@@ -266,6 +266,26 @@ fn sized_for_sock(hook: HttpHook, ctx: &super::ProbeContext) -> bool {
 /// syscall-exit hooks' table sized from `http.max_connections`, and `auto` skips them.
 static SOCK_REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// Set when the kernel refused the socket hooks with the user registers read through the
+/// kfunc `bpf_rdonly_cast`: the object is loaded again with `bpf_task_pt_regs` alone.
+static KFUNC_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// The kernel BTF facts for reading the user registers through `bpf_rdonly_cast`, found once;
+/// None (with the reason logged) when the kernel's BTF lacks them.
+fn regs_layout() -> Option<kbtf::RegsLayout> {
+    static LAYOUT: OnceLock<Option<kbtf::RegsLayout>> = OnceLock::new();
+    *LAYOUT.get_or_init(|| {
+        let found = std::fs::read("/sys/kernel/btf/vmlinux")
+            .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))
+            .and_then(|d| kbtf::regs_layout(&d).map_err(|e| format!("/sys/kernel/btf/vmlinux: {e}")));
+        found
+            .inspect_err(|e| {
+                tracing::info!(reason = %e, "http probe: user registers read with bpf_task_pt_regs");
+            })
+            .ok()
+    })
+}
+
 /// Whether the kernel has the `sock_send_length` tracepoint (its BTF names the tracepoint's
 /// function type `btf_trace_sock_send_length`).
 fn sock_hooks_exist(ctx: &super::ProbeContext) -> bool {
@@ -317,6 +337,12 @@ pub struct LoaderGlobals {
     pub batch_bytes: u32,
     /// How the kernel filters by port (`agent_common::http::FILTER_*`, [`port_marks`]).
     pub port_filter: u32,
+    /// For the socket hooks' read of the user registers through `bpf_rdonly_cast`
+    /// (`agent_common::http::GLOBAL_TASK_STACK`), or None.
+    pub regs: Option<kbtf::RegsLayout>,
+    /// The kernel globals from `regs` (0 without).
+    pub task_stack: u32,
+    pub pt_regs_type: u32,
 }
 
 pub fn loader_globals() -> LoaderGlobals {
@@ -326,6 +352,13 @@ pub fn loader_globals() -> LoaderGlobals {
     let wake_bytes = ring_bytes / 4;
     // CPUs writing one ring (more than one beyond RINGS CPUs).
     let sharing = cpus.div_ceil(used).max(1) as u32;
+    let regs = if matches!(c.hook, HttpHook::Auto | HttpHook::Sock)
+        && !KFUNC_REFUSED.load(Ordering::Relaxed)
+    {
+        regs_layout()
+    } else {
+        None
+    };
     LoaderGlobals {
         self_tgid: std::process::id(),
         capture: c.capture_bytes,
@@ -333,7 +366,29 @@ pub fn loader_globals() -> LoaderGlobals {
         check_bytes: (wake_bytes / 16 / sharing).max(4096),
         batch_bytes: if batches() { BATCH_MAX as u32 } else { 0 },
         port_filter: port_marks(&c).map_or(FILTER_NONE, |(f, _)| f),
+        regs,
+        task_stack: regs.map_or(0, |r| r.task_stack),
+        pt_regs_type: regs.map_or(0, |r| r.pt_regs),
     }
+}
+
+/// The `http` object's bytes as loaded with globals `g`: with the kfunc read of the user
+/// registers, each placeholder call rewritten into a call of `bpf_rdonly_cast` (with
+/// `HOSTLENS_FORCE=http_kfunc_refused`, of a type that is no function, which the kernel
+/// refuses: the fallback's test).
+pub fn object_bytes(bytes: &'static [u8], g: &LoaderGlobals) -> std::borrow::Cow<'static, [u8]> {
+    let Some(regs) = g.regs else {
+        return bytes.into();
+    };
+    let func = if crate::faults::forced("http_kfunc_refused") {
+        regs.pt_regs
+    } else {
+        regs.rdonly_cast
+    };
+    let mut patched = bytes.to_vec();
+    let n = kbtf::patch_kfunc_calls(&mut patched, RDONLY_CAST_PLACEHOLDER, func);
+    tracing::debug!(calls = n, "http probe: bpf_rdonly_cast calls linked");
+    patched.into()
 }
 
 /// The kernel's port filter for `cfg` (socket hooks): the filter mode and each named port's
@@ -434,6 +489,15 @@ fn attach_hook(
         match attach_sock(ebpf, ctx) {
             Ok(()) => return Ok(SOCK_HOOK),
             Err(e) => {
+                if loader_globals().regs.is_some() {
+                    // Maybe the kfunc read of the user registers alone: without it, once more.
+                    KFUNC_REFUSED.store(true, Ordering::Relaxed);
+                    return Err(ProbeError::Reload(format!(
+                        "the socket tracepoints were refused with the kfunc bpf_rdonly_cast \
+                         ({}); trying bpf_task_pt_regs",
+                        super::error_chain(&e)
+                    )));
+                }
                 tracing::warn!(error = %e, "http probe: socket tracepoints unavailable");
                 if hook == HttpHook::Auto && sized_for_sock(hook, ctx) {
                     // The syscall-exit hooks' table was sized for the socket hooks (one
@@ -482,8 +546,14 @@ pub fn attach(
     write_port_marks(ebpf, &settings.http)?;
     let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
     let (used, ring_bytes) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
+    let user_regs = if hook == SOCK_HOOK && loader_globals().regs.is_some() {
+        "bpf_rdonly_cast"
+    } else {
+        "bpf_task_pt_regs"
+    };
     tracing::info!(
         hook,
+        user_regs,
         rings = used,
         ring_bytes,
         "http probe: capture program attached"

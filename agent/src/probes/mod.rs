@@ -22,6 +22,7 @@ use crate::{
 
 pub mod batch;
 pub mod http;
+pub mod kbtf;
 pub mod syscall_names;
 pub mod syscalls;
 pub mod tcp;
@@ -391,14 +392,18 @@ impl Probes {
             if these.is_empty() {
                 continue;
             }
-            match load_object(&mut loader, object) {
+            match load_object(&mut loader, object, &globals) {
                 Ok(mut obj) => {
                     for p in these {
                         let loaded_before = loaded_programs(&obj);
                         let mut attached = (p.attach)(&mut obj, &ctx);
-                        if let Err(ProbeError::Reload(why)) = &attached {
-                            // Only a probe alone in its object may have it loaded again (the
-                            // new load replaces the old one).
+                        // Only a probe alone in its object may have it loaded again (the new
+                        // load replaces the old one); twice at most (the http probe: without
+                        // the kfunc, then with the fallback hooks' table).
+                        for _ in 0..2 {
+                            let Err(ProbeError::Reload(why)) = &attached else {
+                                break;
+                            };
                             tracing::warn!(probe = p.name, reason = %why, "loading the probe again");
                             attached = reload(&mut obj, object, &level, &ctx)
                                 .and_then(|()| (p.attach)(&mut obj, &ctx));
@@ -509,6 +514,12 @@ fn object_loader<'a>(
         &g.port_filter,
         false,
     );
+    loader.override_global(agent_common::http::GLOBAL_TASK_STACK, &g.task_stack, false);
+    loader.override_global(
+        agent_common::http::GLOBAL_PT_REGS_TYPE,
+        &g.pt_regs_type,
+        false,
+    );
     for (map, n) in sizes {
         loader.map_max_entries(map, *n);
     }
@@ -533,18 +544,25 @@ fn reload(
     // The globals as they are now (a probe asking for the reload may have changed them).
     let globals = http::loader_globals();
     let mut loader = object_loader(level, &globals, &sizes);
-    *obj = load_object(&mut loader, object).map_err(ProbeError::Load)?;
+    *obj = load_object(&mut loader, object, &globals).map_err(ProbeError::Load)?;
     Ok(())
 }
 
-fn load_object(loader: &mut EbpfLoader<'_>, object: Object) -> Result<Ebpf, String> {
-    let bytes = object.bytes();
+fn load_object(
+    loader: &mut EbpfLoader<'_>,
+    object: Object,
+    g: &http::LoaderGlobals,
+) -> Result<Ebpf, String> {
+    let bytes = match object {
+        Object::Http => http::object_bytes(object.bytes(), g),
+        _ => object.bytes().into(),
+    };
     if bytes.is_empty() {
         return Err(
             "this hostlens binary was built without its eBPF programs (AYA_BUILD_SKIP)".into(),
         );
     }
-    loader.load(bytes).map_err(|e| {
+    loader.load(&bytes).map_err(|e| {
         let mut reason = format!(
             "loading the eBPF object {}: {}",
             object.name(),

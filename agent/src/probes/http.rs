@@ -286,6 +286,16 @@ fn regs_layout() -> Option<kbtf::RegsLayout> {
     })
 }
 
+/// The BTF facts when the socket hooks read the user registers through `bpf_rdonly_cast` with
+/// `http.hook` set to `hook` (the kernel has not refused the kfunc); None otherwise.
+fn kfunc_regs(hook: HttpHook) -> Option<kbtf::RegsLayout> {
+    if matches!(hook, HttpHook::Auto | HttpHook::Sock) && !KFUNC_REFUSED.load(Ordering::Relaxed) {
+        regs_layout()
+    } else {
+        None
+    }
+}
+
 /// Whether the kernel has the `sock_send_length` tracepoint (its BTF names the tracepoint's
 /// function type `btf_trace_sock_send_length`).
 fn sock_hooks_exist(ctx: &super::ProbeContext) -> bool {
@@ -352,13 +362,7 @@ pub fn loader_globals() -> LoaderGlobals {
     let wake_bytes = ring_bytes / 4;
     // CPUs writing one ring (more than one beyond RINGS CPUs).
     let sharing = cpus.div_ceil(used).max(1) as u32;
-    let regs = if matches!(c.hook, HttpHook::Auto | HttpHook::Sock)
-        && !KFUNC_REFUSED.load(Ordering::Relaxed)
-    {
-        regs_layout()
-    } else {
-        None
-    };
+    let regs = kfunc_regs(c.hook);
     LoaderGlobals {
         self_tgid: std::process::id(),
         capture: c.capture_bytes,
@@ -489,7 +493,7 @@ fn attach_hook(
         match attach_sock(ebpf, ctx) {
             Ok(()) => return Ok(SOCK_HOOK),
             Err(e) => {
-                if loader_globals().regs.is_some() {
+                if kfunc_regs(hook).is_some() {
                     // Maybe the kfunc read of the user registers alone: without it, once more.
                     KFUNC_REFUSED.store(true, Ordering::Relaxed);
                     return Err(ProbeError::Reload(format!(
@@ -546,7 +550,7 @@ pub fn attach(
     write_port_marks(ebpf, &settings.http)?;
     let hook = attach_hook(ebpf, ctx, settings.http.hook)?;
     let (used, ring_bytes) = ring_sizes(settings.http.ring_buffer_bytes, possible_cpus());
-    let user_regs = if hook == SOCK_HOOK && loader_globals().regs.is_some() {
+    let user_regs = if hook == SOCK_HOOK && kfunc_regs(settings.http.hook).is_some() {
         "bpf_rdonly_cast"
     } else {
         "bpf_task_pt_regs"

@@ -830,8 +830,8 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 /// in one pass over its lines (a line after the first that is empty or a lone CR ends it).
 fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
     let data = &data[..data.len().min(MAX_HEAD)];
-    // The line ends in order, from one iterator over the head.
-    let mut ends = memchr::memchr_iter(b'\n', data);
+    // The line ends in order, from one pass over the head.
+    let mut ends = LineEnds::new(data);
     let first_end = ends.next()?;
     let first = &data[..first_end];
     let mut h = Head {
@@ -849,6 +849,82 @@ fn scan_head(data: &[u8]) -> Option<(usize, Head<'_>)> {
         start = end + 1;
     }
     None
+}
+
+/// The positions of the LF bytes of `data`, in order. Each 64-byte block is compared with LF
+/// at once into a bit mask, and the positions come from its set bits: a head's lines are short
+/// (tens of bytes), and a search started per line costs more in its setup than in its scan.
+struct LineEnds<'a> {
+    data: &'a [u8],
+    /// Offset of the block `mask` describes.
+    base: usize,
+    /// LF bytes of that block not yet returned, bit i for byte `base + i`.
+    mask: u64,
+}
+
+impl<'a> LineEnds<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        LineEnds {
+            data,
+            base: 0,
+            mask: lf_mask(data),
+        }
+    }
+}
+
+impl Iterator for LineEnds<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.base += 64;
+            let block = self.data.get(self.base..)?;
+            if block.is_empty() {
+                return None;
+            }
+            self.mask = lf_mask(block);
+        }
+        let i = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.base + i)
+    }
+}
+
+/// Bit i set when byte i of the first 64 of `data` (fewer at its end) is LF.
+fn lf_mask(data: &[u8]) -> u64 {
+    match data.first_chunk::<64>() {
+        Some(block) => lf_mask64(block),
+        None => {
+            // The last, short block: its bytes after zero padding (never LF).
+            let mut block = [0u8; 64];
+            block[..data.len()].copy_from_slice(data);
+            lf_mask64(&block)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn lf_mask64(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let mut mask = 0u64;
+    for (k, part) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of every x86_64 CPU; an unaligned load of the 16 bytes of
+        // `part`.
+        let bits = unsafe {
+            let v = _mm_loadu_si128(part.as_ptr().cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)))
+        };
+        mask |= u64::from(bits as u16) << (16 * k);
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn lf_mask64(block: &[u8; 64]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, b)| m | (u64::from(*b == b'\n') << i))
 }
 
 /// Appends head bytes from `data` to `buf` until the blank line (CRLF CRLF, or bare LF LF).
@@ -1103,6 +1179,48 @@ mod tests {
                 }
                 None => prop_assert!(!done),
             }
+        }
+    }
+
+    proptest! {
+        /// The block-wise LF finder returns what a byte-by-byte search does, for every length
+        /// (blocks whole, short, and empty) and any bytes.
+        #[test]
+        fn line_ends_are_the_lf_bytes(
+            data in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()],
+                0..300,
+            )
+        ) {
+            let want: Vec<usize> = data
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i)
+                .collect();
+            prop_assert_eq!(LineEnds::new(&data).collect::<Vec<_>>(), want);
+        }
+    }
+
+    #[test]
+    fn line_ends_at_block_edges() {
+        for len in [0, 1, 63, 64, 65, 127, 128, 129, 200] {
+            let mut data = vec![b'a'; len];
+            let marks: Vec<usize> = [0, 15, 16, 63, 64, 127, 128, len.saturating_sub(1)]
+                .into_iter()
+                .filter(|i| *i < len)
+                .collect();
+            for i in &marks {
+                data[*i] = b'\n';
+            }
+            let mut want = marks.clone();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(
+                LineEnds::new(&data).collect::<Vec<_>>(),
+                want,
+                "length {len}"
+            );
         }
     }
 

@@ -1878,7 +1878,11 @@ fn parallel_shards_keep_per_series_order() {
     let cfg = write_config(&dir, &rx.url(), "", "");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "      max_samples_per_send: 50\n",
-        "      max_samples_per_send: 20\n      min_shards: 4\n",
+        // Four shards of 50-sample requests, each held 150 ms by the receiver and a quarter
+        // refused: ~1,000 samples/s against the ~180 a scrape of the fixture adds per second,
+        // so the queue empties between scrapes even on a loaded machine (with 20 per request
+        // the margin was ~2x, and parallel tests could keep it from ever draining).
+        "      max_samples_per_send: 50\n      min_shards: 4\n",
     );
     std::fs::write(&cfg, text).unwrap();
     let agent = start_agent(&cfg);
